@@ -1,0 +1,176 @@
+//! The pooled HTTP client nodes use to call each other, carrying the cluster secret.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::auth::CLUSTER_AUTH_HEADER;
+use crate::proto::ErrorBody;
+
+/// Boxed error of a streamed body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Request body of intra-cluster calls: empty, bytes, or a stream.
+pub type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Failure of an intra-cluster call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The peer could not be reached or the exchange broke.
+    #[error("calling {url}: {source}")]
+    Transport {
+        /// What was called.
+        url: String,
+        /// Why it failed.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The peer answered with an error.
+    #[error("{url} answered {status}: {} ({})", body.code, body.message)]
+    Status {
+        /// What was called.
+        url: String,
+        /// HTTP status.
+        status: StatusCode,
+        /// Its error body.
+        body: ErrorBody,
+    },
+    /// The answer body could not be read or parsed.
+    #[error("reading the answer of {url}: {message}")]
+    Body {
+        /// What was called.
+        url: String,
+        /// Detail.
+        message: String,
+    },
+}
+
+/// Pooled client for calls between nodes.
+#[derive(Clone)]
+pub struct NodeClient {
+    http: Client<HttpConnector, ReqBody>,
+    secret: HeaderValue,
+}
+
+/// An empty request body.
+pub fn empty() -> ReqBody {
+    Empty::new().map_err(|e| match e {}).boxed_unsync()
+}
+
+/// A request body from bytes.
+pub fn full(b: impl Into<Bytes>) -> ReqBody {
+    Full::new(b.into()).map_err(|e| match e {}).boxed_unsync()
+}
+
+impl NodeClient {
+    /// A client that authenticates with `secret`.
+    pub fn new(secret: &str) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Self {
+            http,
+            secret: HeaderValue::from_str(secret).expect("cluster secret is a valid header value"),
+        }
+    }
+
+    /// Send a request (the cluster secret is added) and return the raw response.
+    pub async fn send(&self, mut req: Request<ReqBody>) -> Result<Response<Incoming>, ClientError> {
+        let url = req.uri().to_string();
+        req.headers_mut()
+            .insert(CLUSTER_AUTH_HEADER, self.secret.clone());
+        self.http
+            .request(req)
+            .await
+            .map_err(|source| ClientError::Transport { url, source })
+    }
+
+    /// Send and fail on any non-2xx status, turning its body into [`ClientError::Status`].
+    pub async fn send_ok(&self, req: Request<ReqBody>) -> Result<Response<Incoming>, ClientError> {
+        let url = req.uri().to_string();
+        let resp = self.send(req).await?;
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(status_error(url, resp).await)
+        }
+    }
+
+    /// Call with a JSON body (or none) and parse a JSON answer.
+    pub async fn json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let body = match body {
+            Some(b) => full(serde_json::to_vec(b).expect("protocol types always serialize")),
+            None => empty(),
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .expect("valid request parts");
+        let resp = self.send_ok(req).await?;
+        read_json(url, resp).await
+    }
+}
+
+/// Read a whole (small, protocol) JSON answer.
+pub async fn read_json<T: DeserializeOwned>(
+    url: &str,
+    resp: Response<Incoming>,
+) -> Result<T, ClientError> {
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Body {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::Body {
+        url: url.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Turn a non-2xx answer into [`ClientError::Status`].
+pub async fn status_error(url: String, resp: Response<Incoming>) -> ClientError {
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
+        code: if status.is_server_error() {
+            "InternalError".into()
+        } else {
+            "InvalidRequest".into()
+        },
+        message: String::from_utf8_lossy(&bytes).into_owned(),
+    });
+    ClientError::Status { url, status, body }
+}
+
+/// Request builder with the method and URL set.
+pub fn request(method: Method, url: &str) -> http::request::Builder {
+    Request::builder().method(method).uri(url)
+}

@@ -1,0 +1,24 @@
+//! Shared vocabulary of an aisle cluster: who is in it, where an object lives, and how
+//! nodes talk to each other.
+//!
+//! This crate is for the pieces that the gateway and the targets must agree on byte for byte:
+//!
+//! * [`map`] — the versioned cluster map (targets and their URLs) and bucket map that the
+//!   primary gateway owns and pushes to every node;
+//! * [`placement`] — highest-random-weight (rendezvous) placement of `(bucket, key)` over targets
+//!   and over the mountpaths inside a target;
+//! * [`proto`] — the intra-cluster HTTP protocol: paths, query structs, headers and the object
+//!   metadata record that travels with every object;
+//! * [`listing`] — the rules of an S3 listing (prefix, delimiter, resume point) shared by the
+//!   target that scans its index and the gateway that merges the targets' pages;
+//! * [`auth`] and [`client`] — the shared cluster secret and the pooled HTTP client that carries it.
+//!
+//! It is not for S3 (no XML, no SigV4: that is the gateway's job) and holds no storage code
+//! (that is the target's).
+
+pub mod auth;
+pub mod client;
+pub mod listing;
+pub mod map;
+pub mod placement;
+pub mod proto;

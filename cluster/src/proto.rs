@@ -1,0 +1,472 @@
+//! The intra-cluster protocol: what the gateway asks of a target, and in which shape.
+//!
+//! Plain HTTP/1.1 over hyper. Request parameters travel as URL query strings built from the
+//! typed structs below (`serde_urlencoded`), object metadata travels in the [`META_HEADER`] as
+//! base64url(JSON), and errors come back as a non-2xx status with an [`ErrorBody`] JSON body
+//! whose `code` is the S3 error code the gateway should answer with.
+//!
+//! Object bodies are streamed with chunked encoding. An upload ends with the
+//! [`COMMIT_TRAILER`], sent by the gateway only after it has verified the body (length,
+//! Content-MD5, `x-amz-checksum-*`): a target publishes an object or part only when that trailer
+//! arrives, so a body cut short or found corrupt is never visible.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::HeaderValue;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Object API on a target: GET/HEAD/PUT/DELETE with [`ObjectQuery`].
+pub const T_OBJECT: &str = "/_aisle/t/v1/object";
+/// Listing on a target: GET with [`ListQuery`] → [`crate::listing::ListPage`].
+pub const T_LIST: &str = "/_aisle/t/v1/list";
+/// Multipart: POST create, DELETE abort, with [`UploadQuery`].
+pub const T_MPU: &str = "/_aisle/t/v1/mpu";
+/// Multipart: PUT one part, with [`UploadQuery`] (part set).
+pub const T_MPU_PART: &str = "/_aisle/t/v1/mpu/part";
+/// Multipart: POST complete, JSON [`CompleteRequest`] → JSON [`ObjectMeta`].
+pub const T_MPU_COMPLETE: &str = "/_aisle/t/v1/mpu/complete";
+/// Multipart: GET parts of one upload, [`PartsQuery`] → JSON [`PartsPage`].
+pub const T_MPU_PARTS: &str = "/_aisle/t/v1/mpu/parts";
+/// Multipart: GET uploads in a bucket, [`UploadsQuery`] → JSON `Vec<UploadInfo>`.
+pub const T_MPU_UPLOADS: &str = "/_aisle/t/v1/mpu/uploads";
+/// Bucket housekeeping on a target: DELETE drops a bucket's pending uploads.
+pub const T_BUCKET: &str = "/_aisle/t/v1/bucket";
+/// Cluster metadata push: PUT JSON [`crate::map::ClusterMeta`].
+pub const T_META: &str = "/_aisle/t/v1/meta";
+/// Liveness and placement facts of a target: GET → JSON [`TargetStatus`].
+pub const T_STATUS: &str = "/_aisle/t/v1/status";
+
+/// Gateway endpoint a target calls to join: POST JSON [`crate::map::TargetInfo`] → ClusterMeta.
+pub const G_JOIN: &str = "/_aisle/cluster/v1/join";
+
+/// Header carrying base64url(JSON) metadata: [`ObjectAttrs`] on PUT/create, [`ObjectMeta`] on
+/// GET/HEAD responses.
+pub const META_HEADER: &str = "x-aisle-meta";
+/// Trailer that commits an upload: base64url(JSON [`Commit`]).
+pub const COMMIT_TRAILER: &str = "x-aisle-commit";
+
+/// Selects one object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ObjectQuery {
+    /// Bucket name.
+    pub bucket: String,
+    /// Object key.
+    pub key: String,
+    /// For GET/HEAD of a multipart object: only this part (1-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<u32>,
+}
+
+/// One page of a target's listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListQuery {
+    /// Bucket name.
+    pub bucket: String,
+    /// Only keys starting with this.
+    #[serde(default)]
+    pub prefix: String,
+    /// Roll keys up into common prefixes at this delimiter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<String>,
+    /// Resume after this item (a key or a common prefix), see [`crate::listing::resume_start`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// At most this many items.
+    pub limit: usize,
+}
+
+/// Selects one multipart upload (and one part of it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadQuery {
+    /// Bucket name.
+    pub bucket: String,
+    /// Object key.
+    pub key: String,
+    /// Upload id (absent on create).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
+    /// Part number, 1..=10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<u32>,
+}
+
+/// A page of one upload's parts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartsQuery {
+    /// Bucket name.
+    pub bucket: String,
+    /// Object key.
+    pub key: String,
+    /// Upload id.
+    pub upload_id: String,
+    /// Parts after this number.
+    #[serde(default)]
+    pub marker: u32,
+    /// At most this many parts.
+    pub limit: usize,
+}
+
+/// Pending uploads of a bucket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadsQuery {
+    /// Bucket name.
+    pub bucket: String,
+    /// Only keys starting with this.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// Selects a bucket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BucketQuery {
+    /// Bucket name.
+    pub bucket: String,
+}
+
+/// Stored checksums, base64 as S3 shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checksums {
+    /// CRC32 (base64 of 4 bytes, big-endian).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32: Option<String>,
+    /// CRC32C.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<String>,
+    /// CRC64NVME.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc64nvme: Option<String>,
+    /// SHA-1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha1: Option<String>,
+    /// SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// `FULL_OBJECT` or `COMPOSITE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+impl Checksums {
+    /// True when no checksum is stored.
+    pub fn is_empty(&self) -> bool {
+        self.crc32.is_none()
+            && self.crc32c.is_none()
+            && self.crc64nvme.is_none()
+            && self.sha1.is_none()
+            && self.sha256.is_none()
+    }
+}
+
+/// What a client sets on an object, stored as given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectAttrs {
+    /// Content-Type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// Content-Encoding (without `aws-chunked`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    /// Content-Disposition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    /// Content-Language.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    /// Cache-Control.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    /// Expires, as the HTTP date the client sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// `x-amz-meta-*` user metadata (names lower-case, without the prefix).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user: BTreeMap<String, String>,
+}
+
+/// Everything the cluster knows of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag without quotes: hex MD5, or `md5-of-md5s-N` for multipart objects.
+    pub etag: String,
+    /// Last modification, Unix milliseconds.
+    pub mtime_ms: i64,
+    /// Client-set attributes.
+    #[serde(default)]
+    pub attrs: ObjectAttrs,
+    /// Verified checksums.
+    #[serde(default)]
+    pub checksums: Checksums,
+    /// Part sizes of a multipart object, in order; empty for a single-part object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<u64>,
+}
+
+/// Sent by the gateway as the [`COMMIT_TRAILER`] once it verified an uploaded body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// Bytes in the body.
+    pub size: u64,
+    /// Hex MD5 of the body.
+    pub md5: String,
+    /// Verified checksums of the body.
+    #[serde(default)]
+    pub checksums: Checksums,
+}
+
+/// One part named in a CompleteMultipartUpload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompletePart {
+    /// Part number.
+    pub number: u32,
+    /// ETag the client holds for it (quotes removed).
+    pub etag: String,
+}
+
+/// Body of a complete call. The gateway has already applied S3's rules (part order, sizes,
+/// ETags) and computed the final ETag and checksums; the target checks that every named part is
+/// still there with that ETag and publishes the object in one transaction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompleteRequest {
+    /// The parts to assemble, in order.
+    pub parts: Vec<CompletePart>,
+    /// Final ETag (without quotes), `md5-of-md5s-N`.
+    pub etag: String,
+    /// Final checksums (composite ones end in `-N`).
+    #[serde(default)]
+    pub checksums: Checksums,
+}
+
+/// One uploaded part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartInfo {
+    /// Part number.
+    pub number: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Hex MD5.
+    pub etag: String,
+    /// Upload time, Unix milliseconds.
+    pub mtime_ms: i64,
+    /// Verified checksums.
+    #[serde(default)]
+    pub checksums: Checksums,
+}
+
+/// A page of parts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartsPage {
+    /// Parts in ascending order.
+    pub parts: Vec<PartInfo>,
+    /// More parts follow.
+    pub truncated: bool,
+}
+
+/// One pending multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadInfo {
+    /// Object key.
+    pub key: String,
+    /// Upload id.
+    pub upload_id: String,
+    /// Creation time, Unix milliseconds.
+    pub initiated_ms: i64,
+}
+
+/// A target's answer to [`T_STATUS`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetStatus {
+    /// Target id.
+    pub id: String,
+    /// Objects stored per mountpath, in mountpath order.
+    pub objects_per_mountpath: Vec<u64>,
+    /// Mountpath directories.
+    pub mountpaths: Vec<String>,
+    /// Version of the cluster metadata the target holds.
+    pub meta_version: u64,
+}
+
+/// Error answer of any intra-cluster call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// S3 error code to answer the client with (e.g. `NoSuchKey`).
+    pub code: String,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// A malformed protocol header.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    /// Not base64url.
+    #[error("header is not base64url: {0}")]
+    Base64(#[from] base64::DecodeError),
+    /// Not the expected JSON.
+    #[error("header is not the expected JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Encode a value for a protocol header.
+///
+/// ```
+/// use aisle_cluster::proto::{decode_header, encode_header, Checksums};
+/// let c = Checksums { crc32: Some("AAAAAA==".into()), ..Default::default() };
+/// let h = encode_header(&c);
+/// let back: Checksums = decode_header(h.as_bytes()).unwrap();
+/// assert_eq!(back, c);
+/// ```
+pub fn encode_header<T: Serialize>(value: &T) -> HeaderValue {
+    let json = serde_json::to_vec(value).expect("protocol types always serialize");
+    HeaderValue::from_str(&URL_SAFE_NO_PAD.encode(json)).expect("base64url is a valid header value")
+}
+
+/// Decode a value from a protocol header.
+pub fn decode_header<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ProtoError> {
+    let json = URL_SAFE_NO_PAD.decode(raw)?;
+    Ok(serde_json::from_slice(&json)?)
+}
+
+/// Build `path?query` from a query struct.
+pub fn path_and_query<Q: Serialize>(path: &str, query: &Q) -> String {
+    let q = serde_urlencoded::to_string(query).expect("query structs always serialize");
+    format!("{path}?{q}")
+}
+
+/// Conditions of a GET/HEAD, evaluated by the target against the stored object.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Conditions {
+    /// If-Match: ETags (quotes removed) or `*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_match: Option<String>,
+    /// If-None-Match: ETags (quotes removed) or `*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_none_match: Option<String>,
+    /// If-Modified-Since, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_modified_since: Option<i64>,
+    /// If-Unmodified-Since, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_unmodified_since: Option<i64>,
+}
+
+/// How a conditional request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionFailed {
+    /// 304: the client's copy is current.
+    NotModified,
+    /// 412: a precondition does not hold.
+    Precondition,
+}
+
+fn etag_list_matches(list: &str, etag: &str) -> bool {
+    list.split(',').map(|t| t.trim()).any(|t| {
+        let t = t.strip_prefix("W/").unwrap_or(t).trim_matches('"');
+        t == "*" || t == etag
+    })
+}
+
+impl Conditions {
+    /// Evaluate in the order RFC 9110 §13.2.2 and S3 use.
+    ///
+    /// ```
+    /// use aisle_cluster::proto::{ConditionFailed, Conditions};
+    /// let c = Conditions { if_none_match: Some("\"abc\"".into()), ..Default::default() };
+    /// assert_eq!(c.check("abc", 0), Err(ConditionFailed::NotModified));
+    /// assert_eq!(c.check("def", 0), Ok(()));
+    /// ```
+    pub fn check(&self, etag: &str, mtime_secs: i64) -> Result<(), ConditionFailed> {
+        let mut if_match_passed = false;
+        if let Some(m) = &self.if_match {
+            if !etag_list_matches(m, etag) {
+                return Err(ConditionFailed::Precondition);
+            }
+            if_match_passed = true;
+        }
+        if let Some(t) = self.if_unmodified_since
+            && !if_match_passed
+            && mtime_secs > t
+        {
+            return Err(ConditionFailed::Precondition);
+        }
+        if let Some(m) = &self.if_none_match {
+            if etag_list_matches(m, etag) {
+                return Err(ConditionFailed::NotModified);
+            }
+        } else if let Some(t) = self.if_modified_since
+            && mtime_secs <= t
+        {
+            return Err(ConditionFailed::NotModified);
+        }
+        Ok(())
+    }
+}
+
+/// A single byte range in the syntax of the HTTP Range header without `bytes=`:
+/// `first-last`, `first-` or `-suffix`.
+///
+/// ```
+/// use aisle_cluster::proto::resolve_range;
+/// assert_eq!(resolve_range("0-9", 100), Ok(0..10));
+/// assert_eq!(resolve_range("90-", 100), Ok(90..100));
+/// assert_eq!(resolve_range("-10", 100), Ok(90..100));
+/// assert_eq!(resolve_range("95-200", 100), Ok(95..100));
+/// assert!(resolve_range("100-", 100).is_err());
+/// ```
+pub fn resolve_range(spec: &str, size: u64) -> Result<std::ops::Range<u64>, RangeNotSatisfiable> {
+    let (a, b) = spec.split_once('-').ok_or(RangeNotSatisfiable)?;
+    let num = |s: &str| s.trim().parse::<u64>().map_err(|_| RangeNotSatisfiable);
+    if a.trim().is_empty() {
+        let n = num(b)?;
+        if n == 0 || size == 0 {
+            return Err(RangeNotSatisfiable);
+        }
+        return Ok(size.saturating_sub(n)..size);
+    }
+    let first = num(a)?;
+    if first >= size {
+        return Err(RangeNotSatisfiable);
+    }
+    let end = if b.trim().is_empty() {
+        size
+    } else {
+        let last = num(b)?;
+        if last < first {
+            return Err(RangeNotSatisfiable);
+        }
+        (last + 1).min(size)
+    };
+    Ok(first..end)
+}
+
+/// A range that does not overlap the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the range is not satisfiable")]
+pub struct RangeNotSatisfiable;
+
+/// Parameters of a GET/HEAD beyond the object's name.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReadOptions {
+    /// Byte range (see [`resolve_range`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<String>,
+    /// Conditions.
+    #[serde(flatten)]
+    pub conditions: Conditions,
+}
+
+/// Parameters of a PUT beyond the object's name.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WriteOptions {
+    /// `If-None-Match: *`: fail with 412 if the key exists.
+    #[serde(default)]
+    pub if_absent: bool,
+}
+
+/// Header carrying base64url(JSON [`ReadOptions`]) on GET/HEAD.
+pub const READ_HEADER: &str = "x-aisle-read";
+/// Header carrying base64url(JSON [`WriteOptions`]) on PUT.
+pub const WRITE_HEADER: &str = "x-aisle-write";

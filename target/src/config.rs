@@ -1,0 +1,26 @@
+//! A target's configuration (JSON file for `aisle target --config F`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a target needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetConfig {
+    /// Stable identity in the cluster (placement depends on it: never reuse one for other data).
+    pub id: String,
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Host name other nodes use to reach this target (default: the listen IP).
+    #[serde(default)]
+    pub advertise_host: Option<String>,
+    /// Directory for the target's own files (metadata index, cluster metadata copy).
+    pub root: PathBuf,
+    /// Mountpath directories (each ideally its own disk).
+    pub mountpaths: Vec<PathBuf>,
+    /// Base URL of the primary gateway, e.g. `http://127.0.0.1:8080`.
+    pub gateway_url: String,
+    /// Shared cluster secret.
+    pub cluster_secret: String,
+}

@@ -1,0 +1,526 @@
+//! The target's intra-cluster HTTP API (see [`aisle_cluster::proto`] for the contract).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use aisle_cluster::auth::is_authorized;
+use aisle_cluster::client::{BoxError, NodeClient};
+use aisle_cluster::map::{ClusterMeta, TargetInfo};
+use aisle_cluster::proto::{
+    self, COMMIT_TRAILER, Commit, CompleteRequest, ErrorBody, ListQuery, META_HEADER, ObjectAttrs,
+    ObjectQuery, PartsQuery, READ_HEADER, ReadOptions, TargetStatus, UploadQuery, UploadsQuery,
+    WRITE_HEADER, WriteOptions,
+};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::net::TcpListener;
+
+use crate::config::TargetConfig;
+use crate::store::{Segment, Store, StoreError, StoredObject};
+
+type RespBody = UnsyncBoxBody<Bytes, BoxError>;
+type Resp = Response<RespBody>;
+
+/// Failure to start or run a target.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// Opening the store failed.
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    /// Binding or serving failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+struct State {
+    id: String,
+    store: Arc<Store>,
+    secret: String,
+    meta: RwLock<ClusterMeta>,
+    meta_path: std::path::PathBuf,
+}
+
+/// Run a target until the process is stopped: open the store (with recovery), listen, join the
+/// gateway, serve.
+pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
+    std::fs::create_dir_all(&cfg.root).map_err(|source| TargetError::Io {
+        context: format!("creating {}", cfg.root.display()),
+        source,
+    })?;
+    let store = Store::open(&cfg.root.join("index.redb"), &cfg.mountpaths)?;
+    let meta_path = cfg.root.join("cluster-meta.json");
+    let meta = std::fs::read(&meta_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| TargetError::Io {
+            context: format!("binding {}", cfg.listen),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| TargetError::Io {
+        context: "reading the bound address".into(),
+        source,
+    })?;
+    let host = cfg
+        .advertise_host
+        .clone()
+        .unwrap_or_else(|| local.ip().to_string());
+    let url = format!("http://{host}:{}", local.port());
+    let state = Arc::new(State {
+        id: cfg.id.clone(),
+        store,
+        secret: cfg.cluster_secret.clone(),
+        meta: RwLock::new(meta),
+        meta_path,
+    });
+    tracing::info!(id = %cfg.id, %url, "target listening");
+    tokio::spawn(join_loop(
+        state.clone(),
+        cfg.gateway_url.clone(),
+        TargetInfo {
+            id: cfg.id.clone(),
+            url,
+        },
+    ));
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
+            });
+            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Register with the gateway until it answers; the answer is the current cluster metadata.
+async fn join_loop(state: Arc<State>, gateway: String, me: TargetInfo) {
+    let client = NodeClient::new(&state.secret);
+    let url = format!("{gateway}{}", proto::G_JOIN);
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match client
+            .json::<_, ClusterMeta>(Method::POST, &url, Some(&me))
+            .await
+        {
+            Ok(meta) => {
+                tracing::info!(version = meta.version, "joined the cluster");
+                install_meta(&state, meta);
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "join failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+fn install_meta(state: &State, meta: ClusterMeta) {
+    let mut cur = state.meta.write().expect("meta lock");
+    if meta.version >= cur.version {
+        if let Err(e) = std::fs::write(
+            &state.meta_path,
+            serde_json::to_vec(&meta).expect("meta serializes"),
+        ) {
+            tracing::warn!(error = %e, "could not persist cluster metadata");
+        }
+        *cur = meta;
+    }
+}
+
+fn full_body(b: impl Into<Bytes>) -> RespBody {
+    Full::new(b.into()).map_err(|e| match e {}).boxed_unsync()
+}
+
+fn json_resp<T: Serialize>(status: StatusCode, v: &T) -> Resp {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full_body(serde_json::to_vec(v).expect("protocol types serialize")))
+        .expect("valid response")
+}
+
+fn error_resp(status: u16, code: &str, message: impl Into<String>) -> Resp {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_resp(
+        status,
+        &ErrorBody {
+            code: code.into(),
+            message: message.into(),
+        },
+    )
+}
+
+fn store_error(e: StoreError) -> Resp {
+    let (status, code) = e.s3_code();
+    if status >= 500 {
+        tracing::error!(error = %e, "store failure");
+    }
+    error_resp(status, code, e.to_string())
+}
+
+fn bad(msg: impl Into<String>) -> Resp {
+    error_resp(400, "InvalidArgument", msg)
+}
+
+fn query<T: DeserializeOwned>(req: &Request<Incoming>) -> Result<T, Resp> {
+    serde_urlencoded::from_str(req.uri().query().unwrap_or(""))
+        .map_err(|e| bad(format!("bad query: {e}")))
+}
+
+fn header_json<T: DeserializeOwned + Default>(h: &HeaderMap, name: &str) -> Result<T, Resp> {
+    match h.get(name) {
+        None => Ok(T::default()),
+        Some(v) => proto::decode_header(v.as_bytes()).map_err(|e| bad(format!("{name}: {e}"))),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Resp> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(store_error),
+        Err(e) => Err(error_resp(500, "InternalError", format!("task failed: {e}"))),
+    }
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
+    if !is_authorized(req.headers(), &state.secret) {
+        return error_resp(403, "AccessDenied", "intra-cluster call without the cluster secret");
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let result = match (method, path.as_str()) {
+        (Method::PUT, proto::T_OBJECT) => put_object(&state, req).await,
+        (Method::GET, proto::T_OBJECT) => get_object(&state, req, true).await,
+        (Method::HEAD, proto::T_OBJECT) => get_object(&state, req, false).await,
+        (Method::DELETE, proto::T_OBJECT) => delete_object(&state, req).await,
+        (Method::GET, proto::T_LIST) => list(&state, req).await,
+        (Method::POST, proto::T_MPU) => create_upload(&state, req).await,
+        (Method::DELETE, proto::T_MPU) => abort_upload(&state, req).await,
+        (Method::PUT, proto::T_MPU_PART) => put_part(&state, req).await,
+        (Method::POST, proto::T_MPU_COMPLETE) => complete(&state, req).await,
+        (Method::GET, proto::T_MPU_PARTS) => list_parts(&state, req).await,
+        (Method::GET, proto::T_MPU_UPLOADS) => list_uploads(&state, req).await,
+        (Method::DELETE, proto::T_BUCKET) => drop_bucket(&state, req).await,
+        (Method::PUT, proto::T_META) => put_meta(&state, req).await,
+        (Method::GET, proto::T_STATUS) => status(&state).await,
+        _ => Err(error_resp(404, "NotImplemented", format!("no such target API: {path}"))),
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+/// Stream a request body into a staged file; it counts only when the commit trailer arrives
+/// and its size matches what was written.
+async fn receive_body(
+    state: &State,
+    mp: u16,
+    mut body: Incoming,
+) -> Result<(crate::store::TempFile, Commit), Resp> {
+    let mut temp = state.store.create_temp(mp).await.map_err(store_error)?;
+    let mut written: u64 = 0;
+    let mut commit: Option<Commit> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| error_resp(400, "IncompleteBody", format!("upload aborted: {e}")))?;
+        match frame.into_data() {
+            Ok(data) => {
+                written += data.len() as u64;
+                temp.write(&data).await.map_err(store_error)?;
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers()
+                    && let Some(v) = trailers.get(COMMIT_TRAILER)
+                {
+                    commit = Some(
+                        proto::decode_header(v.as_bytes())
+                            .map_err(|e| bad(format!("commit trailer: {e}")))?,
+                    );
+                }
+            }
+        }
+    }
+    let commit = commit.ok_or_else(|| error_resp(400, "IncompleteBody", "upload ended without a commit"))?;
+    if commit.size != written {
+        return Err(error_resp(
+            400,
+            "IncompleteBody",
+            format!("commit says {} bytes, received {written}", commit.size),
+        ));
+    }
+    temp.finish().await.map_err(store_error)?;
+    Ok((temp, commit))
+}
+
+async fn put_object(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let q: ObjectQuery = query(&req)?;
+    let attrs: ObjectAttrs = header_json(req.headers(), META_HEADER)?;
+    let opts: WriteOptions = header_json(req.headers(), WRITE_HEADER)?;
+    let mp = state.store.mountpath_for(&q.bucket, &q.key);
+    if opts.if_absent {
+        let (s, b, k) = (state.store.clone(), q.bucket.clone(), q.key.clone());
+        if blocking(move || Ok(s.get(&b, &k).is_ok())).await? {
+            return Err(store_error(StoreError::PreconditionFailed));
+        }
+    }
+    let (temp, commit) = receive_body(state, mp, req.into_body()).await?;
+    let store = state.store.clone();
+    let meta = blocking(move || {
+        store.publish_object(&q.bucket, &q.key, temp, &commit, attrs, opts.if_absent)
+    })
+    .await?;
+    Ok(json_resp(StatusCode::OK, &meta))
+}
+
+/// Byte span `[start, end)` of the object (or of one of its parts) to send.
+fn select_span(
+    rec: &StoredObject,
+    part: Option<u32>,
+    opts: &ReadOptions,
+) -> Result<(u64, u64, bool), Resp> {
+    let size = rec.meta.size;
+    let (base, len) = match part {
+        None => (0, size),
+        Some(n) => {
+            if rec.meta.parts.is_empty() {
+                if n != 1 {
+                    return Err(error_resp(416, "InvalidPartNumber", "the object has one part"));
+                }
+                (0, size)
+            } else {
+                let i = (n as usize).checked_sub(1).filter(|i| *i < rec.meta.parts.len());
+                let i = i.ok_or_else(|| {
+                    error_resp(416, "InvalidPartNumber", format!("the object has {} parts", rec.meta.parts.len()))
+                })?;
+                (rec.meta.parts[..i].iter().sum(), rec.meta.parts[i])
+            }
+        }
+    };
+    match &opts.range {
+        None => Ok((base, base + len, part.is_some())),
+        Some(spec) => {
+            let r = proto::resolve_range(spec, len)
+                .map_err(|_| error_resp(416, "InvalidRange", "the requested range is not satisfiable"))?;
+            Ok((base + r.start, base + r.end, true))
+        }
+    }
+}
+
+async fn get_object(state: &Arc<State>, req: Request<Incoming>, with_body: bool) -> Result<Resp, Resp> {
+    let q: ObjectQuery = query(&req)?;
+    let opts: ReadOptions = header_json(req.headers(), READ_HEADER)?;
+    let store = state.store.clone();
+    let (b, k) = (q.bucket.clone(), q.key.clone());
+    let rec = blocking(move || store.get(&b, &k)).await?;
+    let meta_header = proto::encode_header(&rec.meta);
+    if let Err(failed) = opts
+        .conditions
+        .check(&rec.meta.etag, rec.meta.mtime_ms.div_euclid(1000))
+    {
+        let (status, code) = match failed {
+            proto::ConditionFailed::NotModified => (304, "NotModified"),
+            proto::ConditionFailed::Precondition => (412, "PreconditionFailed"),
+        };
+        let mut r = error_resp(status, code, "condition not met");
+        r.headers_mut().insert(META_HEADER, meta_header);
+        return Ok(r);
+    }
+    let (start, end, partial) = select_span(&rec, q.part, &opts)?;
+    let mut builder = Response::builder()
+        .status(if partial { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK })
+        .header(META_HEADER, meta_header)
+        .header(header::CONTENT_LENGTH, end - start);
+    if partial {
+        builder = builder.header(
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{}", start, end.saturating_sub(1), rec.meta.size),
+        );
+    }
+    let body = if with_body && end > start {
+        open_span(&state.store, &rec.segments, start, end).await?
+    } else {
+        full_body(Bytes::new())
+    };
+    Ok(builder.body(body).expect("valid response"))
+}
+
+/// Open every file of the span up front (a concurrent overwrite then cannot pull a later
+/// segment away) and stream `[start, end)` of their concatenation.
+async fn open_span(store: &Store, segments: &[Segment], start: u64, end: u64) -> Result<RespBody, Resp> {
+    const CHUNK: usize = 256 * 1024;
+    let mut pieces = Vec::new();
+    let mut offset = 0u64;
+    for seg in segments {
+        let (s0, s1) = (offset, offset + seg.size);
+        offset = s1;
+        if s1 <= start || s0 >= end {
+            continue;
+        }
+        let from = start.max(s0) - s0;
+        let to = end.min(s1) - s0;
+        let path = store.segment_path(seg);
+        let mut f = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| store_error(StoreError::Io { context: format!("opening {}", path.display()), source: e }))?;
+        if from > 0 {
+            f.seek(std::io::SeekFrom::Start(from))
+                .await
+                .map_err(|e| store_error(StoreError::Io { context: format!("seeking {}", path.display()), source: e }))?;
+        }
+        pieces.push(tokio_util::io::ReaderStream::with_capacity(f.take(to - from), CHUNK));
+    }
+    let stream = futures::stream::iter(pieces)
+        .flatten()
+        .map(|r| r.map(Frame::data).map_err(|e| Box::new(e) as BoxError));
+    Ok(BodyExt::boxed_unsync(StreamBody::new(stream)))
+}
+
+async fn delete_object(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let q: ObjectQuery = query(&req)?;
+    let store = state.store.clone();
+    blocking(move || store.delete(&q.bucket, &q.key)).await?;
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(full_body(Bytes::new()))
+        .expect("valid response"))
+}
+
+async fn list(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let q: ListQuery = query(&req)?;
+    let store = state.store.clone();
+    let page = blocking(move || store.list(&q)).await?;
+    Ok(json_resp(StatusCode::OK, &page))
+}
+
+async fn create_upload(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let q: UploadQuery = query(&req)?;
+    let attrs: ObjectAttrs = header_json(req.headers(), META_HEADER)?;
+    let store = state.store.clone();
+    let id = blocking(move || store.create_upload(&q.bucket, &q.key, attrs)).await?;
+    Ok(json_resp(StatusCode::OK, &HashMap::from([("upload_id", id)])))
+}
+
+fn upload_id(q: &UploadQuery) -> Result<String, Resp> {
+    q.upload_id.clone().ok_or_else(|| bad("upload_id is required"))
+}
+
+async fn abort_upload(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let q: UploadQuery = query(&req)?;
+    let id = upload_id(&q)?;
+    let store = state.store.clone();
+    blocking(move || store.abort(&q.bucket, &q.key, &id)).await?;
+    Ok(json_resp(StatusCode::OK, &serde_json::json!({})))
+}
+
+async fn put_part(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let q: UploadQuery = query(&req)?;
+    let id = upload_id(&q)?;
+    let number = q.part.ok_or_else(|| bad("part is required"))?;
+    {
+        let (s, b, k, i) = (state.store.clone(), q.bucket.clone(), q.key.clone(), id.clone());
+        blocking(move || s.upload(&b, &k, &i)).await?;
+    }
+    let mp = state.store.mountpath_for(&q.bucket, &q.key);
+    let (temp, commit) = receive_body(state, mp, req.into_body()).await?;
+    let store = state.store.clone();
+    let info = blocking(move || store.publish_part(&q.bucket, &q.key, &id, number, temp, &commit)).await?;
+    Ok(json_resp(StatusCode::OK, &info))
+}
+
+async fn read_json_body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Resp> {
+    const MAX: usize = 4 * 1024 * 1024;
+    let limited = http_body_util::Limited::new(req.into_body(), MAX);
+    let bytes = limited
+        .collect()
+        .await
+        .map_err(|e| bad(format!("reading body: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| bad(format!("bad JSON body: {e}")))
+}
+
+async fn complete(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let q: UploadQuery = query(&req)?;
+    let id = upload_id(&q)?;
+    let body: CompleteRequest = read_json_body(req).await?;
+    let store = state.store.clone();
+    let meta = blocking(move || store.complete(&q.bucket, &q.key, &id, &body)).await?;
+    Ok(json_resp(StatusCode::OK, &meta))
+}
+
+async fn list_parts(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let q: PartsQuery = query(&req)?;
+    let store = state.store.clone();
+    let page = blocking(move || store.list_parts(&q.bucket, &q.key, &q.upload_id, q.marker, q.limit)).await?;
+    Ok(json_resp(StatusCode::OK, &page))
+}
+
+async fn list_uploads(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let q: UploadsQuery = query(&req)?;
+    let store = state.store.clone();
+    let ups = blocking(move || store.list_uploads(&q.bucket, &q.prefix)).await?;
+    Ok(json_resp(StatusCode::OK, &ups))
+}
+
+async fn drop_bucket(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let q: proto::BucketQuery = query(&req)?;
+    let store = state.store.clone();
+    blocking(move || store.drop_bucket_uploads(&q.bucket)).await?;
+    Ok(json_resp(StatusCode::OK, &serde_json::json!({})))
+}
+
+async fn put_meta(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let meta: ClusterMeta = read_json_body(req).await?;
+    install_meta(state, meta);
+    Ok(json_resp(StatusCode::OK, &serde_json::json!({})))
+}
+
+async fn status(state: &Arc<State>) -> Result<Resp, Resp> {
+    let store = state.store.clone();
+    let counts = blocking(move || store.objects_per_mountpath()).await?;
+    Ok(json_resp(
+        StatusCode::OK,
+        &TargetStatus {
+            id: state.id.clone(),
+            objects_per_mountpath: counts,
+            mountpaths: state
+                .store
+                .mountpath_dirs()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            meta_version: state.meta.read().expect("meta lock").version,
+        },
+    ))
+}

@@ -1,0 +1,328 @@
+//! The ordered metadata index of one target (redb): objects, pending uploads and their parts.
+//!
+//! Object records are keyed by `bucket 0x00 key`, so a bucket's keys sit together in S3's byte
+//! order and a listing is a range scan, never a directory walk.
+
+use std::collections::HashSet;
+use std::ops::Bound;
+use std::path::Path;
+
+use aisle_cluster::listing::{ListItem, ListPage, ObjectEntry, Start, common_prefix, prefix_successor, resume_start};
+use aisle_cluster::proto::{CompleteRequest, ListQuery, ObjectMeta};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{Segment, StoreError, StoredObject, StoredPart, UploadRecord, now_ms};
+
+const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+const PARTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("parts");
+
+pub(super) struct Index {
+    db: Database,
+}
+
+fn object_key(bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(bucket.len() + 1 + key.len());
+    k.extend_from_slice(bucket.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("index records always serialize")
+}
+
+impl Index {
+    pub(super) fn open(path: &Path) -> Result<Index, StoreError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(OBJECTS)?;
+        txn.open_table(UPLOADS)?;
+        txn.open_table(PARTS)?;
+        txn.commit()?;
+        Ok(Index { db })
+    }
+
+    pub(super) fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        rec: &StoredObject,
+        if_absent: bool,
+    ) -> Result<Option<StoredObject>, StoreError> {
+        let k = object_key(bucket, key);
+        let txn = self.db.begin_write()?;
+        let old = {
+            let mut t = txn.open_table(OBJECTS)?;
+            let old = match t.get(k.as_slice())? {
+                Some(v) => Some(serde_json::from_slice::<StoredObject>(v.value())?),
+                None => None,
+            };
+            if if_absent && old.is_some() {
+                return Err(StoreError::PreconditionFailed);
+            }
+            t.insert(k.as_slice(), encode(rec).as_slice())?;
+            old
+        };
+        txn.commit()?;
+        Ok(old)
+    }
+
+    pub(super) fn get_object(&self, bucket: &str, key: &str) -> Result<Option<StoredObject>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(OBJECTS)?;
+        match t.get(object_key(bucket, key).as_slice())? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn delete_object(&self, bucket: &str, key: &str) -> Result<Option<StoredObject>, StoreError> {
+        let k = object_key(bucket, key);
+        let txn = self.db.begin_write()?;
+        let old = {
+            let mut t = txn.open_table(OBJECTS)?;
+            let removed = t.remove(k.as_slice())?;
+            match removed {
+                Some(v) => Some(serde_json::from_slice::<StoredObject>(v.value())?),
+                None => None,
+            }
+        };
+        txn.commit()?;
+        Ok(old)
+    }
+
+    pub(super) fn list(&self, q: &ListQuery) -> Result<ListPage, StoreError> {
+        let mut base = q.bucket.as_bytes().to_vec();
+        base.push(0);
+        let with_base = |s: &[u8]| {
+            let mut v = base.clone();
+            v.extend_from_slice(s);
+            v
+        };
+        let floor = with_base(q.prefix.as_bytes());
+        let mut start: Bound<Vec<u8>> = match q.after.as_deref() {
+            None => Bound::Included(floor.clone()),
+            Some(after) => match resume_start(after, &q.prefix, q.delimiter.as_deref()) {
+                Start::After(a) => Bound::Excluded(with_base(&a)),
+                Start::AtOrAfter(a) => Bound::Included(with_base(&a)),
+                Start::End => return Ok(ListPage::default()),
+            },
+        };
+        let below_floor = match &start {
+            Bound::Included(s) | Bound::Excluded(s) => s.as_slice() < floor.as_slice(),
+            Bound::Unbounded => true,
+        };
+        if below_floor {
+            start = Bound::Included(floor.clone());
+        }
+        // Everything of this bucket under the prefix is below `end`.
+        let end: Bound<Vec<u8>> = match prefix_successor(&floor) {
+            Some(e) => Bound::Excluded(e),
+            None => Bound::Unbounded,
+        };
+        let delimiter = q.delimiter.as_deref().filter(|d| !d.is_empty());
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(OBJECTS)?;
+        let mut page = ListPage::default();
+        'scan: loop {
+            let range = (
+                start.as_ref().map(|v| v.as_slice()),
+                end.as_ref().map(|v| v.as_slice()),
+            );
+            for entry in t.range::<&[u8]>(range)? {
+                let (k, v) = entry?;
+                let key = std::str::from_utf8(&k.value()[base.len()..])
+                    .map_err(|e| StoreError::Invalid(format!("stored key is not UTF-8: {e}")))?
+                    .to_string();
+                if page.items.len() == q.limit {
+                    page.truncated = true;
+                    break 'scan;
+                }
+                if let Some(cp) = common_prefix(&key, &q.prefix, delimiter) {
+                    page.items.push(ListItem::Prefix(cp.to_string()));
+                    match prefix_successor(&with_base(cp.as_bytes())) {
+                        Some(next) => {
+                            start = Bound::Included(next);
+                            continue 'scan;
+                        }
+                        None => break 'scan,
+                    }
+                }
+                let rec: StoredObject = serde_json::from_slice(v.value())?;
+                page.items.push(ListItem::Object(ObjectEntry {
+                    key,
+                    size: rec.meta.size,
+                    etag: rec.meta.etag,
+                    mtime_ms: rec.meta.mtime_ms,
+                }));
+            }
+            break;
+        }
+        Ok(page)
+    }
+
+    pub(super) fn for_each_object(&self, mut f: impl FnMut(&StoredObject)) -> Result<(), StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(OBJECTS)?;
+        for entry in t.iter()? {
+            let (_, v) = entry?;
+            f(&serde_json::from_slice(v.value())?);
+        }
+        Ok(())
+    }
+
+    pub(super) fn referenced_files(&self) -> Result<HashSet<(u16, String)>, StoreError> {
+        let mut set = HashSet::new();
+        self.for_each_object(|o| {
+            for s in &o.segments {
+                set.insert((s.mp, s.file.clone()));
+            }
+        })?;
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(PARTS)?;
+        for entry in t.iter()? {
+            let (_, v) = entry?;
+            let p: StoredPart = serde_json::from_slice(v.value())?;
+            set.insert((p.segment.mp, p.segment.file));
+        }
+        Ok(set)
+    }
+
+    pub(super) fn put_upload(&self, id: &str, rec: &UploadRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(UPLOADS)?.insert(id, encode(rec).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn get_upload(&self, id: &str) -> Result<Option<UploadRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(UPLOADS)?;
+        match t.get(id)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn uploads(&self) -> Result<Vec<(String, UploadRecord)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(UPLOADS)?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value().to_string(), serde_json::from_slice(v.value())?));
+        }
+        Ok(out)
+    }
+
+    pub(super) fn put_part(&self, id: &str, part: &StoredPart) -> Result<Option<StoredPart>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let old = {
+            if txn.open_table(UPLOADS)?.get(id)?.is_none() {
+                return Err(StoreError::NoSuchUpload);
+            }
+            let mut t = txn.open_table(PARTS)?;
+            let old = match t.insert((id, part.info.number), encode(part).as_slice())? {
+                Some(v) => Some(serde_json::from_slice::<StoredPart>(v.value())?),
+                None => None,
+            };
+            old
+        };
+        txn.commit()?;
+        Ok(old)
+    }
+
+    pub(super) fn parts(&self, id: &str) -> Result<Vec<StoredPart>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(PARTS)?;
+        let mut out = Vec::new();
+        for entry in t.range((id, 0u32)..=(id, u32::MAX))? {
+            let (_, v) = entry?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn remove_upload(&self, id: &str) -> Result<Vec<StoredPart>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut removed = Vec::new();
+        {
+            txn.open_table(UPLOADS)?.remove(id)?;
+            let mut t = txn.open_table(PARTS)?;
+            for entry in t.extract_from_if((id, 0u32)..=(id, u32::MAX), |_, _| true)? {
+                let (_, v) = entry?;
+                removed.push(serde_json::from_slice(v.value())?);
+            }
+        }
+        txn.commit()?;
+        Ok(removed)
+    }
+
+    /// Publish an upload's named parts as the object, in one transaction. Returns the new
+    /// metadata, the segments of parts left out, and the replaced object.
+    pub(super) fn complete(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &str,
+        req: &CompleteRequest,
+    ) -> Result<(ObjectMeta, Vec<Segment>, Option<StoredObject>), StoreError> {
+        let txn = self.db.begin_write()?;
+        let result = {
+            let upload: UploadRecord = match txn.open_table(UPLOADS)?.get(id)? {
+                Some(v) => serde_json::from_slice(v.value())?,
+                None => return Err(StoreError::NoSuchUpload),
+            };
+            if upload.bucket != bucket || upload.key != key {
+                return Err(StoreError::NoSuchUpload);
+            }
+            let mut all: Vec<StoredPart> = Vec::new();
+            {
+                let mut t = txn.open_table(PARTS)?;
+                for entry in t.extract_from_if((id, 0u32)..=(id, u32::MAX), |_, _| true)? {
+                    let (_, v) = entry?;
+                    all.push(serde_json::from_slice(v.value())?);
+                }
+            }
+            let mut segments = Vec::with_capacity(req.parts.len());
+            let mut sizes = Vec::with_capacity(req.parts.len());
+            for want in &req.parts {
+                let found = all
+                    .iter()
+                    .find(|p| p.info.number == want.number && p.info.etag == want.etag)
+                    .ok_or(StoreError::InvalidPart(want.number))?;
+                segments.push(found.segment.clone());
+                sizes.push(found.info.size);
+            }
+            let unused: Vec<Segment> = all
+                .iter()
+                .filter(|p| !req.parts.iter().any(|w| w.number == p.info.number))
+                .map(|p| p.segment.clone())
+                .collect();
+            let meta = ObjectMeta {
+                size: sizes.iter().sum(),
+                etag: req.etag.clone(),
+                mtime_ms: now_ms(),
+                attrs: upload.attrs,
+                checksums: req.checksums.clone(),
+                parts: sizes,
+            };
+            let rec = StoredObject {
+                meta: meta.clone(),
+                segments,
+            };
+            txn.open_table(UPLOADS)?.remove(id)?;
+            let mut objects = txn.open_table(OBJECTS)?;
+            let k = object_key(bucket, key);
+            let old = match objects.insert(k.as_slice(), encode(&rec).as_slice())? {
+                Some(v) => Some(serde_json::from_slice::<StoredObject>(v.value())?),
+                None => None,
+            };
+            (meta, unused, old)
+        };
+        txn.commit()?;
+        Ok(result)
+    }
+}

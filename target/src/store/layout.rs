@@ -1,0 +1,143 @@
+//! On-disk layout of one mountpath.
+//!
+//! ```text
+//! <mountpath>/tmp/<uuid>          staged writes; all removed at start
+//! <mountpath>/obj/<xx>/<uuid>     published data files (xx = first two hex digits)
+//! ```
+//!
+//! File names are fresh UUIDs, never derived from keys: no key, however hostile, can name a
+//! path, and a new version never overwrites the file an older reader still has open.
+
+use std::path::{Path, PathBuf};
+
+use tokio::io::AsyncWriteExt;
+
+use super::StoreError;
+
+pub(super) struct Mountpath {
+    root: PathBuf,
+    index: u16,
+}
+
+/// A staged file being written; removed on drop unless installed.
+pub struct TempFile {
+    mp: u16,
+    id: String,
+    path: PathBuf,
+    file: Option<tokio::fs::File>,
+    installed: bool,
+}
+
+impl TempFile {
+    /// Mountpath index the file is staged on.
+    pub fn mountpath(&self) -> u16 {
+        self.mp
+    }
+
+    /// Append bytes.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        let f = self.file.as_mut().expect("temp file is open until finished");
+        f.write_all(data)
+            .await
+            .map_err(StoreError::io(format!("writing {}", self.path.display())))
+    }
+
+    /// Flush and fsync; after this the file is ready to be published.
+    pub async fn finish(&mut self) -> Result<(), StoreError> {
+        if let Some(mut f) = self.file.take() {
+            let ctx = format!("syncing {}", self.path.display());
+            f.flush().await.map_err(StoreError::io(ctx.clone()))?;
+            f.sync_all().await.map_err(StoreError::io(ctx))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.installed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io(format!("syncing directory {}", dir.display())))
+}
+
+impl Mountpath {
+    pub(super) fn open(root: &Path, index: u16) -> Result<Mountpath, StoreError> {
+        for sub in ["tmp", "obj"] {
+            let d = root.join(sub);
+            std::fs::create_dir_all(&d).map_err(StoreError::io(format!("creating {}", d.display())))?;
+        }
+        Ok(Mountpath {
+            root: root.to_path_buf(),
+            index,
+        })
+    }
+
+    pub(super) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(super) async fn create_temp(&self) -> Result<TempFile, StoreError> {
+        let mp = self.index;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let path = self.root.join("tmp").join(&id);
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(StoreError::io(format!("creating {}", path.display())))?;
+        Ok(TempFile {
+            mp,
+            id,
+            path,
+            file: Some(file),
+            installed: false,
+        })
+    }
+
+    /// Move a finished staged file into `obj/`; returns its path relative to the mountpath.
+    pub(super) fn install(&self, mut temp: TempFile) -> Result<String, StoreError> {
+        let rel = format!("obj/{}/{}", &temp.id[..2], temp.id);
+        let dest = self.root.join(&rel);
+        let parent = dest.parent().expect("obj/<xx> has a parent");
+        std::fs::create_dir_all(parent).map_err(StoreError::io(format!("creating {}", parent.display())))?;
+        std::fs::rename(&temp.path, &dest).map_err(StoreError::io(format!(
+            "renaming {} to {}",
+            temp.path.display(),
+            dest.display()
+        )))?;
+        temp.installed = true;
+        sync_dir(parent)?;
+        Ok(rel)
+    }
+
+    /// Remove staged files and published files that `referenced` does not know.
+    pub(super) fn recover(&self, referenced: impl Fn(&str) -> bool) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        let tmp = self.root.join("tmp");
+        for e in std::fs::read_dir(&tmp).map_err(StoreError::io(format!("reading {}", tmp.display())))? {
+            let e = e.map_err(StoreError::io("reading tmp"))?;
+            std::fs::remove_file(e.path()).map_err(StoreError::io(format!("removing {}", e.path().display())))?;
+            removed += 1;
+        }
+        let obj = self.root.join("obj");
+        for dir in std::fs::read_dir(&obj).map_err(StoreError::io(format!("reading {}", obj.display())))? {
+            let dir = dir.map_err(StoreError::io("reading obj"))?;
+            let name = dir.file_name().to_string_lossy().into_owned();
+            for f in std::fs::read_dir(dir.path()).map_err(StoreError::io(format!("reading {}", dir.path().display())))? {
+                let f = f.map_err(StoreError::io("reading obj subdirectory"))?;
+                let rel = format!("obj/{name}/{}", f.file_name().to_string_lossy());
+                if !referenced(&rel) {
+                    std::fs::remove_file(f.path()).map_err(StoreError::io(format!("removing {}", f.path().display())))?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+

@@ -1,0 +1,414 @@
+//! The target's object store: data files on mountpaths, metadata in one ordered index.
+//!
+//! A write is staged in a mountpath's `tmp/`, fsynced, renamed into `obj/` under a fresh unique
+//! name, and only then published by one index transaction that points the key at the new file.
+//! The previous file is deleted after the commit. So an object is either the old version or
+//! the new one, never a mix; and [`Store::open`] removes whatever a crash left unpublished.
+//!
+//! A multipart object is published as the list of its part files ("segments"): completing an
+//! upload moves part references into the object record and copies no data.
+
+mod index;
+mod layout;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aisle_cluster::listing::ListPage;
+use aisle_cluster::proto::{
+    Commit, CompleteRequest, ListQuery, ObjectAttrs, ObjectMeta, PartInfo, PartsPage, UploadInfo,
+};
+use serde::{Deserialize, Serialize};
+
+pub use layout::TempFile;
+
+/// Where one piece of an object's bytes lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Mountpath index.
+    pub mp: u16,
+    /// Path relative to the mountpath.
+    pub file: String,
+    /// Bytes in the file.
+    pub size: u64,
+}
+
+/// An object's index record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredObject {
+    /// What clients see.
+    pub meta: ObjectMeta,
+    /// The bytes, in order.
+    pub segments: Vec<Segment>,
+}
+
+/// A pending multipart upload's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadRecord {
+    /// Bucket.
+    pub bucket: String,
+    /// Key.
+    pub key: String,
+    /// Attributes given at create.
+    pub attrs: ObjectAttrs,
+    /// Creation time, Unix milliseconds.
+    pub initiated_ms: i64,
+}
+
+/// An uploaded part's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredPart {
+    /// What ListParts shows.
+    pub info: PartInfo,
+    /// Its bytes.
+    pub segment: Segment,
+}
+
+/// Failures of the store, each with the S3 error code the client should see.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A filesystem operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The index failed.
+    #[error("metadata index: {0}")]
+    Index(#[from] redb::Error),
+    /// A stored record could not be decoded.
+    #[error("corrupt index record: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    /// No such object.
+    #[error("the specified key does not exist")]
+    NoSuchKey,
+    /// No such upload.
+    #[error("the specified multipart upload does not exist")]
+    NoSuchUpload,
+    /// A part named in Complete is missing or has another ETag.
+    #[error("part {0} was not uploaded or its ETag does not match")]
+    InvalidPart(u32),
+    /// `If-None-Match: *` and the key exists.
+    #[error("the key already exists")]
+    PreconditionFailed,
+    /// The request is malformed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    /// HTTP status and S3 error code.
+    pub fn s3_code(&self) -> (u16, &'static str) {
+        match self {
+            StoreError::Io { .. } | StoreError::Index(_) | StoreError::Corrupt(_) => {
+                (500, "InternalError")
+            }
+            StoreError::NoSuchKey => (404, "NoSuchKey"),
+            StoreError::NoSuchUpload => (404, "NoSuchUpload"),
+            StoreError::InvalidPart(_) => (400, "InvalidPart"),
+            StoreError::PreconditionFailed => (412, "PreconditionFailed"),
+            StoreError::Invalid(_) => (400, "InvalidArgument"),
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
+        let context = context.into();
+        move |source| StoreError::Io { context, source }
+    }
+}
+
+macro_rules! redb_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Index(e.into()) }
+        }
+    )*};
+}
+redb_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Current time, Unix milliseconds.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// One target's store.
+pub struct Store {
+    mountpaths: Vec<layout::Mountpath>,
+    index: index::Index,
+}
+
+impl Store {
+    /// Open (creating if needed) the store over `mountpaths`, with its index at `index_path`,
+    /// and recover: staged files are removed and data files no record points at are deleted.
+    pub fn open(index_path: &Path, mountpaths: &[PathBuf]) -> Result<Arc<Store>, StoreError> {
+        if mountpaths.is_empty() {
+            return Err(StoreError::Invalid("a target needs at least one mountpath".into()));
+        }
+        let mps = mountpaths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| layout::Mountpath::open(p, i as u16))
+            .collect::<Result<Vec<_>, _>>()?;
+        let index = index::Index::open(index_path)?;
+        let store = Store {
+            mountpaths: mps,
+            index,
+        };
+        store.recover()?;
+        Ok(Arc::new(store))
+    }
+
+    fn recover(&self) -> Result<(), StoreError> {
+        let referenced = self.index.referenced_files()?;
+        for (i, mp) in self.mountpaths.iter().enumerate() {
+            let removed = mp.recover(|rel| referenced.contains(&(i as u16, rel.to_string())))?;
+            if removed > 0 {
+                tracing::info!(mountpath = %mp.root().display(), removed, "recovery removed unpublished files");
+            }
+        }
+        Ok(())
+    }
+
+    /// Mountpath directories, in placement order.
+    pub fn mountpath_dirs(&self) -> Vec<PathBuf> {
+        self.mountpaths.iter().map(|m| m.root().to_path_buf()).collect()
+    }
+
+    /// The mountpath that holds `(bucket, key)`.
+    pub fn mountpath_for(&self, bucket: &str, key: &str) -> u16 {
+        aisle_cluster::placement::mountpath_index(bucket, key, self.mountpaths.len()) as u16
+    }
+
+    /// Stage a new file on mountpath `mp`.
+    pub async fn create_temp(&self, mp: u16) -> Result<TempFile, StoreError> {
+        self.mountpaths[mp as usize].create_temp().await
+    }
+
+    /// Absolute path of a segment's file.
+    pub fn segment_path(&self, seg: &Segment) -> PathBuf {
+        self.mountpaths[seg.mp as usize].root().join(&seg.file)
+    }
+
+    fn install(&self, temp: TempFile, size: u64) -> Result<Segment, StoreError> {
+        let mp = temp.mountpath();
+        let file = self.mountpaths[mp as usize].install(temp)?;
+        Ok(Segment { mp, file, size })
+    }
+
+    fn remove_segments(&self, segs: &[Segment]) {
+        for s in segs {
+            let p = self.segment_path(s);
+            if let Err(e) = std::fs::remove_file(&p) {
+                tracing::warn!(path = %p.display(), error = %e, "could not remove a replaced data file; recovery will");
+            }
+        }
+    }
+
+    /// Publish a fully written, fsynced staged file as `(bucket, key)`. Blocking.
+    pub fn publish_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        temp: TempFile,
+        commit: &Commit,
+        attrs: ObjectAttrs,
+        if_absent: bool,
+    ) -> Result<ObjectMeta, StoreError> {
+        let seg = self.install(temp, commit.size)?;
+        let meta = ObjectMeta {
+            size: commit.size,
+            etag: commit.md5.clone(),
+            mtime_ms: now_ms(),
+            attrs,
+            checksums: commit.checksums.clone(),
+            parts: Vec::new(),
+        };
+        let rec = StoredObject {
+            meta: meta.clone(),
+            segments: vec![seg.clone()],
+        };
+        match self.index.put_object(bucket, key, &rec, if_absent) {
+            Ok(old) => {
+                if let Some(old) = old {
+                    self.remove_segments(&old.segments);
+                }
+                Ok(meta)
+            }
+            Err(e) => {
+                self.remove_segments(&[seg]);
+                Err(e)
+            }
+        }
+    }
+
+    /// The record of `(bucket, key)`.
+    pub fn get(&self, bucket: &str, key: &str) -> Result<StoredObject, StoreError> {
+        self.index.get_object(bucket, key)?.ok_or(StoreError::NoSuchKey)
+    }
+
+    /// Delete `(bucket, key)`; deleting a missing key succeeds. Blocking.
+    pub fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        if let Some(old) = self.index.delete_object(bucket, key)? {
+            self.remove_segments(&old.segments);
+        }
+        Ok(())
+    }
+
+    /// One page of a listing.
+    pub fn list(&self, q: &ListQuery) -> Result<ListPage, StoreError> {
+        self.index.list(q)
+    }
+
+    /// Objects per mountpath (for `aisle cluster show`).
+    pub fn objects_per_mountpath(&self) -> Result<Vec<u64>, StoreError> {
+        let mut counts = vec![0u64; self.mountpaths.len()];
+        self.index.for_each_object(|o| {
+            if let Some(s) = o.segments.first() {
+                counts[s.mp as usize] += 1;
+            }
+        })?;
+        Ok(counts)
+    }
+
+    /// Start a multipart upload; returns its id.
+    pub fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        attrs: ObjectAttrs,
+    ) -> Result<String, StoreError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let rec = UploadRecord {
+            bucket: bucket.into(),
+            key: key.into(),
+            attrs,
+            initiated_ms: now_ms(),
+        };
+        self.index.put_upload(&id, &rec)?;
+        Ok(id)
+    }
+
+    /// Check that an upload exists for `(bucket, key)`.
+    pub fn upload(&self, bucket: &str, key: &str, id: &str) -> Result<UploadRecord, StoreError> {
+        match self.index.get_upload(id)? {
+            Some(r) if r.bucket == bucket && r.key == key => Ok(r),
+            _ => Err(StoreError::NoSuchUpload),
+        }
+    }
+
+    /// Publish a staged part. Blocking.
+    pub fn publish_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &str,
+        number: u32,
+        temp: TempFile,
+        commit: &Commit,
+    ) -> Result<PartInfo, StoreError> {
+        self.upload(bucket, key, id)?;
+        let seg = self.install(temp, commit.size)?;
+        let part = StoredPart {
+            info: PartInfo {
+                number,
+                size: commit.size,
+                etag: commit.md5.clone(),
+                mtime_ms: now_ms(),
+                checksums: commit.checksums.clone(),
+            },
+            segment: seg.clone(),
+        };
+        match self.index.put_part(id, &part) {
+            Ok(old) => {
+                if let Some(old) = old {
+                    self.remove_segments(&[old.segment]);
+                }
+                Ok(part.info)
+            }
+            Err(e) => {
+                self.remove_segments(&[seg]);
+                Err(e)
+            }
+        }
+    }
+
+    /// Parts of an upload after `marker`, at most `limit`.
+    pub fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &str,
+        marker: u32,
+        limit: usize,
+    ) -> Result<PartsPage, StoreError> {
+        self.upload(bucket, key, id)?;
+        let mut parts = self.index.parts(id)?;
+        parts.retain(|p| p.info.number > marker);
+        let truncated = parts.len() > limit;
+        parts.truncate(limit);
+        Ok(PartsPage {
+            parts: parts.into_iter().map(|p| p.info).collect(),
+            truncated,
+        })
+    }
+
+    /// Pending uploads of a bucket under a prefix, ordered by (key, initiation).
+    pub fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<UploadInfo>, StoreError> {
+        let mut out: Vec<UploadInfo> = self
+            .index
+            .uploads()?
+            .into_iter()
+            .filter(|(_, r)| r.bucket == bucket && r.key.starts_with(prefix))
+            .map(|(id, r)| UploadInfo {
+                key: r.key,
+                upload_id: id,
+                initiated_ms: r.initiated_ms,
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.key, a.initiated_ms).cmp(&(&b.key, b.initiated_ms)));
+        Ok(out)
+    }
+
+    /// Publish the named parts as the object; the rest of the upload's parts are deleted.
+    /// Blocking.
+    pub fn complete(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &str,
+        req: &CompleteRequest,
+    ) -> Result<ObjectMeta, StoreError> {
+        let (meta, unused, old) = self.index.complete(bucket, key, id, req)?;
+        self.remove_segments(&unused);
+        if let Some(old) = old {
+            self.remove_segments(&old.segments);
+        }
+        Ok(meta)
+    }
+
+    /// Abort an upload and delete its parts. Blocking.
+    pub fn abort(&self, bucket: &str, key: &str, id: &str) -> Result<(), StoreError> {
+        self.upload(bucket, key, id)?;
+        let parts = self.index.remove_upload(id)?;
+        let segs: Vec<Segment> = parts.into_iter().map(|p| p.segment).collect();
+        self.remove_segments(&segs);
+        Ok(())
+    }
+
+    /// Drop every pending upload of a bucket (the bucket is being deleted). Blocking.
+    pub fn drop_bucket_uploads(&self, bucket: &str) -> Result<(), StoreError> {
+        for u in self.list_uploads(bucket, "")? {
+            self.abort(bucket, &u.key, &u.upload_id)?;
+        }
+        Ok(())
+    }
+}
