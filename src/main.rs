@@ -1,1 +1,94 @@
-fn main() {}
+//! `aisle`: one binary for every role of an aisle cluster.
+//!
+//! * `aisle up` — the embedded cluster: a gateway and N targets as supervised child processes;
+//! * `aisle gateway --config F` / `aisle target --config F` — single nodes for real deployments;
+//! * `aisle cluster show` — what the cluster looks like (for scripts: `--json`).
+//!
+//! This file only parses the command line and hands over to the library crates; `up` (the
+//! supervisor) and `cli` (admin commands) live next to it.
+
+mod cli;
+mod up;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "aisle",
+    version,
+    about = "An S3 storage cluster with transforms next to the data"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the embedded cluster: 1 gateway + N targets on loopback, data under --data.
+    Up(up::UpArgs),
+    /// Run one gateway node from a JSON config file.
+    Gateway {
+        /// Path of the gateway's JSON config.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run one storage target from a JSON config file.
+    Target {
+        /// Path of the target's JSON config.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Inspect the cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: cli::ClusterCommand,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AISLE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+fn read_config<T: serde::de::DeserializeOwned>(path: &PathBuf) -> anyhow::Result<T> {
+    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&raw).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Run a node until it fails or SIGINT/SIGTERM arrives.
+async fn serve_until_signal<E: std::error::Error + Send + Sync + 'static>(
+    node: impl std::future::Future<Output = Result<(), E>>,
+) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = node => r.map_err(anyhow::Error::from),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Up(args) => up::run(args).await,
+        Command::Gateway { config } => {
+            let cfg: aisle_gateway::GatewayConfig = read_config(&config)?;
+            serve_until_signal(aisle_gateway::run(cfg)).await
+        }
+        Command::Target { config } => {
+            let cfg: aisle_target::TargetConfig = read_config(&config)?;
+            serve_until_signal(aisle_target::run(cfg)).await
+        }
+        Command::Cluster { command } => cli::cluster(command).await,
+    }
+}

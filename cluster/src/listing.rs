@@ -155,7 +155,10 @@ pub fn merge_pages(pages: Vec<ListPage>, max: usize) -> ListPage {
     let mut heap = BinaryHeap::new();
     for (page, item) in pending.iter().enumerate() {
         if let Some(item) = item {
-            heap.push(Head { name: item.name().to_string(), page });
+            heap.push(Head {
+                name: item.name().to_string(),
+                page,
+            });
         }
     }
     let mut out: Vec<ListItem> = Vec::new();
@@ -163,7 +166,10 @@ pub fn merge_pages(pages: Vec<ListPage>, max: usize) -> ListPage {
     while let Some(Head { name, page }) = heap.pop() {
         let item = pending[page].take().expect("heap entry has a pending item");
         if let Some(next) = iters[page].next() {
-            heap.push(Head { name: next.name().to_string(), page });
+            heap.push(Head {
+                name: next.name().to_string(),
+                page,
+            });
             pending[page] = Some(next);
         }
         if out.last().is_some_and(|l| l.name() == name) {

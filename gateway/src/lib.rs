@@ -1,1 +1,19 @@
-//! placeholder
+//! aisle gateway: the front door of the cluster.
+//!
+//! A gateway speaks S3 to clients (through `s3s`: SigV4, presigned URLs, aws-chunked, XML),
+//! applies S3's rules, and streams every object body to or from the target that owns it by HRW
+//! placement ([`proxy`]). The primary gateway also owns the versioned cluster metadata — the
+//! cluster map and bucket map — persists it and pushes it to every target ([`meta`]).
+//!
+//! A gateway stores no object bytes and never buffers an object: bodies pass through in chunks.
+//! It never transforms data either; transforms run on targets.
+
+pub mod admin;
+pub mod config;
+pub mod meta;
+pub mod proxy;
+pub mod s3;
+pub mod server;
+
+pub use config::GatewayConfig;
+pub use server::run;

@@ -169,7 +169,9 @@ fn json_resp<T: Serialize>(status: StatusCode, v: &T) -> Resp {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(full_body(serde_json::to_vec(v).expect("protocol types serialize")))
+        .body(full_body(
+            serde_json::to_vec(v).expect("protocol types serialize"),
+        ))
         .expect("valid response")
 }
 
@@ -184,24 +186,46 @@ fn error_resp(status: u16, code: &str, message: impl Into<String>) -> Resp {
     )
 }
 
-fn store_error(e: StoreError) -> Resp {
-    let (status, code) = e.s3_code();
-    if status >= 500 {
-        tracing::error!(error = %e, "store failure");
+/// A failed request: status, S3 error code for the gateway to pass on, and detail.
+#[derive(Debug)]
+struct ApiError {
+    status: u16,
+    code: &'static str,
+    message: String,
+}
+
+fn api_err(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        code,
+        message: message.into(),
     }
-    error_resp(status, code, e.to_string())
 }
 
-fn bad(msg: impl Into<String>) -> Resp {
-    error_resp(400, "InvalidArgument", msg)
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let (status, code) = e.s3_code();
+        if status >= 500 {
+            tracing::error!(error = %e, "store failure");
+        }
+        api_err(status, code, e.to_string())
+    }
 }
 
-fn query<T: DeserializeOwned>(req: &Request<Incoming>) -> Result<T, Resp> {
+fn store_error(e: StoreError) -> ApiError {
+    ApiError::from(e)
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    api_err(400, "InvalidArgument", msg)
+}
+
+fn query<T: DeserializeOwned>(req: &Request<Incoming>) -> Result<T, ApiError> {
     serde_urlencoded::from_str(req.uri().query().unwrap_or(""))
         .map_err(|e| bad(format!("bad query: {e}")))
 }
 
-fn header_json<T: DeserializeOwned + Default>(h: &HeaderMap, name: &str) -> Result<T, Resp> {
+fn header_json<T: DeserializeOwned + Default>(h: &HeaderMap, name: &str) -> Result<T, ApiError> {
     match h.get(name) {
         None => Ok(T::default()),
         Some(v) => proto::decode_header(v.as_bytes()).map_err(|e| bad(format!("{name}: {e}"))),
@@ -210,16 +234,20 @@ fn header_json<T: DeserializeOwned + Default>(h: &HeaderMap, name: &str) -> Resu
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, Resp> {
+) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(store_error),
-        Err(e) => Err(error_resp(500, "InternalError", format!("task failed: {e}"))),
+        Err(e) => Err(api_err(500, "InternalError", format!("task failed: {e}"))),
     }
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
     if !is_authorized(req.headers(), &state.secret) {
-        return error_resp(403, "AccessDenied", "intra-cluster call without the cluster secret");
+        return error_resp(
+            403,
+            "AccessDenied",
+            "intra-cluster call without the cluster secret",
+        );
     }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -238,9 +266,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
         (Method::DELETE, proto::T_BUCKET) => drop_bucket(&state, req).await,
         (Method::PUT, proto::T_META) => put_meta(&state, req).await,
         (Method::GET, proto::T_STATUS) => status(&state).await,
-        _ => Err(error_resp(404, "NotImplemented", format!("no such target API: {path}"))),
+        _ => Err(api_err(
+            404,
+            "NotImplemented",
+            format!("no such target API: {path}"),
+        )),
     };
-    result.unwrap_or_else(|e| e)
+    result.unwrap_or_else(|e| error_resp(e.status, e.code, e.message))
 }
 
 /// Stream a request body into a staged file; it counts only when the commit trailer arrives
@@ -249,12 +281,13 @@ async fn receive_body(
     state: &State,
     mp: u16,
     mut body: Incoming,
-) -> Result<(crate::store::TempFile, Commit), Resp> {
+) -> Result<(crate::store::TempFile, Commit), ApiError> {
     let mut temp = state.store.create_temp(mp).await.map_err(store_error)?;
     let mut written: u64 = 0;
     let mut commit: Option<Commit> = None;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| error_resp(400, "IncompleteBody", format!("upload aborted: {e}")))?;
+        let frame =
+            frame.map_err(|e| api_err(400, "IncompleteBody", format!("upload aborted: {e}")))?;
         match frame.into_data() {
             Ok(data) => {
                 written += data.len() as u64;
@@ -272,9 +305,10 @@ async fn receive_body(
             }
         }
     }
-    let commit = commit.ok_or_else(|| error_resp(400, "IncompleteBody", "upload ended without a commit"))?;
+    let commit =
+        commit.ok_or_else(|| api_err(400, "IncompleteBody", "upload ended without a commit"))?;
     if commit.size != written {
-        return Err(error_resp(
+        return Err(api_err(
             400,
             "IncompleteBody",
             format!("commit says {} bytes, received {written}", commit.size),
@@ -284,7 +318,7 @@ async fn receive_body(
     Ok((temp, commit))
 }
 
-async fn put_object(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+async fn put_object(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q: ObjectQuery = query(&req)?;
     let attrs: ObjectAttrs = header_json(req.headers(), META_HEADER)?;
     let opts: WriteOptions = header_json(req.headers(), WRITE_HEADER)?;
@@ -309,20 +343,26 @@ fn select_span(
     rec: &StoredObject,
     part: Option<u32>,
     opts: &ReadOptions,
-) -> Result<(u64, u64, bool), Resp> {
+) -> Result<(u64, u64, bool), ApiError> {
     let size = rec.meta.size;
     let (base, len) = match part {
         None => (0, size),
         Some(n) => {
             if rec.meta.parts.is_empty() {
                 if n != 1 {
-                    return Err(error_resp(416, "InvalidPartNumber", "the object has one part"));
+                    return Err(api_err(416, "InvalidPartNumber", "the object has one part"));
                 }
                 (0, size)
             } else {
-                let i = (n as usize).checked_sub(1).filter(|i| *i < rec.meta.parts.len());
+                let i = (n as usize)
+                    .checked_sub(1)
+                    .filter(|i| *i < rec.meta.parts.len());
                 let i = i.ok_or_else(|| {
-                    error_resp(416, "InvalidPartNumber", format!("the object has {} parts", rec.meta.parts.len()))
+                    api_err(
+                        416,
+                        "InvalidPartNumber",
+                        format!("the object has {} parts", rec.meta.parts.len()),
+                    )
                 })?;
                 (rec.meta.parts[..i].iter().sum(), rec.meta.parts[i])
             }
@@ -331,14 +371,23 @@ fn select_span(
     match &opts.range {
         None => Ok((base, base + len, part.is_some())),
         Some(spec) => {
-            let r = proto::resolve_range(spec, len)
-                .map_err(|_| error_resp(416, "InvalidRange", "the requested range is not satisfiable"))?;
+            let r = proto::resolve_range(spec, len).map_err(|_| {
+                api_err(
+                    416,
+                    "InvalidRange",
+                    "the requested range is not satisfiable",
+                )
+            })?;
             Ok((base + r.start, base + r.end, true))
         }
     }
 }
 
-async fn get_object(state: &Arc<State>, req: Request<Incoming>, with_body: bool) -> Result<Resp, Resp> {
+async fn get_object(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    with_body: bool,
+) -> Result<Resp, ApiError> {
     let q: ObjectQuery = query(&req)?;
     let opts: ReadOptions = header_json(req.headers(), READ_HEADER)?;
     let store = state.store.clone();
@@ -359,13 +408,22 @@ async fn get_object(state: &Arc<State>, req: Request<Incoming>, with_body: bool)
     }
     let (start, end, partial) = select_span(&rec, q.part, &opts)?;
     let mut builder = Response::builder()
-        .status(if partial { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK })
+        .status(if partial {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        })
         .header(META_HEADER, meta_header)
         .header(header::CONTENT_LENGTH, end - start);
     if partial {
         builder = builder.header(
             header::CONTENT_RANGE,
-            format!("bytes {}-{}/{}", start, end.saturating_sub(1), rec.meta.size),
+            format!(
+                "bytes {}-{}/{}",
+                start,
+                end.saturating_sub(1),
+                rec.meta.size
+            ),
         );
     }
     let body = if with_body && end > start {
@@ -378,7 +436,12 @@ async fn get_object(state: &Arc<State>, req: Request<Incoming>, with_body: bool)
 
 /// Open every file of the span up front (a concurrent overwrite then cannot pull a later
 /// segment away) and stream `[start, end)` of their concatenation.
-async fn open_span(store: &Store, segments: &[Segment], start: u64, end: u64) -> Result<RespBody, Resp> {
+async fn open_span(
+    store: &Store,
+    segments: &[Segment],
+    start: u64,
+    end: u64,
+) -> Result<RespBody, ApiError> {
     const CHUNK: usize = 256 * 1024;
     let mut pieces = Vec::new();
     let mut offset = 0u64;
@@ -391,15 +454,24 @@ async fn open_span(store: &Store, segments: &[Segment], start: u64, end: u64) ->
         let from = start.max(s0) - s0;
         let to = end.min(s1) - s0;
         let path = store.segment_path(seg);
-        let mut f = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| store_error(StoreError::Io { context: format!("opening {}", path.display()), source: e }))?;
+        let mut f = tokio::fs::File::open(&path).await.map_err(|e| {
+            store_error(StoreError::Io {
+                context: format!("opening {}", path.display()),
+                source: e,
+            })
+        })?;
         if from > 0 {
-            f.seek(std::io::SeekFrom::Start(from))
-                .await
-                .map_err(|e| store_error(StoreError::Io { context: format!("seeking {}", path.display()), source: e }))?;
+            f.seek(std::io::SeekFrom::Start(from)).await.map_err(|e| {
+                store_error(StoreError::Io {
+                    context: format!("seeking {}", path.display()),
+                    source: e,
+                })
+            })?;
         }
-        pieces.push(tokio_util::io::ReaderStream::with_capacity(f.take(to - from), CHUNK));
+        pieces.push(tokio_util::io::ReaderStream::with_capacity(
+            f.take(to - from),
+            CHUNK,
+        ));
     }
     let stream = futures::stream::iter(pieces)
         .flatten()
@@ -407,7 +479,7 @@ async fn open_span(store: &Store, segments: &[Segment], start: u64, end: u64) ->
     Ok(BodyExt::boxed_unsync(StreamBody::new(stream)))
 }
 
-async fn delete_object(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+async fn delete_object(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q: ObjectQuery = query(&req)?;
     let store = state.store.clone();
     blocking(move || store.delete(&q.bucket, &q.key)).await?;
@@ -417,26 +489,31 @@ async fn delete_object(state: &Arc<State>, req: Request<Incoming>) -> Result<Res
         .expect("valid response"))
 }
 
-async fn list(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+async fn list(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q: ListQuery = query(&req)?;
     let store = state.store.clone();
     let page = blocking(move || store.list(&q)).await?;
     Ok(json_resp(StatusCode::OK, &page))
 }
 
-async fn create_upload(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+async fn create_upload(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q: UploadQuery = query(&req)?;
     let attrs: ObjectAttrs = header_json(req.headers(), META_HEADER)?;
     let store = state.store.clone();
     let id = blocking(move || store.create_upload(&q.bucket, &q.key, attrs)).await?;
-    Ok(json_resp(StatusCode::OK, &HashMap::from([("upload_id", id)])))
+    Ok(json_resp(
+        StatusCode::OK,
+        &HashMap::from([("upload_id", id)]),
+    ))
 }
 
-fn upload_id(q: &UploadQuery) -> Result<String, Resp> {
-    q.upload_id.clone().ok_or_else(|| bad("upload_id is required"))
+fn upload_id(q: &UploadQuery) -> Result<String, ApiError> {
+    q.upload_id
+        .clone()
+        .ok_or_else(|| bad("upload_id is required"))
 }
 
-async fn abort_upload(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+async fn abort_upload(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q: UploadQuery = query(&req)?;
     let id = upload_id(&q)?;
     let store = state.store.clone();
@@ -444,22 +521,28 @@ async fn abort_upload(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp
     Ok(json_resp(StatusCode::OK, &serde_json::json!({})))
 }
 
-async fn put_part(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+async fn put_part(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q: UploadQuery = query(&req)?;
     let id = upload_id(&q)?;
     let number = q.part.ok_or_else(|| bad("part is required"))?;
     {
-        let (s, b, k, i) = (state.store.clone(), q.bucket.clone(), q.key.clone(), id.clone());
+        let (s, b, k, i) = (
+            state.store.clone(),
+            q.bucket.clone(),
+            q.key.clone(),
+            id.clone(),
+        );
         blocking(move || s.upload(&b, &k, &i)).await?;
     }
     let mp = state.store.mountpath_for(&q.bucket, &q.key);
     let (temp, commit) = receive_body(state, mp, req.into_body()).await?;
     let store = state.store.clone();
-    let info = blocking(move || store.publish_part(&q.bucket, &q.key, &id, number, temp, &commit)).await?;
+    let info =
+        blocking(move || store.publish_part(&q.bucket, &q.key, &id, number, temp, &commit)).await?;
     Ok(json_resp(StatusCode::OK, &info))
 }
 
-async fn read_json_body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Resp> {
+async fn read_json_body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
     const MAX: usize = 4 * 1024 * 1024;
     let limited = http_body_util::Limited::new(req.into_body(), MAX);
     let bytes = limited
@@ -470,7 +553,7 @@ async fn read_json_body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T
     serde_json::from_slice(&bytes).map_err(|e| bad(format!("bad JSON body: {e}")))
 }
 
-async fn complete(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+async fn complete(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q: UploadQuery = query(&req)?;
     let id = upload_id(&q)?;
     let body: CompleteRequest = read_json_body(req).await?;
@@ -479,34 +562,36 @@ async fn complete(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Re
     Ok(json_resp(StatusCode::OK, &meta))
 }
 
-async fn list_parts(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+async fn list_parts(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q: PartsQuery = query(&req)?;
     let store = state.store.clone();
-    let page = blocking(move || store.list_parts(&q.bucket, &q.key, &q.upload_id, q.marker, q.limit)).await?;
+    let page =
+        blocking(move || store.list_parts(&q.bucket, &q.key, &q.upload_id, q.marker, q.limit))
+            .await?;
     Ok(json_resp(StatusCode::OK, &page))
 }
 
-async fn list_uploads(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+async fn list_uploads(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q: UploadsQuery = query(&req)?;
     let store = state.store.clone();
     let ups = blocking(move || store.list_uploads(&q.bucket, &q.prefix)).await?;
     Ok(json_resp(StatusCode::OK, &ups))
 }
 
-async fn drop_bucket(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+async fn drop_bucket(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q: proto::BucketQuery = query(&req)?;
     let store = state.store.clone();
     blocking(move || store.drop_bucket_uploads(&q.bucket)).await?;
     Ok(json_resp(StatusCode::OK, &serde_json::json!({})))
 }
 
-async fn put_meta(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Resp> {
+async fn put_meta(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let meta: ClusterMeta = read_json_body(req).await?;
     install_meta(state, meta);
     Ok(json_resp(StatusCode::OK, &serde_json::json!({})))
 }
 
-async fn status(state: &Arc<State>) -> Result<Resp, Resp> {
+async fn status(state: &Arc<State>) -> Result<Resp, ApiError> {
     let store = state.store.clone();
     let counts = blocking(move || store.objects_per_mountpath()).await?;
     Ok(json_resp(

@@ -7,7 +7,9 @@ use std::collections::HashSet;
 use std::ops::Bound;
 use std::path::Path;
 
-use aisle_cluster::listing::{ListItem, ListPage, ObjectEntry, Start, common_prefix, prefix_successor, resume_start};
+use aisle_cluster::listing::{
+    ListItem, ListPage, ObjectEntry, Start, common_prefix, prefix_successor, resume_start,
+};
 use aisle_cluster::proto::{CompleteRequest, ListQuery, ObjectMeta};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -69,7 +71,11 @@ impl Index {
         Ok(old)
     }
 
-    pub(super) fn get_object(&self, bucket: &str, key: &str) -> Result<Option<StoredObject>, StoreError> {
+    pub(super) fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<StoredObject>, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(OBJECTS)?;
         match t.get(object_key(bucket, key).as_slice())? {
@@ -78,7 +84,11 @@ impl Index {
         }
     }
 
-    pub(super) fn delete_object(&self, bucket: &str, key: &str) -> Result<Option<StoredObject>, StoreError> {
+    pub(super) fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<StoredObject>, StoreError> {
         let k = object_key(bucket, key);
         let txn = self.db.begin_write()?;
         let old = {
@@ -163,7 +173,10 @@ impl Index {
         Ok(page)
     }
 
-    pub(super) fn for_each_object(&self, mut f: impl FnMut(&StoredObject)) -> Result<(), StoreError> {
+    pub(super) fn for_each_object(
+        &self,
+        mut f: impl FnMut(&StoredObject),
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(OBJECTS)?;
         for entry in t.iter()? {
@@ -192,7 +205,8 @@ impl Index {
 
     pub(super) fn put_upload(&self, id: &str, rec: &UploadRecord) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
-        txn.open_table(UPLOADS)?.insert(id, encode(rec).as_slice())?;
+        txn.open_table(UPLOADS)?
+            .insert(id, encode(rec).as_slice())?;
         txn.commit()?;
         Ok(())
     }
@@ -217,18 +231,21 @@ impl Index {
         Ok(out)
     }
 
-    pub(super) fn put_part(&self, id: &str, part: &StoredPart) -> Result<Option<StoredPart>, StoreError> {
+    pub(super) fn put_part(
+        &self,
+        id: &str,
+        part: &StoredPart,
+    ) -> Result<Option<StoredPart>, StoreError> {
         let txn = self.db.begin_write()?;
         let old = {
             if txn.open_table(UPLOADS)?.get(id)?.is_none() {
                 return Err(StoreError::NoSuchUpload);
             }
             let mut t = txn.open_table(PARTS)?;
-            let old = match t.insert((id, part.info.number), encode(part).as_slice())? {
+            match t.insert((id, part.info.number), encode(part).as_slice())? {
                 Some(v) => Some(serde_json::from_slice::<StoredPart>(v.value())?),
                 None => None,
-            };
-            old
+            }
         };
         txn.commit()?;
         Ok(old)

@@ -36,7 +36,10 @@ impl TempFile {
 
     /// Append bytes.
     pub async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        let f = self.file.as_mut().expect("temp file is open until finished");
+        let f = self
+            .file
+            .as_mut()
+            .expect("temp file is open until finished");
         f.write_all(data)
             .await
             .map_err(StoreError::io(format!("writing {}", self.path.display())))
@@ -64,14 +67,18 @@ impl Drop for TempFile {
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(StoreError::io(format!("syncing directory {}", dir.display())))
+        .map_err(StoreError::io(format!(
+            "syncing directory {}",
+            dir.display()
+        )))
 }
 
 impl Mountpath {
     pub(super) fn open(root: &Path, index: u16) -> Result<Mountpath, StoreError> {
         for sub in ["tmp", "obj"] {
             let d = root.join(sub);
-            std::fs::create_dir_all(&d).map_err(StoreError::io(format!("creating {}", d.display())))?;
+            std::fs::create_dir_all(&d)
+                .map_err(StoreError::io(format!("creating {}", d.display())))?;
         }
         Ok(Mountpath {
             root: root.to_path_buf(),
@@ -104,7 +111,8 @@ impl Mountpath {
         let rel = format!("obj/{}/{}", &temp.id[..2], temp.id);
         let dest = self.root.join(&rel);
         let parent = dest.parent().expect("obj/<xx> has a parent");
-        std::fs::create_dir_all(parent).map_err(StoreError::io(format!("creating {}", parent.display())))?;
+        std::fs::create_dir_all(parent)
+            .map_err(StoreError::io(format!("creating {}", parent.display())))?;
         std::fs::rename(&temp.path, &dest).map_err(StoreError::io(format!(
             "renaming {} to {}",
             temp.path.display(),
@@ -119,20 +127,28 @@ impl Mountpath {
     pub(super) fn recover(&self, referenced: impl Fn(&str) -> bool) -> Result<usize, StoreError> {
         let mut removed = 0;
         let tmp = self.root.join("tmp");
-        for e in std::fs::read_dir(&tmp).map_err(StoreError::io(format!("reading {}", tmp.display())))? {
+        for e in
+            std::fs::read_dir(&tmp).map_err(StoreError::io(format!("reading {}", tmp.display())))?
+        {
             let e = e.map_err(StoreError::io("reading tmp"))?;
-            std::fs::remove_file(e.path()).map_err(StoreError::io(format!("removing {}", e.path().display())))?;
+            std::fs::remove_file(e.path())
+                .map_err(StoreError::io(format!("removing {}", e.path().display())))?;
             removed += 1;
         }
         let obj = self.root.join("obj");
-        for dir in std::fs::read_dir(&obj).map_err(StoreError::io(format!("reading {}", obj.display())))? {
+        for dir in
+            std::fs::read_dir(&obj).map_err(StoreError::io(format!("reading {}", obj.display())))?
+        {
             let dir = dir.map_err(StoreError::io("reading obj"))?;
             let name = dir.file_name().to_string_lossy().into_owned();
-            for f in std::fs::read_dir(dir.path()).map_err(StoreError::io(format!("reading {}", dir.path().display())))? {
+            for f in std::fs::read_dir(dir.path())
+                .map_err(StoreError::io(format!("reading {}", dir.path().display())))?
+            {
                 let f = f.map_err(StoreError::io("reading obj subdirectory"))?;
                 let rel = format!("obj/{name}/{}", f.file_name().to_string_lossy());
                 if !referenced(&rel) {
-                    std::fs::remove_file(f.path()).map_err(StoreError::io(format!("removing {}", f.path().display())))?;
+                    std::fs::remove_file(f.path())
+                        .map_err(StoreError::io(format!("removing {}", f.path().display())))?;
                     removed += 1;
                 }
             }
@@ -140,4 +156,3 @@ impl Mountpath {
         Ok(removed)
     }
 }
-

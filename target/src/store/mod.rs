@@ -151,7 +151,9 @@ impl Store {
     /// and recover: staged files are removed and data files no record points at are deleted.
     pub fn open(index_path: &Path, mountpaths: &[PathBuf]) -> Result<Arc<Store>, StoreError> {
         if mountpaths.is_empty() {
-            return Err(StoreError::Invalid("a target needs at least one mountpath".into()));
+            return Err(StoreError::Invalid(
+                "a target needs at least one mountpath".into(),
+            ));
         }
         let mps = mountpaths
             .iter()
@@ -180,7 +182,10 @@ impl Store {
 
     /// Mountpath directories, in placement order.
     pub fn mountpath_dirs(&self) -> Vec<PathBuf> {
-        self.mountpaths.iter().map(|m| m.root().to_path_buf()).collect()
+        self.mountpaths
+            .iter()
+            .map(|m| m.root().to_path_buf())
+            .collect()
     }
 
     /// The mountpath that holds `(bucket, key)`.
@@ -252,7 +257,9 @@ impl Store {
 
     /// The record of `(bucket, key)`.
     pub fn get(&self, bucket: &str, key: &str) -> Result<StoredObject, StoreError> {
-        self.index.get_object(bucket, key)?.ok_or(StoreError::NoSuchKey)
+        self.index
+            .get_object(bucket, key)?
+            .ok_or(StoreError::NoSuchKey)
     }
 
     /// Delete `(bucket, key)`; deleting a missing key succeeds. Blocking.

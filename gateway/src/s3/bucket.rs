@@ -1,0 +1,125 @@
+//! Bucket operations: the bucket map lives in the cluster metadata the primary gateway owns.
+
+use aisle_cluster::map::BucketProps;
+use aisle_cluster::proto::ListQuery;
+use s3s::dto::*;
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+
+use super::AisleS3;
+use super::error::{from_client, s3_err};
+use crate::meta::PersistError;
+
+impl From<PersistError> for S3Error {
+    fn from(e: PersistError) -> Self {
+        tracing::error!(error = %e, "cluster metadata not persisted");
+        s3_err(
+            S3ErrorCode::InternalError,
+            "could not persist the bucket map",
+        )
+    }
+}
+
+pub(super) async fn list_buckets(
+    s3: &AisleS3,
+    _req: S3Request<ListBucketsInput>,
+) -> S3Result<S3Response<ListBucketsOutput>> {
+    let meta = s3.meta.snapshot();
+    let buckets = meta
+        .buckets
+        .iter()
+        .map(|(name, p)| Bucket {
+            name: Some(name.clone()),
+            creation_date: Some(super::attrs::timestamp(p.created_ms)),
+            ..Default::default()
+        })
+        .collect();
+    Ok(S3Response::new(ListBucketsOutput {
+        buckets: Some(buckets),
+        owner: Some(s3.owner()),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn create_bucket(
+    s3: &AisleS3,
+    req: S3Request<CreateBucketInput>,
+) -> S3Result<S3Response<CreateBucketOutput>> {
+    let name = req.input.bucket;
+    if name.starts_with('_') {
+        return Err(s3_err(
+            S3ErrorCode::InvalidBucketName,
+            "bucket names must start with a lowercase letter or a digit",
+        ));
+    }
+    let created_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    s3.meta
+        .update(|m| {
+            if m.buckets.contains_key(&name) {
+                return Err(s3_err(
+                    S3ErrorCode::BucketAlreadyOwnedByYou,
+                    format!("you already own the bucket {name}"),
+                ));
+            }
+            m.buckets.insert(name.clone(), BucketProps { created_ms });
+            Ok((true, ()))
+        })
+        .await?;
+    Ok(S3Response::new(CreateBucketOutput {
+        location: Some(format!("/{name}")),
+    }))
+}
+
+pub(super) async fn head_bucket(
+    s3: &AisleS3,
+    req: S3Request<HeadBucketInput>,
+) -> S3Result<S3Response<HeadBucketOutput>> {
+    s3.check_bucket(&req.input.bucket)?;
+    Ok(S3Response::new(HeadBucketOutput {
+        bucket_region: Some(s3.region.clone()),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn delete_bucket(
+    s3: &AisleS3,
+    req: S3Request<DeleteBucketInput>,
+) -> S3Result<S3Response<DeleteBucketOutput>> {
+    let name = req.input.bucket;
+    s3.check_bucket(&name)?;
+    let q = ListQuery {
+        bucket: name.clone(),
+        prefix: String::new(),
+        delimiter: None,
+        after: None,
+        limit: 1,
+    };
+    let targets = s3.targets.all();
+    let pages = futures::future::try_join_all(targets.iter().map(|t| s3.targets.list(t, &q)))
+        .await
+        .map_err(from_client)?;
+    if pages.iter().any(|p| !p.items.is_empty()) {
+        return Err(s3_err(
+            S3ErrorCode::BucketNotEmpty,
+            format!("the bucket {name} is not empty"),
+        ));
+    }
+    futures::future::try_join_all(targets.iter().map(|t| s3.targets.drop_bucket(t, &name)))
+        .await
+        .map_err(from_client)?;
+    s3.meta
+        .update(|m| Ok::<_, S3Error>((m.buckets.remove(&name).is_some(), ())))
+        .await?;
+    Ok(S3Response::new(DeleteBucketOutput {}))
+}
+
+pub(super) async fn get_bucket_location(
+    s3: &AisleS3,
+    req: S3Request<GetBucketLocationInput>,
+) -> S3Result<S3Response<GetBucketLocationOutput>> {
+    s3.check_bucket(&req.input.bucket)?;
+    // S3 reports us-east-1 as an empty LocationConstraint.
+    let loc = (s3.region != "us-east-1").then(|| BucketLocationConstraint::from(s3.region.clone()));
+    Ok(S3Response::new(GetBucketLocationOutput {
+        location_constraint: loc,
+    }))
+}

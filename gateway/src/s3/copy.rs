@@ -1,0 +1,140 @@
+//! CopyObject: read the source from its owner, stream it through the upload verifier (which
+//! computes the new ETag and checksum) to the destination's owner.
+
+use aisle_cluster::proto::{ObjectQuery, WriteOptions};
+use s3s::dto::*;
+use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
+
+use super::AisleS3;
+use super::attrs::{etag, object_attrs, timestamp};
+use super::error::{check_key, from_client, s3_err};
+use super::get::{conditions, read};
+use super::upload::{Algo, Expect, ExpectedValue, MAX_PUT_SIZE, verified_body};
+
+pub(super) async fn copy_object(
+    s3: &AisleS3,
+    req: S3Request<CopyObjectInput>,
+) -> S3Result<S3Response<CopyObjectOutput>> {
+    let input = req.input;
+    s3.check_bucket(&input.bucket)?;
+    check_key(&input.key)?;
+    let (src_bucket, src_key) = match &input.copy_source {
+        CopySource::Bucket {
+            bucket,
+            key,
+            version_id: None,
+        } => (bucket.to_string(), key.to_string()),
+        CopySource::Bucket { .. } => {
+            return Err(s3_err(
+                S3ErrorCode::NotImplemented,
+                "versioned copy sources are not supported",
+            ));
+        }
+        _ => {
+            return Err(s3_err(
+                S3ErrorCode::NotImplemented,
+                "access-point copy sources are not supported",
+            ));
+        }
+    };
+    let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
+        None | Some(MetadataDirective::COPY) => false,
+        Some(MetadataDirective::REPLACE) => true,
+        Some(other) => {
+            return Err(s3_err(
+                S3ErrorCode::InvalidArgument,
+                format!("unknown metadata directive {other}"),
+            ));
+        }
+    };
+    if !replace && src_bucket == input.bucket && src_key == input.key {
+        return Err(s3_err(
+            S3ErrorCode::InvalidRequest,
+            "this copy request is illegal because it is trying to copy an object to itself without \
+             changing the object's metadata",
+        ));
+    }
+    // Copy-source conditions fail with 412, whichever of them fails.
+    let conds = conditions(
+        input.copy_source_if_match.as_ref(),
+        input.copy_source_if_none_match.as_ref(),
+        input.copy_source_if_modified_since.as_ref(),
+        input.copy_source_if_unmodified_since.as_ref(),
+    );
+    let src = read(s3, &src_bucket, &src_key, None, None, conds, false)
+        .await
+        .map_err(|e| {
+            if *e.code() == S3ErrorCode::NotModified {
+                s3_err(
+                    S3ErrorCode::PreconditionFailed,
+                    "a copy-source condition does not hold",
+                )
+            } else {
+                e
+            }
+        })?;
+    if src.meta.size > MAX_PUT_SIZE {
+        return Err(s3_err(
+            S3ErrorCode::InvalidRequest,
+            "the source is larger than 5 GiB: use UploadPartCopy",
+        ));
+    }
+    let attrs = if replace {
+        object_attrs(
+            input.content_type.clone(),
+            input.content_encoding.clone(),
+            input.content_disposition.clone(),
+            input.content_language.clone(),
+            input.cache_control.clone(),
+            input.expires.as_ref(),
+            input.metadata.clone(),
+        )?
+    } else {
+        src.meta.attrs.clone()
+    };
+    // Keep (recompute) the source's full-object checksum algorithm, or the one asked for.
+    let algo = match input.checksum_algorithm.as_ref() {
+        Some(a) => Some(Algo::from_name(a.as_str()).ok_or_else(|| {
+            s3_err(
+                S3ErrorCode::InvalidRequest,
+                format!("unsupported checksum algorithm {}", a.as_str()),
+            )
+        })?),
+        None => Algo::ALL
+            .into_iter()
+            .find(|a| a.get(&src.meta.checksums).is_some_and(|v| !v.contains('-'))),
+    };
+    let expect = Expect {
+        len: Some(src.meta.size),
+        max_len: MAX_PUT_SIZE,
+        content_md5: None,
+        checksum: algo.map(|a| (a, ExpectedValue::ComputeOnly)),
+    };
+    let blob = StreamingBlob::wrap(http_body_util::BodyDataStream::new(src.body));
+    let (body, failure) = verified_body(blob, expect);
+    let target = s3.targets.owner(&input.bucket, &input.key)?;
+    let q = ObjectQuery {
+        bucket: input.bucket.clone(),
+        key: input.key.clone(),
+        part: None,
+    };
+    let meta = s3
+        .targets
+        .put_object(&target, &q, &attrs, &WriteOptions::default(), body)
+        .await
+        .map_err(|e| failure.take().unwrap_or_else(|| from_client(e)))?;
+    let c = &meta.checksums;
+    Ok(S3Response::new(CopyObjectOutput {
+        copy_object_result: Some(CopyObjectResult {
+            e_tag: Some(etag(&meta.etag)),
+            last_modified: Some(timestamp(meta.mtime_ms)),
+            checksum_crc32: c.crc32.clone(),
+            checksum_crc32c: c.crc32c.clone(),
+            checksum_crc64nvme: c.crc64nvme.clone(),
+            checksum_sha1: c.sha1.clone(),
+            checksum_sha256: c.sha256.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}

@@ -1,0 +1,75 @@
+//! Turning failures into S3 errors, and the request checks every object operation shares.
+
+use aisle_cluster::client::ClientError;
+use s3s::{S3Error, S3ErrorCode, S3Result};
+
+use crate::proxy::NoTargets;
+
+/// Longest key S3 accepts, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// Map a failed intra-cluster call to the S3 error the client sees.
+pub fn from_client(e: ClientError) -> S3Error {
+    match e {
+        ClientError::Status { status, body, .. } => {
+            let code =
+                S3ErrorCode::from_bytes(body.code.as_bytes()).unwrap_or(S3ErrorCode::InternalError);
+            let mut err = S3Error::with_message(code, body.message);
+            if let Ok(s) = http::StatusCode::from_u16(status.as_u16()) {
+                err.set_status_code(s);
+            }
+            err
+        }
+        ClientError::Transport { url, source } => {
+            tracing::warn!(%url, error = %source, "target unreachable");
+            S3Error::with_message(
+                S3ErrorCode::ServiceUnavailable,
+                "the storage target that owns this object is unreachable; retry shortly",
+            )
+        }
+        ClientError::Body { url, message } => {
+            tracing::error!(%url, %message, "bad answer from a target");
+            S3Error::with_message(
+                S3ErrorCode::InternalError,
+                "a storage target gave a malformed answer",
+            )
+        }
+    }
+}
+
+impl From<NoTargets> for S3Error {
+    fn from(_: NoTargets) -> Self {
+        S3Error::with_message(
+            S3ErrorCode::ServiceUnavailable,
+            "no storage target has joined the cluster yet; retry shortly",
+        )
+    }
+}
+
+/// Reject keys S3 would reject, and keys aisle does not store (documented in docs/s3.md).
+pub fn check_key(key: &str) -> S3Result<()> {
+    if key.is_empty() {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidArgument,
+            "the key is empty",
+        ));
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(S3Error::with_message(
+            S3ErrorCode::KeyTooLongError,
+            format!("the key is {} bytes; the limit is {MAX_KEY_LEN}", key.len()),
+        ));
+    }
+    if key.contains('\0') {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidArgument,
+            "keys must not contain the NUL character",
+        ));
+    }
+    Ok(())
+}
+
+/// Shorthand for an S3 error with a message.
+pub fn s3_err(code: S3ErrorCode, msg: impl Into<String>) -> S3Error {
+    S3Error::with_message(code, msg.into())
+}

@@ -1,0 +1,241 @@
+//! GetObject and HeadObject: read through the owning target, which resolves ranges, parts and
+//! conditions against the stored record; the body streams back untouched.
+
+use aisle_cluster::client::status_error;
+use aisle_cluster::proto::{self, Conditions, META_HEADER, ObjectMeta, ObjectQuery, ReadOptions};
+use http::{StatusCode, header};
+use hyper::body::Incoming;
+use s3s::dto::*;
+use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
+
+use super::AisleS3;
+use super::attrs::{
+    checksum_type, etag, etag_condition, metadata, parse_expires, timestamp, unix_secs,
+};
+use super::error::{check_key, from_client, s3_err};
+
+/// What the target answered for a read.
+pub(super) struct Read {
+    pub meta: ObjectMeta,
+    pub content_length: i64,
+    pub content_range: Option<String>,
+    pub partial: bool,
+    pub body: Incoming,
+}
+
+/// The conditions of a GET/HEAD, in the cluster's form.
+pub(super) fn conditions(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> Conditions {
+    Conditions {
+        if_match: if_match.map(etag_condition),
+        if_none_match: if_none_match.map(etag_condition),
+        if_modified_since: if_modified_since.map(unix_secs),
+        if_unmodified_since: if_unmodified_since.map(unix_secs),
+    }
+}
+
+/// Read `(bucket, key)` from its owner: a range, a part, or all of it.
+pub(super) async fn read(
+    s3: &AisleS3,
+    bucket: &str,
+    key: &str,
+    part_number: Option<i32>,
+    range: Option<&Range>,
+    conditions: Conditions,
+    head: bool,
+) -> S3Result<Read> {
+    s3.check_bucket(bucket)?;
+    check_key(key)?;
+    if part_number.is_some() && range.is_some() {
+        return Err(s3_err(
+            S3ErrorCode::InvalidRequest,
+            "cannot specify both a Range header and a partNumber parameter",
+        ));
+    }
+    let part = match part_number {
+        None => None,
+        Some(n) if (1..=10_000).contains(&n) => Some(n as u32),
+        Some(n) => {
+            return Err(s3_err(
+                S3ErrorCode::InvalidArgument,
+                format!("part number must be an integer between 1 and 10000, got {n}"),
+            ));
+        }
+    };
+    let opts = ReadOptions {
+        range: range.map(|r| {
+            r.to_header_string()
+                .trim_start_matches("bytes=")
+                .to_string()
+        }),
+        conditions,
+    };
+    let target = s3.targets.owner(bucket, key)?;
+    let q = ObjectQuery {
+        bucket: bucket.into(),
+        key: key.into(),
+        part,
+    };
+    let resp = s3
+        .targets
+        .read_object(&target, &q, &opts, head)
+        .await
+        .map_err(from_client)?;
+    match resp.status() {
+        StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
+        StatusCode::NOT_MODIFIED => return Err(s3_err(S3ErrorCode::NotModified, "not modified")),
+        _ => return Err(from_client(status_error(target.url.clone(), resp).await)),
+    }
+    let h = resp.headers();
+    let meta: ObjectMeta = h
+        .get(META_HEADER)
+        .and_then(|v| proto::decode_header(v.as_bytes()).ok())
+        .ok_or_else(|| {
+            s3_err(
+                S3ErrorCode::InternalError,
+                "a target answered without object metadata",
+            )
+        })?;
+    let content_length = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(meta.size as i64);
+    let content_range = h
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    Ok(Read {
+        partial: resp.status() == StatusCode::PARTIAL_CONTENT,
+        meta,
+        content_length,
+        content_range,
+        body: resp.into_body(),
+    })
+}
+
+/// Fill the fields GetObjectOutput and HeadObjectOutput share, with `response-*` overrides.
+macro_rules! fill_output {
+    ($out:ident, $read:expr, $input:expr, $part:expr) => {{
+        let read = $read;
+        let m = &read.meta;
+        let a = &m.attrs;
+        let input = $input;
+        $out.content_length = Some(read.content_length);
+        $out.content_range = read.content_range.clone();
+        $out.e_tag = Some(etag(&m.etag));
+        $out.last_modified = Some(timestamp(m.mtime_ms));
+        $out.accept_ranges = Some("bytes".into());
+        $out.metadata = metadata(a);
+        $out.content_type = Some(
+            input
+                .response_content_type
+                .clone()
+                .or_else(|| a.content_type.clone())
+                .unwrap_or_else(|| "binary/octet-stream".into()),
+        );
+        $out.content_encoding = input
+            .response_content_encoding
+            .clone()
+            .or_else(|| a.content_encoding.clone());
+        $out.content_disposition = input
+            .response_content_disposition
+            .clone()
+            .or_else(|| a.content_disposition.clone());
+        $out.content_language = input
+            .response_content_language
+            .clone()
+            .or_else(|| a.content_language.clone());
+        $out.cache_control = input
+            .response_cache_control
+            .clone()
+            .or_else(|| a.cache_control.clone());
+        $out.expires = input
+            .response_expires
+            .clone()
+            .or_else(|| a.expires.as_deref().and_then(parse_expires));
+        if $part.is_some() && !m.parts.is_empty() {
+            $out.parts_count = Some(m.parts.len() as i32);
+        }
+        let enabled = input
+            .checksum_mode
+            .as_ref()
+            .is_some_and(|c| c.as_str() == ChecksumMode::ENABLED);
+        if enabled && !read.partial {
+            let c = &m.checksums;
+            $out.checksum_crc32 = c.crc32.clone();
+            $out.checksum_crc32c = c.crc32c.clone();
+            $out.checksum_crc64nvme = c.crc64nvme.clone();
+            $out.checksum_sha1 = c.sha1.clone();
+            $out.checksum_sha256 = c.sha256.clone();
+            $out.checksum_type = checksum_type(c);
+        }
+    }};
+}
+
+pub(super) async fn get_object(
+    s3: &AisleS3,
+    req: S3Request<GetObjectInput>,
+) -> S3Result<S3Response<GetObjectOutput>> {
+    let input = req.input;
+    let conds = conditions(
+        input.if_match.as_ref(),
+        input.if_none_match.as_ref(),
+        input.if_modified_since.as_ref(),
+        input.if_unmodified_since.as_ref(),
+    );
+    let read = read(
+        s3,
+        &input.bucket,
+        &input.key,
+        input.part_number,
+        input.range.as_ref(),
+        conds,
+        false,
+    )
+    .await?;
+    let mut out = GetObjectOutput::default();
+    fill_output!(out, &read, &input, input.part_number);
+    out.body = Some(StreamingBlob::wrap(http_body_util::BodyDataStream::new(
+        read.body,
+    )));
+    let mut resp = S3Response::new(out);
+    if read.partial {
+        resp.status = Some(StatusCode::PARTIAL_CONTENT);
+    }
+    Ok(resp)
+}
+
+pub(super) async fn head_object(
+    s3: &AisleS3,
+    req: S3Request<HeadObjectInput>,
+) -> S3Result<S3Response<HeadObjectOutput>> {
+    let input = req.input;
+    let conds = conditions(
+        input.if_match.as_ref(),
+        input.if_none_match.as_ref(),
+        input.if_modified_since.as_ref(),
+        input.if_unmodified_since.as_ref(),
+    );
+    let read = read(
+        s3,
+        &input.bucket,
+        &input.key,
+        input.part_number,
+        input.range.as_ref(),
+        conds,
+        true,
+    )
+    .await?;
+    let mut out = HeadObjectOutput::default();
+    fill_output!(out, &read, &input, input.part_number);
+    let mut resp = S3Response::new(out);
+    if read.partial {
+        resp.status = Some(StatusCode::PARTIAL_CONTENT);
+    }
+    Ok(resp)
+}

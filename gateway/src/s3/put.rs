@@ -1,0 +1,131 @@
+//! PutObject: stream the verified body to the owning target.
+
+use aisle_cluster::proto::{ObjectQuery, WriteOptions};
+use bytes::Bytes;
+use s3s::dto::*;
+use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
+
+use super::AisleS3;
+use super::attrs::{header_checksums, object_attrs};
+use super::error::{check_key, from_client, s3_err};
+use super::upload::{
+    Algo, Expect, MAX_PUT_SIZE, checksum_expectation, parse_content_md5, verified_body,
+};
+
+/// An empty body for requests that carry none.
+pub(super) fn empty_blob() -> StreamingBlob {
+    StreamingBlob::wrap(futures::stream::empty::<Result<Bytes, std::io::Error>>())
+}
+
+/// Refuse declared sizes over the limit before reading anything.
+pub(super) fn check_declared_len(len: Option<i64>, max: u64) -> S3Result<Option<u64>> {
+    match len {
+        Some(n) if n < 0 => Err(s3_err(
+            S3ErrorCode::InvalidArgument,
+            "negative Content-Length",
+        )),
+        Some(n) if n as u64 > max => Err(s3_err(
+            S3ErrorCode::EntityTooLarge,
+            format!("the body is {n} bytes; the limit is {max}"),
+        )),
+        other => Ok(other.map(|n| n as u64)),
+    }
+}
+
+/// Echo a stored checksum on the write response, as S3 does.
+pub(super) fn echo_checksum(
+    c: &aisle_cluster::proto::Checksums,
+    algo: Option<Algo>,
+) -> Option<String> {
+    algo.and_then(|a| a.get(c).cloned())
+}
+
+pub(super) async fn put_object(
+    s3: &AisleS3,
+    req: S3Request<PutObjectInput>,
+) -> S3Result<S3Response<PutObjectOutput>> {
+    let S3Request {
+        input,
+        headers,
+        trailing_headers,
+        ..
+    } = req;
+    s3.check_bucket(&input.bucket)?;
+    check_key(&input.key)?;
+    if input.sse_customer_algorithm.is_some()
+        || input.server_side_encryption.is_some()
+        || input.ssekms_key_id.is_some()
+        || input.object_lock_mode.is_some()
+        || input.object_lock_legal_hold_status.is_some()
+        || input.write_offset_bytes.is_some()
+        || input.if_match.is_some()
+    {
+        return Err(s3_err(
+            S3ErrorCode::NotImplemented,
+            "server-side encryption, object lock, append offsets and If-Match writes are not supported",
+        ));
+    }
+    let if_absent = match &input.if_none_match {
+        None => false,
+        Some(ETagCondition::Any) => true,
+        Some(_) => {
+            return Err(s3_err(
+                S3ErrorCode::NotImplemented,
+                "PutObject supports If-None-Match only with the value *",
+            ));
+        }
+    };
+    let declared = check_declared_len(input.content_length, MAX_PUT_SIZE)?;
+    let attrs = object_attrs(
+        input.content_type.clone(),
+        input.content_encoding.clone(),
+        input.content_disposition.clone(),
+        input.content_language.clone(),
+        input.cache_control.clone(),
+        input.expires.as_ref(),
+        input.metadata.clone(),
+    )?;
+    let given = header_checksums(
+        &input.checksum_crc32,
+        &input.checksum_crc32c,
+        &input.checksum_crc64nvme,
+        &input.checksum_sha1,
+        &input.checksum_sha256,
+    );
+    let checksum = checksum_expectation(
+        &given,
+        input.checksum_algorithm.as_ref().map(|a| a.as_str()),
+        &headers,
+        trailing_headers.as_ref(),
+    )?;
+    let algo = checksum.as_ref().map(|(a, _)| *a);
+    let expect = Expect {
+        len: declared,
+        max_len: MAX_PUT_SIZE,
+        content_md5: parse_content_md5(input.content_md5.as_ref())?,
+        checksum,
+    };
+    let target = s3.targets.owner(&input.bucket, &input.key)?;
+    let (body, failure) = verified_body(input.body.unwrap_or_else(empty_blob), expect);
+    let q = ObjectQuery {
+        bucket: input.bucket,
+        key: input.key,
+        part: None,
+    };
+    let meta = s3
+        .targets
+        .put_object(&target, &q, &attrs, &WriteOptions { if_absent }, body)
+        .await
+        .map_err(|e| failure.take().unwrap_or_else(|| from_client(e)))?;
+    let echo = |a: Algo| echo_checksum(&meta.checksums, algo.filter(|x| *x == a));
+    Ok(S3Response::new(PutObjectOutput {
+        e_tag: Some(super::attrs::etag(&meta.etag)),
+        checksum_crc32: echo(Algo::Crc32),
+        checksum_crc32c: echo(Algo::Crc32c),
+        checksum_crc64nvme: echo(Algo::Crc64nvme),
+        checksum_sha1: echo(Algo::Sha1),
+        checksum_sha256: echo(Algo::Sha256),
+        checksum_type: algo.map(|_| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
+        ..Default::default()
+    }))
+}

@@ -1,0 +1,249 @@
+//! The gateway process: one port for S3 (through s3s) and for the intra-cluster API under
+//! `/_aisle/cluster/` (a prefix that can never be a bucket: bucket names cannot start with `_`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use aisle_cluster::auth::is_authorized;
+use aisle_cluster::client::NodeClient;
+use aisle_cluster::map::TargetInfo;
+use aisle_cluster::proto::{self, ErrorBody};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use s3s::auth::SimpleAuth;
+use s3s::host::{S3Host, VirtualHost};
+use s3s::service::{S3Service, S3ServiceBuilder};
+use sha2::Digest;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use crate::admin::{AdminRoute, Names};
+use crate::config::GatewayConfig;
+use crate::meta::MetaOwner;
+use crate::proxy::Targets;
+use crate::s3::AisleS3;
+
+/// Failure to start a gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Binding or file setup failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Path-style by default; `bucket.<domain>` is virtual-hosted style for each configured domain.
+/// Unlike s3s's `MultiDomain`, any other host name stays path-style instead of being taken
+/// for a CNAME bucket.
+struct Hosts(Vec<String>);
+
+impl S3Host for Hosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<VirtualHost<'a>> {
+        let name = match host.rsplit_once(':') {
+            Some((n, port)) if !n.ends_with(']') || port.chars().all(|c| c.is_ascii_digit()) => {
+                if n.starts_with('[') || !n.contains(':') {
+                    n
+                } else {
+                    host
+                }
+            }
+            _ => host,
+        };
+        for d in &self.0 {
+            if let Some(bucket) = name
+                .strip_suffix(d.as_str())
+                .and_then(|r| r.strip_suffix('.'))
+                && !bucket.is_empty()
+            {
+                return Ok(VirtualHost::new(d.as_str()).with_bucket(bucket));
+            }
+        }
+        Ok(VirtualHost::new(host))
+    }
+}
+
+struct Gateway {
+    s3: S3Service,
+    meta: Arc<MetaOwner>,
+    secret: String,
+}
+
+/// Run a gateway until the process is stopped.
+pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
+    let io = |context: String| move |source| GatewayError::Io { context, source };
+    std::fs::create_dir_all(&cfg.root).map_err(io(format!("creating {}", cfg.root.display())))?;
+    let client = NodeClient::new(&cfg.cluster_secret);
+    let meta = MetaOwner::load(&cfg.root, client.clone());
+    let targets = Targets::new(client, meta.clone());
+    let token_key = sha2::Sha256::digest(format!("list-token\0{}", cfg.cluster_secret)).to_vec();
+    let admin = AdminRoute {
+        meta: meta.clone(),
+        targets: targets.clone(),
+    };
+    let s3 = AisleS3::new(
+        targets,
+        meta.clone(),
+        cfg.region.clone(),
+        &cfg.access_key,
+        token_key,
+    );
+    let mut builder = S3ServiceBuilder::new(s3);
+    builder.set_auth(SimpleAuth::from_single(
+        cfg.access_key.clone(),
+        cfg.secret_key.clone(),
+    ));
+    builder.set_route(admin);
+    builder.set_validation(Names);
+    if !cfg.domains.is_empty() {
+        builder.set_host(Hosts(cfg.domains.clone()));
+    }
+    let gw = Arc::new(Gateway {
+        s3: builder.build(),
+        meta,
+        secret: cfg.cluster_secret.clone(),
+    });
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(io(format!("binding {}", cfg.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(io("reading the bound address".into()))?;
+    tracing::info!(addr = %local, "gateway listening");
+    if let Some(path) = &cfg.ready_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, local.to_string())
+            .map_err(io(format!("writing {}", tmp.display())))?;
+        std::fs::rename(&tmp, path).map_err(io(format!("writing {}", path.display())))?;
+    }
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let gw = gw.clone();
+                async move { Ok::<_, Infallible>(handle(gw, req).await) }
+            });
+            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<s3s::Body> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let span =
+        tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    async move {
+        let started = Instant::now();
+        let mut resp = if req.uri().path().starts_with("/_aisle/cluster/") {
+            cluster_api(&gw, req).await
+        } else {
+            match gw.s3.call(req.map(s3s::Body::from)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = ?e, "S3 service failed");
+                    plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                }
+            }
+        };
+        let status = resp.status();
+        if status.is_server_error() {
+            tracing::warn!(%status, elapsed_ms = started.elapsed().as_millis() as u64, "request failed");
+        } else {
+            tracing::debug!(%status, elapsed_ms = started.elapsed().as_millis() as u64, "request done");
+        }
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert("x-amz-request-id", v);
+        }
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+fn plain(status: StatusCode, msg: &str) -> Response<s3s::Body> {
+    Response::builder()
+        .status(status)
+        .body(s3s::Body::from(msg.to_string()))
+        .expect("valid response")
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response<s3s::Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(s3s::Body::from(
+            serde_json::to_vec(v).expect("serializable"),
+        ))
+        .expect("valid response")
+}
+
+fn cluster_error(status: StatusCode, code: &str, msg: String) -> Response<s3s::Body> {
+    json(
+        status,
+        &ErrorBody {
+            code: code.into(),
+            message: msg,
+        },
+    )
+}
+
+/// The intra-cluster API: authenticated by the cluster secret.
+async fn cluster_api(gw: &Gateway, req: Request<Incoming>) -> Response<s3s::Body> {
+    if !is_authorized(req.headers(), &gw.secret) {
+        return cluster_error(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "the cluster secret is required".into(),
+        );
+    }
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, proto::G_JOIN) => {
+            let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return cluster_error(StatusCode::BAD_REQUEST, "InvalidRequest", e.to_string());
+                }
+            };
+            let target: TargetInfo = match serde_json::from_slice::<TargetInfo>(&body) {
+                Ok(t) => t,
+                Err(e) => {
+                    return cluster_error(StatusCode::BAD_REQUEST, "InvalidRequest", e.to_string());
+                }
+            };
+            match gw.meta.join(target).await {
+                Ok(meta) => json(StatusCode::OK, &*meta),
+                Err(e) => cluster_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    e.to_string(),
+                ),
+            }
+        }
+        (&Method::GET, "/_aisle/cluster/v1/meta") => json(StatusCode::OK, &*gw.meta.snapshot()),
+        _ => cluster_error(
+            StatusCode::NOT_FOUND,
+            "NotImplemented",
+            "no such cluster API".into(),
+        ),
+    }
+}

@@ -1,0 +1,344 @@
+//! `aisle up`: the embedded cluster — one gateway and N targets as supervised child processes
+//! of this one, on loopback, with their data under one directory.
+//!
+//! Layout of the data directory:
+//!
+//! ```text
+//! <data>/credentials.json      S3 keys and cluster secret, generated on first start (0600)
+//! <data>/gateway/              gateway config + cluster metadata
+//! <data>/t<i>/                 target i: config, metadata index, mountpaths mp0..mpM
+//! <data>/logs/<node>.log       each child's log
+//! <data>/run/<node>.pid        each child's pid (for operators and tests)
+//! <data>/aisle.env             AWS_* variables, written once the cluster serves
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aisle_cluster::client::NodeClient;
+use aisle_cluster::map::ClusterMeta;
+use aisle_cluster::proto;
+use aisle_gateway::GatewayConfig;
+use aisle_target::TargetConfig;
+use anyhow::{Context, bail};
+use http::Method;
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+
+/// Arguments of `aisle up`.
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Data directory (created if missing; reused on restart).
+    #[arg(long, default_value = "aisle-data")]
+    data: PathBuf,
+    /// Gateway port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Number of storage targets.
+    #[arg(long, default_value_t = 3)]
+    targets: usize,
+    /// Mountpaths per target.
+    #[arg(long, default_value_t = 2)]
+    mountpaths: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Credentials {
+    access_key: String,
+    secret_key: String,
+    cluster_secret: String,
+    region: String,
+}
+
+fn load_or_create_credentials(data: &Path) -> anyhow::Result<Credentials> {
+    let path = data.join("credentials.json");
+    if let Ok(raw) = std::fs::read(&path) {
+        return serde_json::from_slice(&raw).with_context(|| format!("parsing {}", path.display()));
+    }
+    let gen_secret = aisle_cluster::auth::generate_secret;
+    let creds = Credentials {
+        access_key: format!("AISLE{}", gen_secret(8).to_uppercase()),
+        secret_key: gen_secret(20),
+        cluster_secret: gen_secret(32),
+        region: "us-east-1".into(),
+    };
+    write_private(&path, &serde_json::to_vec_pretty(&creds)?)?;
+    Ok(creds)
+}
+
+/// Write a file readable by its owner only, atomically.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+struct Node {
+    name: String,
+    config: PathBuf,
+    role: &'static str,
+    child: Option<Child>,
+    restarts: u32,
+    last_start: Instant,
+}
+
+fn spawn(data: &Path, node: &mut Node) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the aisle binary")?;
+    let log_path = data.join("logs").join(format!("{}.log", node.name));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(node.role)
+        .arg("--config")
+        .arg(&node.config)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe; it makes the child exit if this
+    // supervisor dies without a chance to stop it (e.g. kill -9).
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", node.name))?;
+    if let Some(pid) = child.id() {
+        std::fs::write(
+            data.join("run").join(format!("{}.pid", node.name)),
+            pid.to_string(),
+        )?;
+    }
+    node.child = Some(child);
+    node.last_start = Instant::now();
+    Ok(())
+}
+
+async fn wait_for_file(path: &Path, timeout: Duration) -> anyhow::Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            return Ok(s);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {}", path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Wait until every target has joined with a URL where it answers.
+async fn wait_for_targets(
+    client: &NodeClient,
+    gateway: &str,
+    ids: &[String],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let meta_url = format!("{gateway}/_aisle/cluster/v1/meta");
+    loop {
+        if let Ok(meta) = client
+            .json::<(), ClusterMeta>(Method::GET, &meta_url, None)
+            .await
+        {
+            let mut ready = 0;
+            for id in ids {
+                if let Some(t) = meta.targets.get(id) {
+                    let url = format!("{}{}", t.url, proto::T_STATUS);
+                    if client
+                        .json::<(), proto::TargetStatus>(Method::GET, &url, None)
+                        .await
+                        .is_ok()
+                    {
+                        ready += 1;
+                    }
+                }
+            }
+            if ready == ids.len() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for the targets to join (see the logs directory)");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Run the embedded cluster until Ctrl-C / SIGTERM.
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    if args.targets == 0 || args.mountpaths == 0 {
+        bail!("--targets and --mountpaths must be at least 1");
+    }
+    let data = std::path::absolute(&args.data).context("resolving --data")?;
+    for d in ["gateway", "logs", "run"] {
+        std::fs::create_dir_all(data.join(d))
+            .with_context(|| format!("creating {}", data.join(d).display()))?;
+    }
+    let creds = load_or_create_credentials(&data)?;
+    let _ = std::fs::remove_file(data.join("aisle.env"));
+    let ready_file = data.join("run").join("gateway.addr");
+    let _ = std::fs::remove_file(&ready_file);
+
+    let listen: SocketAddr = ([127, 0, 0, 1], args.port).into();
+    // Fail early with a clear message when the port is taken.
+    if args.port != 0 {
+        std::net::TcpListener::bind(listen).with_context(|| {
+            format!(
+                "port {} is not free (choose one with --port, or --port 0)",
+                args.port
+            )
+        })?;
+    }
+    let gw_cfg = GatewayConfig {
+        listen,
+        root: data.join("gateway"),
+        cluster_secret: creds.cluster_secret.clone(),
+        access_key: creds.access_key.clone(),
+        secret_key: creds.secret_key.clone(),
+        region: creds.region.clone(),
+        domains: Vec::new(),
+        ready_file: Some(ready_file.clone()),
+    };
+    let gw_cfg_path = data.join("gateway").join("config.json");
+    write_private(&gw_cfg_path, &serde_json::to_vec_pretty(&gw_cfg)?)?;
+    let mut nodes = vec![Node {
+        name: "gateway".into(),
+        config: gw_cfg_path,
+        role: "gateway",
+        child: None,
+        restarts: 0,
+        last_start: Instant::now(),
+    }];
+    spawn(&data, &mut nodes[0])?;
+    let addr = wait_for_file(&ready_file, Duration::from_secs(30)).await?;
+    let endpoint = format!("http://{}", addr.trim());
+
+    let mut ids = Vec::new();
+    for i in 0..args.targets {
+        let id = format!("t{}", i + 1);
+        let root = data.join(&id);
+        let cfg = TargetConfig {
+            id: id.clone(),
+            listen: ([127, 0, 0, 1], 0).into(),
+            advertise_host: None,
+            root: root.clone(),
+            mountpaths: (0..args.mountpaths)
+                .map(|m| root.join(format!("mp{m}")))
+                .collect(),
+            gateway_url: endpoint.clone(),
+            cluster_secret: creds.cluster_secret.clone(),
+        };
+        std::fs::create_dir_all(&root)?;
+        let path = root.join("config.json");
+        write_private(&path, &serde_json::to_vec_pretty(&cfg)?)?;
+        let mut node = Node {
+            name: id.clone(),
+            config: path,
+            role: "target",
+            child: None,
+            restarts: 0,
+            last_start: Instant::now(),
+        };
+        spawn(&data, &mut node)?;
+        nodes.push(node);
+        ids.push(id);
+    }
+    let client = NodeClient::new(&creds.cluster_secret);
+    wait_for_targets(&client, &endpoint, &ids, Duration::from_secs(60)).await?;
+
+    let env = format!(
+        "export AWS_ENDPOINT_URL={endpoint}\nexport AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY={}\nexport AWS_DEFAULT_REGION={}\n",
+        creds.access_key, creds.secret_key, creds.region
+    );
+    write_private(&data.join("aisle.env"), env.as_bytes())?;
+    println!(
+        "aisle is up: 1 gateway, {} targets x {} mountpaths",
+        args.targets, args.mountpaths
+    );
+    println!("  endpoint:   {endpoint}");
+    println!("  access key: {}", creds.access_key);
+    println!("  secret key: {}", creds.secret_key);
+    println!("  region:     {}", creds.region);
+    println!("  data:       {}", data.display());
+    println!();
+    println!("Try it:");
+    println!(
+        "  AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws --endpoint-url {endpoint} --region {} s3 ls",
+        creds.access_key, creds.secret_key, creds.region
+    );
+    println!(
+        "or, in any shell: source {}/aisle.env && aws s3 ls",
+        data.display()
+    );
+    println!("Ctrl-C stops the cluster.");
+
+    supervise(&data, &mut nodes).await
+}
+
+/// Restart children that exit, until Ctrl-C / SIGTERM; then stop them all.
+async fn supervise(data: &Path, nodes: &mut [Node]) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut backoff: HashMap<String, Instant> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = tick.tick() => {
+                for node in nodes.iter_mut() {
+                    let exited = match node.child.as_mut() {
+                        Some(c) => c.try_wait()?.map(|s| s.to_string()),
+                        None => Some("not running".into()),
+                    };
+                    let Some(status) = exited else { continue };
+                    let wait = Duration::from_millis(200 * 2u64.pow(node.restarts.min(5)));
+                    let due = *backoff.entry(node.name.clone()).or_insert_with(|| Instant::now() + wait);
+                    if Instant::now() < due {
+                        continue;
+                    }
+                    backoff.remove(&node.name);
+                    if node.last_start.elapsed() > Duration::from_secs(30) {
+                        node.restarts = 0;
+                    }
+                    node.restarts += 1;
+                    eprintln!("aisle: {} exited ({status}); restarting (see {}/logs/{}.log)", node.name, data.display(), node.name);
+                    spawn(data, node)?;
+                }
+            }
+        }
+    }
+    eprintln!("aisle: stopping");
+    // Targets first, so nothing writes to a gateway that is gone; each gets SIGTERM, then SIGKILL.
+    for node in nodes.iter_mut().rev() {
+        if let Some(child) = node.child.as_mut() {
+            if let Some(pid) = child.id() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            if tokio::time::timeout(Duration::from_secs(5), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+        let _ = std::fs::remove_file(data.join("run").join(format!("{}.pid", node.name)));
+    }
+    let _ = std::fs::remove_file(data.join("aisle.env"));
+    eprintln!("aisle: stopped");
+    Ok(())
+}
