@@ -1,1 +1,102 @@
-//! placeholder
+//! aisle's ETL runtime: turn a byte stream into another byte stream, next to the data.
+//!
+//! * [`Transformer`] — one stage: streaming in, streaming out, plus what the caller must know
+//!   before running it (is it deterministic, which content type comes out, its version for
+//!   caches);
+//! * [`builtin`] — transforms compiled into aisle, available by name on every cluster without
+//!   registration (identity, digests, compression, image operations);
+//! * [`pipeline`] — resolving names into a [`Pipeline`] of up to 8 stages and running it;
+//! * [`EtlError`] — every failure, with the HTTP status the client should see.
+//!
+//! This crate knows nothing of the cluster, of S3 or of storage: callers hand it a stream and get
+//! a stream back.
+//!
+//! ```
+//! # tokio_test_block(async {
+//! use aisle_etl_runtime::{Registry, collect, once};
+//! let registry = Registry::with_builtins();
+//! let p = registry.resolve(&["gzip".into(), "gunzip".into(), "md5".into()], None).unwrap();
+//! let out = collect(p.run(once(b"hello".to_vec())).await.unwrap()).await.unwrap();
+//! assert_eq!(out, b"5d41402abc4b2a76b9719d911017c592");
+//! # });
+//! # fn tokio_test_block(f: impl std::future::Future<Output = ()>) {
+//! #     tokio::runtime::Runtime::new().unwrap().block_on(f)
+//! # }
+//! ```
+
+pub mod builtin;
+mod error;
+pub mod pipeline;
+
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+
+pub use error::EtlError;
+pub use pipeline::{MAX_ARGS_LEN, MAX_STAGES, Pipeline, Registry, StageArgs, valid_name};
+
+/// A stream of bytes flowing through a transform.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, EtlError>> + Send>>;
+
+/// One transform stage.
+#[async_trait::async_trait]
+pub trait Transformer: Send + Sync {
+    /// Its name, as clients write it in `x-ais-etl`.
+    fn name(&self) -> &str;
+
+    /// Same input and arguments always give the same bytes (outputs may then be cached).
+    fn deterministic(&self) -> bool {
+        true
+    }
+
+    /// Changes whenever the output for the same input and arguments may change (cache keys).
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_string()
+    }
+
+    /// Content type of the output, given the input's.
+    fn content_type(&self, input: Option<&str>) -> Option<String> {
+        input.map(str::to_string)
+    }
+
+    /// Reject bad arguments before any byte is read.
+    fn check_args(&self, _args: &StageArgs) -> Result<(), EtlError> {
+        Ok(())
+    }
+
+    /// Transform `input`. Errors found while streaming come through the returned stream.
+    async fn run(&self, input: ByteStream, args: &StageArgs) -> Result<ByteStream, EtlError>;
+}
+
+/// A stream of one chunk.
+pub fn once(data: impl Into<Bytes>) -> ByteStream {
+    let b: Bytes = data.into();
+    Box::pin(futures::stream::once(async move { Ok(b) }))
+}
+
+/// Read a whole stream into memory (for tests and for transforms that need the whole input,
+/// bounded by `limit`).
+pub async fn collect_limited(
+    mut s: ByteStream,
+    limit: usize,
+    stage: &str,
+) -> Result<Vec<u8>, EtlError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk?;
+        if out.len() + chunk.len() > limit {
+            return Err(EtlError::Rejected {
+                stage: stage.to_string(),
+                message: format!("input larger than this transform's limit of {limit} bytes"),
+            });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Read a whole stream into memory.
+pub async fn collect(s: ByteStream) -> Result<Vec<u8>, EtlError> {
+    collect_limited(s, usize::MAX, "collect").await
+}
