@@ -48,6 +48,16 @@ pub enum ClusterCommand {
 
 /// GET an admin path, signed.
 async fn admin_get(conn: &Connection, path: &str) -> anyhow::Result<Bytes> {
+    admin_call(conn, "GET", path, Bytes::new()).await
+}
+
+/// Call an admin path with a body, signed.
+async fn admin_call(
+    conn: &Connection,
+    method: &str,
+    path: &str,
+    body: Bytes,
+) -> anyhow::Result<Bytes> {
     let url = format!("{}{path}", conn.endpoint.trim_end_matches('/'));
     let creds = aws_credential_types::Credentials::new(
         &conn.access_key,
@@ -70,13 +80,15 @@ async fn admin_get(conn: &Connection, path: &str) -> anyhow::Result<Bytes> {
         .build()
         .context("building signing parameters")?
         .into();
-    let signable = SignableRequest::new("GET", &url, std::iter::empty(), SignableBody::Bytes(&[]))
-        .context("preparing the request for signing")?;
+    let signable =
+        SignableRequest::new(method, &url, std::iter::empty(), SignableBody::Bytes(&body))
+            .context("preparing the request for signing")?;
     let (instructions, _) = sign(signable, &params).context("signing")?.into_parts();
     let mut req = http::Request::builder()
-        .method("GET")
+        .method(method)
         .uri(&url)
-        .body(Full::new(Bytes::new()))?;
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))?;
     instructions.apply_to_request_http1x(&mut req);
     let client = Client::builder(TokioExecutor::new()).build_http();
     let resp = client
@@ -92,6 +104,98 @@ async fn admin_get(conn: &Connection, path: &str) -> anyhow::Result<Bytes> {
         );
     }
     Ok(body)
+}
+
+/// `aisle etl ...`
+#[derive(clap::Subcommand)]
+pub enum EtlCommand {
+    /// List the built-in transforms and the alias buckets.
+    Ls {
+        #[command(flatten)]
+        conn: Connection,
+        /// Print JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make ALIAS a read-only bucket that serves SOURCE through a pipeline.
+    Bind {
+        /// Name of the alias bucket.
+        alias: String,
+        /// Bucket to read from.
+        #[arg(long)]
+        source: String,
+        /// Stages, comma-separated (e.g. `resize,jpeg`).
+        #[arg(long)]
+        pipeline: String,
+        /// Argument string for every stage (e.g. `{"resize":{"w":224,"h":224}}`).
+        #[arg(long)]
+        args: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Remove an alias bucket (the source is untouched).
+    Unbind {
+        /// Name of the alias bucket.
+        alias: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+/// Run an `aisle etl` command.
+pub async fn etl(cmd: EtlCommand) -> anyhow::Result<()> {
+    match cmd {
+        EtlCommand::Ls { conn, json } => {
+            let body = admin_get(&conn, "/_aisle/v1/etl").await?;
+            let view: aisle_gateway::admin::EtlView =
+                serde_json::from_slice(&body).context("parsing the answer")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+                return Ok(());
+            }
+            println!("built-in transforms: {}", view.builtins.join(", "));
+            if view.aliases.is_empty() {
+                println!("no alias buckets");
+            }
+            for a in &view.aliases {
+                println!(
+                    "alias {} <- {} | {}{}",
+                    a.name,
+                    a.alias.source,
+                    a.alias.pipeline.join(","),
+                    a.alias
+                        .args
+                        .as_deref()
+                        .map(|x| format!("  args {x}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        EtlCommand::Bind {
+            alias,
+            source,
+            pipeline,
+            args,
+            conn,
+        } => {
+            let req = aisle_gateway::admin::BindRequest {
+                source,
+                pipeline,
+                args,
+            };
+            let path = format!("{}{alias}", aisle_gateway::admin::ALIAS_PREFIX);
+            admin_call(&conn, "PUT", &path, Bytes::from(serde_json::to_vec(&req)?)).await?;
+            println!("bound {alias}: read it like any bucket, e.g. aws s3 ls s3://{alias}/");
+            Ok(())
+        }
+        EtlCommand::Unbind { alias, conn } => {
+            let path = format!("{}{alias}", aisle_gateway::admin::ALIAS_PREFIX);
+            admin_call(&conn, "DELETE", &path, Bytes::new()).await?;
+            println!("unbound {alias}");
+            Ok(())
+        }
+    }
 }
 
 /// Run an `aisle cluster` command.

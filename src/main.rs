@@ -2,7 +2,8 @@
 //!
 //! * `aisle up` — the embedded cluster: a gateway and N targets as supervised child processes;
 //! * `aisle gateway --config F` / `aisle target --config F` — single nodes for real deployments;
-//! * `aisle cluster show` — what the cluster looks like (for scripts: `--json`).
+//! * `aisle cluster show` — what the cluster looks like (for scripts: `--json`);
+//! * `aisle etl ls|bind|unbind` — transforms and alias buckets.
 //!
 //! This file only parses the command line and hands over to the library crates; `up` (the
 //! supervisor) and `cli` (admin commands) live next to it.
@@ -47,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::ClusterCommand,
     },
+    /// Transforms: list them, bind alias buckets.
+    Etl {
+        #[command(subcommand)]
+        command: cli::EtlCommand,
+    },
 }
 
 fn init_logging() {
@@ -90,5 +96,6 @@ async fn main() -> anyhow::Result<()> {
             serve_until_signal(aisle_target::run(cfg)).await
         }
         Command::Cluster { command } => cli::cluster(command).await,
+        Command::Etl { command } => cli::etl(command).await,
     }
 }

@@ -239,6 +239,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 .collect(),
             gateway_url: endpoint.clone(),
             cluster_secret: creds.cluster_secret.clone(),
+            etl_cache_bytes: aisle_target::config::DEFAULT_ETL_CACHE_BYTES,
         };
         std::fs::create_dir_all(&root)?;
         let path = root.join("config.json");

@@ -35,6 +35,33 @@ pub struct ClusterMeta {
     pub targets: BTreeMap<String, TargetInfo>,
     /// Buckets by name.
     pub buckets: BTreeMap<String, BucketProps>,
+    /// Transforming alias buckets by name (read-only views of a source bucket).
+    #[serde(default)]
+    pub aliases: BTreeMap<String, AliasBucket>,
+}
+
+/// An alias with its name (for listings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasView {
+    /// Alias bucket name.
+    pub name: String,
+    /// What it shows.
+    #[serde(flatten)]
+    pub alias: AliasBucket,
+}
+
+/// A read-only bucket whose GET/HEAD/List serve a source bucket transformed (SPEC §4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasBucket {
+    /// The bucket whose objects it shows.
+    pub source: String,
+    /// Stage names, in order.
+    pub pipeline: Vec<String>,
+    /// Argument string for every stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<String>,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: i64,
 }
 
 impl ClusterMeta {

@@ -456,7 +456,23 @@ pub struct ReadOptions {
     /// Conditions.
     #[serde(flatten)]
     pub conditions: Conditions,
+    /// Transform the object on the way out (SPEC §4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etl: Option<EtlSelection>,
 }
+
+/// A transform pipeline selected by a client.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtlSelection {
+    /// Stage names, in order.
+    pub pipeline: Vec<String>,
+    /// The argument string passed to every stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<String>,
+}
+
+/// Response header naming the stages applied.
+pub const ETL_APPLIED_HEADER: &str = "x-ais-etl-applied";
 
 /// Parameters of a PUT beyond the object's name.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::meta::MetaOwner;
 use crate::proxy::Targets;
-use crate::s3::s3_error;
+use crate::s3::{Stats, s3_error};
+use std::sync::atomic::Ordering;
 
 /// Prefix of every admin path.
 pub const ADMIN_PREFIX: &str = "/_aisle/v1/";
@@ -51,6 +52,39 @@ pub struct ClusterView {
     pub targets: Vec<TargetView>,
     /// Bucket names.
     pub buckets: Vec<String>,
+    /// Alias buckets: name → (source, pipeline).
+    #[serde(default)]
+    pub aliases: Vec<aisle_cluster::map::AliasView>,
+    /// Object bytes this gateway sent to clients (GET bodies) since it started.
+    #[serde(default)]
+    pub gateway_bytes_out: u64,
+    /// Object bytes this gateway received from clients (PUT/UploadPart bodies) since it started.
+    #[serde(default)]
+    pub gateway_bytes_in: u64,
+}
+
+/// Path prefix of alias buckets: `PUT|DELETE /_aisle/v1/etl/alias/<name>`.
+pub const ALIAS_PREFIX: &str = "/_aisle/v1/etl/alias/";
+
+/// `GET /_aisle/v1/etl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EtlView {
+    /// Built-in transforms, usable by name everywhere.
+    pub builtins: Vec<String>,
+    /// Alias buckets.
+    pub aliases: Vec<aisle_cluster::map::AliasView>,
+}
+
+/// Body of `PUT /_aisle/v1/etl/alias/<name>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BindRequest {
+    /// Bucket the alias reads.
+    pub source: String,
+    /// `a,b,c`.
+    pub pipeline: String,
+    /// Argument string for every stage.
+    #[serde(default)]
+    pub args: Option<String>,
 }
 
 /// The admin route.
@@ -59,6 +93,8 @@ pub struct AdminRoute {
     pub meta: Arc<MetaOwner>,
     /// Targets.
     pub targets: Targets,
+    /// This gateway's counters.
+    pub stats: Arc<Stats>,
 }
 
 fn json<T: Serialize>(v: &T) -> S3Response<Body> {
@@ -71,6 +107,58 @@ fn json<T: Serialize>(v: &T) -> S3Response<Body> {
     );
     r.status = Some(StatusCode::OK);
     r
+}
+
+impl AdminRoute {
+    async fn bind(&self, name: String, spec: BindRequest) -> S3Result<()> {
+        use s3s::S3ErrorCode as C;
+        if !AwsNameValidation::new().validate_bucket_name(&name) || name.starts_with('_') {
+            return Err(s3_error(
+                C::InvalidBucketName,
+                format!("{name:?} is not a valid bucket name"),
+            ));
+        }
+        let pipeline = crate::s3::etl::parse_pipeline(&spec.pipeline)?;
+        let known = aisle_etl_runtime::Registry::with_builtins();
+        // Resolving checks every name and every stage's arguments up front.
+        known
+            .resolve(&pipeline, spec.args.as_deref())
+            .map_err(|e| {
+                let mut err = s3_error(C::Custom(e.code().into()), e.to_string());
+                err.set_status_code(
+                    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                );
+                err
+            })?;
+        let created_ms =
+            (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        self.meta
+            .update(|m| {
+                if !m.buckets.contains_key(&spec.source) {
+                    return Err(s3_error(
+                        C::NoSuchBucket,
+                        format!("the source bucket {} does not exist", spec.source),
+                    ));
+                }
+                if m.buckets.contains_key(&name) || m.aliases.contains_key(&name) {
+                    return Err(s3_error(
+                        C::BucketAlreadyExists,
+                        format!("{name} already exists"),
+                    ));
+                }
+                m.aliases.insert(
+                    name.clone(),
+                    aisle_cluster::map::AliasBucket {
+                        source: spec.source.clone(),
+                        pipeline,
+                        args: spec.args.clone(),
+                        created_ms,
+                    },
+                );
+                Ok((true, ()))
+            })
+            .await
+    }
 }
 
 #[async_trait::async_trait]
@@ -106,7 +194,55 @@ impl S3Route for AdminRoute {
                     version: meta.version,
                     targets: views,
                     buckets: meta.buckets.keys().cloned().collect(),
+                    aliases: meta
+                        .aliases
+                        .iter()
+                        .map(|(name, a)| aisle_cluster::map::AliasView {
+                            name: name.clone(),
+                            alias: a.clone(),
+                        })
+                        .collect(),
+                    gateway_bytes_out: self.stats.bytes_out.load(Ordering::Relaxed),
+                    gateway_bytes_in: self.stats.bytes_in.load(Ordering::Relaxed),
                 }))
+            }
+            (&Method::GET, "/_aisle/v1/etl") => {
+                let meta = self.meta.snapshot();
+                Ok(json(&EtlView {
+                    builtins: aisle_etl_runtime::Registry::with_builtins().names(),
+                    aliases: meta
+                        .aliases
+                        .iter()
+                        .map(|(name, a)| aisle_cluster::map::AliasView {
+                            name: name.clone(),
+                            alias: a.clone(),
+                        })
+                        .collect(),
+                }))
+            }
+            (&Method::PUT, path) if path.starts_with(ALIAS_PREFIX) => {
+                let name = path[ALIAS_PREFIX.len()..].to_string();
+                let mut body = req.input;
+                let raw = body.store_all_limited(64 * 1024).await.map_err(|e| {
+                    s3_error(
+                        s3s::S3ErrorCode::InvalidRequest,
+                        format!("reading the body: {e}"),
+                    )
+                })?;
+                let spec: BindRequest = serde_json::from_slice(&raw).map_err(|e| {
+                    s3_error(s3s::S3ErrorCode::InvalidRequest, format!("bad JSON: {e}"))
+                })?;
+                self.bind(name, spec).await?;
+                Ok(json(&serde_json::json!({"bound": true})))
+            }
+            (&Method::DELETE, path) if path.starts_with(ALIAS_PREFIX) => {
+                let name = path[ALIAS_PREFIX.len()..].to_string();
+                let removed = self
+                    .meta
+                    .update(|m| Ok::<_, s3s::S3Error>((m.aliases.remove(&name).is_some(), ())))
+                    .await;
+                removed?;
+                Ok(json(&serde_json::json!({"unbound": name})))
             }
             (_, path) => Err(s3_error(
                 s3s::S3ErrorCode::NotImplemented,

@@ -24,7 +24,7 @@ use crate::admin::{AdminRoute, Names};
 use crate::config::GatewayConfig;
 use crate::meta::MetaOwner;
 use crate::proxy::Targets;
-use crate::s3::AisleS3;
+use crate::s3::{AisleS3, Stats};
 
 /// Failure to start a gateway.
 #[derive(Debug, thiserror::Error)]
@@ -84,9 +84,11 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
     let meta = MetaOwner::load(&cfg.root, client.clone());
     let targets = Targets::new(client, meta.clone());
     let token_key = sha2::Sha256::digest(format!("list-token\0{}", cfg.cluster_secret)).to_vec();
+    let stats = Arc::new(Stats::default());
     let admin = AdminRoute {
         meta: meta.clone(),
         targets: targets.clone(),
+        stats: stats.clone(),
     };
     let s3 = AisleS3::new(
         targets,
@@ -94,6 +96,7 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
         cfg.region.clone(),
         &cfg.access_key,
         token_key,
+        stats,
     );
     let mut builder = S3ServiceBuilder::new(s3);
     builder.set_auth(SimpleAuth::from_single(

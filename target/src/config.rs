@@ -23,4 +23,14 @@ pub struct TargetConfig {
     pub gateway_url: String,
     /// Shared cluster secret.
     pub cluster_secret: String,
+    /// Budget of the cache of transformed (deterministic ETL) outputs, in bytes.
+    #[serde(default = "default_etl_cache_bytes")]
+    pub etl_cache_bytes: u64,
+}
+
+/// Default budget of the ETL output cache: 2 GiB.
+pub const DEFAULT_ETL_CACHE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+fn default_etl_cache_bytes() -> u64 {
+    DEFAULT_ETL_CACHE_BYTES
 }

@@ -8,6 +8,8 @@
 //! never serves a request without the cluster secret.
 
 pub mod config;
+mod etl;
+mod files;
 pub mod server;
 pub mod store;
 

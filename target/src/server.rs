@@ -21,14 +21,13 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::net::TcpListener;
 
 use crate::config::TargetConfig;
 use crate::store::{Segment, Store, StoreError, StoredObject};
 
-type RespBody = UnsyncBoxBody<Bytes, BoxError>;
-type Resp = Response<RespBody>;
+pub(crate) type RespBody = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type Resp = Response<RespBody>;
 
 /// Failure to start or run a target.
 #[derive(Debug, thiserror::Error)]
@@ -47,12 +46,13 @@ pub enum TargetError {
     },
 }
 
-struct State {
+pub(crate) struct State {
     id: String,
-    store: Arc<Store>,
+    pub(crate) store: Arc<Store>,
     secret: String,
     meta: RwLock<ClusterMeta>,
     meta_path: std::path::PathBuf,
+    pub(crate) etl: crate::etl::Etl,
 }
 
 /// Run a target until the process is stopped: open the store (with recovery), listen, join the
@@ -89,6 +89,7 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
         secret: cfg.cluster_secret.clone(),
         meta: RwLock::new(meta),
         meta_path,
+        etl: crate::etl::Etl::new(&cfg.mountpaths[0].join("etl-cache"), cfg.etl_cache_bytes)?,
     });
     tracing::info!(id = %cfg.id, %url, "target listening");
     tokio::spawn(join_loop(
@@ -161,7 +162,7 @@ fn install_meta(state: &State, meta: ClusterMeta) {
     }
 }
 
-fn full_body(b: impl Into<Bytes>) -> RespBody {
+pub(crate) fn full_body(b: impl Into<Bytes>) -> RespBody {
     Full::new(b.into()).map_err(|e| match e {}).boxed_unsync()
 }
 
@@ -175,7 +176,7 @@ fn json_resp<T: Serialize>(status: StatusCode, v: &T) -> Resp {
         .expect("valid response")
 }
 
-fn error_resp(status: u16, code: &str, message: impl Into<String>) -> Resp {
+pub(crate) fn error_resp(status: u16, code: &str, message: impl Into<String>) -> Resp {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json_resp(
         status,
@@ -188,13 +189,13 @@ fn error_resp(status: u16, code: &str, message: impl Into<String>) -> Resp {
 
 /// A failed request: status, S3 error code for the gateway to pass on, and detail.
 #[derive(Debug)]
-struct ApiError {
-    status: u16,
-    code: &'static str,
-    message: String,
+pub(crate) struct ApiError {
+    pub(crate) status: u16,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
 }
 
-fn api_err(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+pub(crate) fn api_err(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError {
         status,
         code,
@@ -216,7 +217,7 @@ fn store_error(e: StoreError) -> ApiError {
     ApiError::from(e)
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
+pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
     api_err(400, "InvalidArgument", msg)
 }
 
@@ -393,6 +394,9 @@ async fn get_object(
     let store = state.store.clone();
     let (b, k) = (q.bucket.clone(), q.key.clone());
     let rec = blocking(move || store.get(&b, &k)).await?;
+    if let Some(sel) = &opts.etl {
+        return crate::etl::read_transformed(state, rec, &q, sel, &opts, with_body).await;
+    }
     let meta_header = proto::encode_header(&rec.meta);
     if let Err(failed) = opts
         .conditions
@@ -427,56 +431,32 @@ async fn get_object(
         );
     }
     let body = if with_body && end > start {
-        open_span(&state.store, &rec.segments, start, end).await?
+        span_body(&state.store, &rec.segments, start, end).await?
     } else {
         full_body(Bytes::new())
     };
     Ok(builder.body(body).expect("valid response"))
 }
 
-/// Open every file of the span up front (a concurrent overwrite then cannot pull a later
-/// segment away) and stream `[start, end)` of their concatenation.
-async fn open_span(
+/// The body of a span of a stored object.
+async fn span_body(
     store: &Store,
     segments: &[Segment],
     start: u64,
     end: u64,
 ) -> Result<RespBody, ApiError> {
-    const CHUNK: usize = 256 * 1024;
-    let mut pieces = Vec::new();
-    let mut offset = 0u64;
-    for seg in segments {
-        let (s0, s1) = (offset, offset + seg.size);
-        offset = s1;
-        if s1 <= start || s0 >= end {
-            continue;
-        }
-        let from = start.max(s0) - s0;
-        let to = end.min(s1) - s0;
-        let path = store.segment_path(seg);
-        let mut f = tokio::fs::File::open(&path).await.map_err(|e| {
-            store_error(StoreError::Io {
-                context: format!("opening {}", path.display()),
-                source: e,
-            })
-        })?;
-        if from > 0 {
-            f.seek(std::io::SeekFrom::Start(from)).await.map_err(|e| {
-                store_error(StoreError::Io {
-                    context: format!("seeking {}", path.display()),
-                    source: e,
-                })
-            })?;
-        }
-        pieces.push(tokio_util::io::ReaderStream::with_capacity(
-            f.take(to - from),
-            CHUNK,
-        ));
-    }
-    let stream = futures::stream::iter(pieces)
-        .flatten()
-        .map(|r| r.map(Frame::data).map_err(|e| Box::new(e) as BoxError));
-    Ok(BodyExt::boxed_unsync(StreamBody::new(stream)))
+    let files: Vec<_> = segments
+        .iter()
+        .map(|s| (store.segment_path(s), s.size))
+        .collect();
+    let stream = crate::files::open_span(&files, start, end).await?;
+    Ok(stream_body(stream))
+}
+
+/// A response body from a file stream.
+pub(crate) fn stream_body(s: crate::files::FileStream) -> RespBody {
+    let frames = s.map(|r| r.map(Frame::data).map_err(|e| Box::new(e) as BoxError));
+    BodyExt::boxed_unsync(StreamBody::new(frames))
 }
 
 async fn delete_object(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {

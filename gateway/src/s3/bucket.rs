@@ -24,15 +24,18 @@ pub(super) async fn list_buckets(
     _req: S3Request<ListBucketsInput>,
 ) -> S3Result<S3Response<ListBucketsOutput>> {
     let meta = s3.meta.snapshot();
-    let buckets = meta
+    let mut buckets: Vec<Bucket> = meta
         .buckets
         .iter()
-        .map(|(name, p)| Bucket {
+        .map(|(name, p)| (name, p.created_ms))
+        .chain(meta.aliases.iter().map(|(name, a)| (name, a.created_ms)))
+        .map(|(name, created)| Bucket {
             name: Some(name.clone()),
-            creation_date: Some(super::attrs::timestamp(p.created_ms)),
+            creation_date: Some(super::attrs::timestamp(created)),
             ..Default::default()
         })
         .collect();
+    buckets.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(S3Response::new(ListBucketsOutput {
         buckets: Some(buckets),
         owner: Some(s3.owner()),
@@ -54,7 +57,7 @@ pub(super) async fn create_bucket(
     let created_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
     s3.meta
         .update(|m| {
-            if m.buckets.contains_key(&name) {
+            if m.buckets.contains_key(&name) || m.aliases.contains_key(&name) {
                 return Err(s3_err(
                     S3ErrorCode::BucketAlreadyOwnedByYou,
                     format!("you already own the bucket {name}"),
@@ -73,7 +76,7 @@ pub(super) async fn head_bucket(
     s3: &AisleS3,
     req: S3Request<HeadBucketInput>,
 ) -> S3Result<S3Response<HeadBucketOutput>> {
-    s3.check_bucket(&req.input.bucket)?;
+    s3.read_source(&req.input.bucket, None)?;
     Ok(S3Response::new(HeadBucketOutput {
         bucket_region: Some(s3.region.clone()),
         ..Default::default()
@@ -86,6 +89,20 @@ pub(super) async fn delete_bucket(
 ) -> S3Result<S3Response<DeleteBucketOutput>> {
     let name = req.input.bucket;
     s3.check_bucket(&name)?;
+    if let Some((alias, _)) = s3
+        .meta
+        .snapshot()
+        .aliases
+        .iter()
+        .find(|(_, a)| a.source == name)
+    {
+        let mut e = s3_err(
+            S3ErrorCode::Custom("BucketHasAliases".into()),
+            format!("the alias bucket {alias} reads from {name}; unbind it first"),
+        );
+        e.set_status_code(http::StatusCode::CONFLICT);
+        return Err(e);
+    }
     let q = ListQuery {
         bucket: name.clone(),
         prefix: String::new(),

@@ -61,7 +61,8 @@ pub(super) async fn copy_object(
         input.copy_source_if_modified_since.as_ref(),
         input.copy_source_if_unmodified_since.as_ref(),
     );
-    let src = read(s3, &src_bucket, &src_key, None, None, conds, false)
+    s3.check_bucket(&src_bucket)?;
+    let src = read(s3, &src_bucket, &src_key, None, None, conds, None, false)
         .await
         .map_err(|e| {
             if *e.code() == S3ErrorCode::NotModified {
@@ -73,7 +74,8 @@ pub(super) async fn copy_object(
                 e
             }
         })?;
-    if src.meta.size > MAX_PUT_SIZE {
+    let src_size = src.content_length.unwrap_or(src.meta.size as i64) as u64;
+    if src_size > MAX_PUT_SIZE {
         return Err(s3_err(
             S3ErrorCode::InvalidRequest,
             "the source is larger than 5 GiB: use UploadPartCopy",
@@ -105,7 +107,7 @@ pub(super) async fn copy_object(
             .find(|a| a.get(&src.meta.checksums).is_some_and(|v| !v.contains('-'))),
     };
     let expect = Expect {
-        len: Some(src.meta.size),
+        len: Some(src_size),
         max_len: MAX_PUT_SIZE,
         content_md5: None,
         checksum: algo.map(|a| (a, ExpectedValue::ComputeOnly)),

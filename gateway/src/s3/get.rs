@@ -2,7 +2,11 @@
 //! conditions against the stored record; the body streams back untouched.
 
 use aisle_cluster::client::status_error;
-use aisle_cluster::proto::{self, Conditions, META_HEADER, ObjectMeta, ObjectQuery, ReadOptions};
+use aisle_cluster::proto::{
+    self, Conditions, ETL_APPLIED_HEADER, EtlSelection, META_HEADER, ObjectMeta, ObjectQuery,
+    ReadOptions,
+};
+use futures::StreamExt;
 use http::{StatusCode, header};
 use hyper::body::Incoming;
 use s3s::dto::*;
@@ -17,7 +21,8 @@ use super::error::{check_key, from_client, s3_err};
 /// What the target answered for a read.
 pub(super) struct Read {
     pub meta: ObjectMeta,
-    pub content_length: i64,
+    pub content_length: Option<i64>,
+    pub etl_applied: Option<String>,
     pub content_range: Option<String>,
     pub partial: bool,
     pub body: Incoming,
@@ -46,10 +51,16 @@ pub(super) async fn read(
     part_number: Option<i32>,
     range: Option<&Range>,
     conditions: Conditions,
+    etl: Option<EtlSelection>,
     head: bool,
 ) -> S3Result<Read> {
-    s3.check_bucket(bucket)?;
     check_key(key)?;
+    if etl.is_some() && part_number.is_some() {
+        return Err(s3_err(
+            S3ErrorCode::InvalidRequest,
+            "partNumber cannot be combined with a transform",
+        ));
+    }
     if part_number.is_some() && range.is_some() {
         return Err(s3_err(
             S3ErrorCode::InvalidRequest,
@@ -73,6 +84,7 @@ pub(super) async fn read(
                 .to_string()
         }),
         conditions,
+        etl,
     };
     let target = s3.targets.owner(bucket, key)?;
     let q = ObjectQuery {
@@ -100,16 +112,21 @@ pub(super) async fn read(
                 "a target answered without object metadata",
             )
         })?;
+    let etl_applied = h
+        .get(ETL_APPLIED_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    // A transform that streams has no length up front: the response is chunked.
     let content_length = h
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(meta.size as i64);
+        .and_then(|v| v.parse().ok());
     let content_range = h
         .get(header::CONTENT_RANGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     Ok(Read {
+        etl_applied,
         partial: resp.status() == StatusCode::PARTIAL_CONTENT,
         meta,
         content_length,
@@ -125,7 +142,7 @@ macro_rules! fill_output {
         let m = &read.meta;
         let a = &m.attrs;
         let input = $input;
-        $out.content_length = Some(read.content_length);
+        $out.content_length = read.content_length;
         $out.content_range = read.content_range.clone();
         $out.e_tag = Some(etag(&m.etag));
         $out.last_modified = Some(timestamp(m.mtime_ms));
@@ -165,7 +182,7 @@ macro_rules! fill_output {
             .checksum_mode
             .as_ref()
             .is_some_and(|c| c.as_str() == ChecksumMode::ENABLED);
-        if enabled && !read.partial {
+        if enabled && !read.partial && read.etl_applied.is_none() {
             let c = &m.checksums;
             $out.checksum_crc32 = c.crc32.clone();
             $out.checksum_crc32c = c.crc32c.clone();
@@ -177,11 +194,23 @@ macro_rules! fill_output {
     }};
 }
 
+fn applied_header(h: &mut http::HeaderMap, read: &Read) {
+    if let Some(a) = read
+        .etl_applied
+        .as_deref()
+        .and_then(|a| http::HeaderValue::from_str(a).ok())
+    {
+        h.insert(ETL_APPLIED_HEADER, a);
+    }
+}
+
 pub(super) async fn get_object(
     s3: &AisleS3,
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
+    let requested = super::etl::selection(&req.headers, &req.uri)?;
     let input = req.input;
+    let (bucket, etl) = s3.read_source(&input.bucket, requested)?;
     let conds = conditions(
         input.if_match.as_ref(),
         input.if_none_match.as_ref(),
@@ -190,20 +219,30 @@ pub(super) async fn get_object(
     );
     let read = read(
         s3,
-        &input.bucket,
+        &bucket,
         &input.key,
         input.part_number,
         input.range.as_ref(),
         conds,
+        etl,
         false,
     )
     .await?;
     let mut out = GetObjectOutput::default();
     fill_output!(out, &read, &input, input.part_number);
-    out.body = Some(StreamingBlob::wrap(http_body_util::BodyDataStream::new(
-        read.body,
-    )));
+    let mut headers = http::HeaderMap::new();
+    applied_header(&mut headers, &read);
+    let stats = s3.stats.clone();
+    let counted = http_body_util::BodyDataStream::new(read.body).inspect(move |c| {
+        if let Ok(c) = c {
+            stats
+                .bytes_out
+                .fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    out.body = Some(StreamingBlob::wrap(counted));
     let mut resp = S3Response::new(out);
+    resp.headers = headers;
     if read.partial {
         resp.status = Some(StatusCode::PARTIAL_CONTENT);
     }
@@ -214,7 +253,9 @@ pub(super) async fn head_object(
     s3: &AisleS3,
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
+    let requested = super::etl::selection(&req.headers, &req.uri)?;
     let input = req.input;
+    let (bucket, etl) = s3.read_source(&input.bucket, requested)?;
     let conds = conditions(
         input.if_match.as_ref(),
         input.if_none_match.as_ref(),
@@ -223,17 +264,19 @@ pub(super) async fn head_object(
     );
     let read = read(
         s3,
-        &input.bucket,
+        &bucket,
         &input.key,
         input.part_number,
         input.range.as_ref(),
         conds,
+        etl,
         true,
     )
     .await?;
     let mut out = HeadObjectOutput::default();
     fill_output!(out, &read, &input, input.part_number);
     let mut resp = S3Response::new(out);
+    applied_header(&mut resp.headers, &read);
     if read.partial {
         resp.status = Some(StatusCode::PARTIAL_CONTENT);
     }

@@ -3,9 +3,10 @@
 //! returned, carried in a signed, opaque continuation token.
 
 use aisle_cluster::listing::{ListItem, ListPage, merge_pages};
-use aisle_cluster::proto::ListQuery;
+use aisle_cluster::proto::{EtlSelection, ListQuery};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
@@ -89,12 +90,12 @@ async fn merged_page(
     after: Option<String>,
     limit: usize,
 ) -> S3Result<ListPage> {
-    s3.check_bucket(bucket)?;
+    let (source, etl) = s3.read_source(bucket, None)?;
     if limit == 0 {
         return Ok(ListPage::default());
     }
     let q = ListQuery {
-        bucket: bucket.into(),
+        bucket: source.clone(),
         prefix: prefix.into(),
         delimiter: delimiter.filter(|d| !d.is_empty()).map(str::to_string),
         after,
@@ -107,7 +108,61 @@ async fn merged_page(
     let pages = futures::future::try_join_all(targets.iter().map(|t| s3.targets.list(t, &q)))
         .await
         .map_err(from_client)?;
-    Ok(merge_pages(pages, limit))
+    let mut page = merge_pages(pages, limit);
+    if let Some(sel) = etl {
+        transformed_sizes(s3, &source, &sel, &mut page.items).await;
+    }
+    Ok(page)
+}
+
+/// Through an alias bucket a listing reports what a GET returns: the transformed size and
+/// ETag. Clients such as `aws s3 cp --recursive` split downloads by the listed size, so a
+/// wrong size would corrupt files silently. Deterministic outputs are materialized into the
+/// owning targets' caches (HEAD through the pipeline), a bounded number at a time; a
+/// non-deterministic pipeline has no size before it runs, so its objects keep the source's.
+async fn transformed_sizes(s3: &AisleS3, source: &str, sel: &EtlSelection, items: &mut [ListItem]) {
+    const CONCURRENCY: usize = 8;
+    let keys: Vec<(usize, String)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, it)| match it {
+            ListItem::Object(o) => Some((i, o.key.clone())),
+            ListItem::Prefix(_) => None,
+        })
+        .collect();
+    let heads = futures::stream::iter(keys)
+        .map(|(i, key)| async move {
+            let r = super::get::read(
+                s3,
+                source,
+                &key,
+                None,
+                None,
+                Default::default(),
+                Some(sel.clone()),
+                true,
+            )
+            .await;
+            (i, key, r)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    for (i, key, r) in heads {
+        match r {
+            Ok(read) => {
+                if let ListItem::Object(o) = &mut items[i] {
+                    if let Some(len) = read.content_length {
+                        o.size = len as u64;
+                    }
+                    o.etag = read.meta.etag;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "could not size a transformed object for a listing")
+            }
+        }
+    }
 }
 
 fn url_encode(s: &str) -> String {

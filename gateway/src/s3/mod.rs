@@ -8,6 +8,7 @@ mod bucket;
 mod copy;
 mod delete;
 mod error;
+pub mod etl;
 mod get;
 mod list;
 mod multipart;
@@ -19,6 +20,8 @@ use std::sync::Arc;
 use s3s::dto::*;
 use s3s::{S3, S3ErrorCode, S3Request, S3Response, S3Result};
 
+use aisle_cluster::proto::EtlSelection;
+
 use crate::meta::MetaOwner;
 use crate::proxy::Targets;
 
@@ -27,6 +30,7 @@ pub use upload::MAX_PUT_SIZE;
 
 /// The gateway's implementation of S3.
 pub struct AisleS3 {
+    stats: Arc<Stats>,
     targets: Targets,
     meta: Arc<MetaOwner>,
     region: String,
@@ -42,8 +46,10 @@ impl AisleS3 {
         region: String,
         access_key: &str,
         token_key: Vec<u8>,
+        stats: Arc<Stats>,
     ) -> Self {
         Self {
+            stats,
             targets,
             meta,
             region,
@@ -52,10 +58,51 @@ impl AisleS3 {
         }
     }
 
-    /// NoSuchBucket unless the bucket exists.
+    /// The bucket must exist and take writes: NoSuchBucket, or 405 for an alias bucket.
     fn check_bucket(&self, bucket: &str) -> S3Result<()> {
-        if self.meta.snapshot().buckets.contains_key(bucket) {
+        let meta = self.meta.snapshot();
+        if meta.buckets.contains_key(bucket) {
             Ok(())
+        } else if meta.aliases.contains_key(bucket) {
+            let mut e = error::s3_err(
+                S3ErrorCode::MethodNotAllowed,
+                format!("{bucket} is a read-only transforming alias bucket"),
+            );
+            e.set_status_code(http::StatusCode::METHOD_NOT_ALLOWED);
+            Err(e)
+        } else {
+            Err(error::s3_err(
+                S3ErrorCode::NoSuchBucket,
+                format!("the bucket {bucket} does not exist"),
+            ))
+        }
+    }
+
+    /// Where a read goes: the bucket itself, or an alias's source with its pipeline. A
+    /// transform the request names itself must agree with the alias's (else 400).
+    fn read_source(
+        &self,
+        bucket: &str,
+        requested: Option<EtlSelection>,
+    ) -> S3Result<(String, Option<EtlSelection>)> {
+        let meta = self.meta.snapshot();
+        if let Some(alias) = meta.aliases.get(bucket) {
+            let bound = EtlSelection {
+                pipeline: alias.pipeline.clone(),
+                args: alias.args.clone(),
+            };
+            if requested.as_ref().is_some_and(|r| *r != bound) {
+                return Err(error::s3_err(
+                    S3ErrorCode::InvalidRequest,
+                    format!(
+                        "{bucket} is an alias bucket with its own pipeline; do not name another"
+                    ),
+                ));
+            }
+            return Ok((alias.source.clone(), Some(bound)));
+        }
+        if meta.buckets.contains_key(bucket) {
+            Ok((bucket.to_string(), requested))
         } else {
             Err(error::s3_err(
                 S3ErrorCode::NoSuchBucket,
@@ -70,6 +117,15 @@ impl AisleS3 {
             id: Some(self.owner_id.clone()),
         }
     }
+}
+
+/// Counters of the gateway's data path.
+#[derive(Default, Debug)]
+pub struct Stats {
+    /// Object bytes streamed from targets to clients (GET bodies, transformed or not).
+    pub bytes_out: std::sync::atomic::AtomicU64,
+    /// Object bytes streamed from clients to targets (PUT and UploadPart bodies).
+    pub bytes_in: std::sync::atomic::AtomicU64,
 }
 
 fn md5_bytes(b: &[u8]) -> [u8; 16] {

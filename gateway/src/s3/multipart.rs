@@ -135,6 +135,9 @@ pub(super) async fn upload_part(
         .put_part(&target, &q, body)
         .await
         .map_err(|e| failure.take().unwrap_or_else(|| from_client(e)))?;
+    s3.stats
+        .bytes_in
+        .fetch_add(info.size, std::sync::atomic::Ordering::Relaxed);
     let echo = |a: Algo| echo_checksum(&info.checksums, algo.filter(|x| *x == a));
     Ok(S3Response::new(UploadPartOutput {
         e_tag: Some(etag(&info.etag)),

@@ -117,6 +117,9 @@ pub(super) async fn put_object(
         .put_object(&target, &q, &attrs, &WriteOptions { if_absent }, body)
         .await
         .map_err(|e| failure.take().unwrap_or_else(|| from_client(e)))?;
+    s3.stats
+        .bytes_in
+        .fetch_add(meta.size, std::sync::atomic::Ordering::Relaxed);
     let echo = |a: Algo| echo_checksum(&meta.checksums, algo.filter(|x| *x == a));
     Ok(S3Response::new(PutObjectOutput {
         e_tag: Some(super::attrs::etag(&meta.etag)),

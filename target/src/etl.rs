@@ -1,0 +1,363 @@
+//! The transform hop's target side: read the source locally, run every stage here, send only
+//! transformed bytes. Deterministic pipelines go through a bounded on-disk LRU cache keyed by
+//! (source version, pipeline fingerprint), so HEAD, Range and repeat reads are exact and cheap;
+//! non-deterministic ones stream (chunked) and refuse Range.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use aisle_cluster::proto::{
+    self, ETL_APPLIED_HEADER, EtlSelection, META_HEADER, ObjectMeta, ObjectQuery, ReadOptions,
+};
+use aisle_etl_runtime::{ByteStream, EtlError, Pipeline, Registry};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{Response, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use sha2::Digest;
+use tokio::io::AsyncWriteExt;
+
+use crate::server::{ApiError, Resp, State, api_err, error_resp, full_body, stream_body};
+use crate::store::{StoreError, StoredObject};
+
+/// The target's ETL state: the registry of transforms and the output cache.
+pub(crate) struct Etl {
+    pub(crate) registry: Registry,
+    cache: Cache,
+}
+
+impl Etl {
+    pub(crate) fn new(cache_dir: &Path, budget: u64) -> Result<Etl, StoreError> {
+        Ok(Etl {
+            registry: Registry::with_builtins(),
+            cache: Cache::open(cache_dir, budget)?,
+        })
+    }
+}
+
+impl From<EtlError> for ApiError {
+    fn from(e: EtlError) -> Self {
+        if e.status() >= 500 {
+            tracing::warn!(error = %e, "transform failed");
+        }
+        api_err(e.status(), e.code(), e.to_string())
+    }
+}
+
+struct Entry {
+    size: u64,
+    used: u64,
+}
+
+#[derive(Default)]
+struct Index {
+    entries: HashMap<String, Entry>,
+    total: u64,
+    clock: u64,
+}
+
+/// Bounded LRU of transformed outputs, one file per key (hex digests: never client text).
+struct Cache {
+    dir: PathBuf,
+    budget: u64,
+    index: Mutex<Index>,
+    building: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Cache {
+    fn open(dir: &Path, budget: u64) -> Result<Cache, StoreError> {
+        let tmp = dir.join("tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)
+            .map_err(StoreError::io(format!("creating {}", tmp.display())))?;
+        let mut index = Index::default();
+        let mut found: Vec<(std::time::SystemTime, String, u64)> = Vec::new();
+        for e in
+            std::fs::read_dir(dir).map_err(StoreError::io(format!("reading {}", dir.display())))?
+        {
+            let e = e.map_err(StoreError::io("reading the ETL cache"))?;
+            let md = e
+                .metadata()
+                .map_err(StoreError::io("reading the ETL cache"))?;
+            if md.is_file() {
+                let when = md.modified().unwrap_or(std::time::UNIX_EPOCH);
+                found.push((when, e.file_name().to_string_lossy().into_owned(), md.len()));
+            }
+        }
+        found.sort();
+        for (_, name, size) in found {
+            index.clock += 1;
+            index.total += size;
+            index.entries.insert(
+                name,
+                Entry {
+                    size,
+                    used: index.clock,
+                },
+            );
+        }
+        Ok(Cache {
+            dir: dir.to_path_buf(),
+            budget,
+            index: Mutex::new(index),
+            building: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lookup(&self, key: &str) -> Option<(PathBuf, u64)> {
+        let mut idx = self.index.lock().expect("cache lock");
+        idx.clock += 1;
+        let clock = idx.clock;
+        let e = idx.entries.get_mut(key)?;
+        e.used = clock;
+        Some((self.dir.join(key), e.size))
+    }
+
+    fn insert(&self, key: &str, size: u64) {
+        let mut idx = self.index.lock().expect("cache lock");
+        idx.clock += 1;
+        let clock = idx.clock;
+        if let Some(old) = idx
+            .entries
+            .insert(key.to_string(), Entry { size, used: clock })
+        {
+            idx.total -= old.size;
+        }
+        idx.total += size;
+        // Evict least recently used entries (never the one just added). A reader that has the
+        // file open keeps reading it: unlinking does not cut it.
+        while idx.total > self.budget && idx.entries.len() > 1 {
+            let victim = idx
+                .entries
+                .iter()
+                .filter(|(k, _)| k.as_str() != key)
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| k.clone());
+            let Some(v) = victim else { break };
+            if let Some(e) = idx.entries.remove(&v) {
+                idx.total -= e.size;
+                let _ = std::fs::remove_file(self.dir.join(&v));
+            }
+        }
+    }
+
+    /// The cached output for `key`, building it from `source` through `pipeline` when missing.
+    /// Concurrent requests for one key build it once.
+    async fn get_or_build(
+        &self,
+        key: &str,
+        pipeline: &Pipeline,
+        source: impl FnOnce() -> ByteStream,
+    ) -> Result<(PathBuf, u64), ApiError> {
+        if let Some(hit) = self.lookup(key) {
+            return Ok(hit);
+        }
+        let lock = {
+            let mut b = self.building.lock().await;
+            b.entry(key.to_string()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        if let Some(hit) = self.lookup(key) {
+            return Ok(hit);
+        }
+        let result = self.build(key, pipeline, source()).await;
+        self.building.lock().await.remove(key);
+        let size = result?;
+        Ok((self.dir.join(key), size))
+    }
+
+    async fn build(
+        &self,
+        key: &str,
+        pipeline: &Pipeline,
+        source: ByteStream,
+    ) -> Result<u64, ApiError> {
+        let tmp = self
+            .dir
+            .join("tmp")
+            .join(format!("{key}.{}", uuid::Uuid::new_v4().simple()));
+        let io = |ctx: &str| {
+            let ctx = format!("{ctx} {}", tmp.display());
+            move |e: std::io::Error| {
+                ApiError::from(StoreError::Io {
+                    context: ctx,
+                    source: e,
+                })
+            }
+        };
+        let mut out = pipeline.run(source).await?;
+        let mut f = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(io("creating"))?;
+        let mut size = 0u64;
+        let written: Result<(), ApiError> = async {
+            while let Some(chunk) = out.next().await {
+                let chunk = chunk?;
+                size += chunk.len() as u64;
+                f.write_all(&chunk).await.map_err(io("writing"))?;
+            }
+            f.flush().await.map_err(io("flushing"))?;
+            Ok(())
+        }
+        .await;
+        drop(f);
+        if let Err(e) = written {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        tokio::fs::rename(&tmp, self.dir.join(key))
+            .await
+            .map_err(io("publishing"))?;
+        self.insert(key, size);
+        Ok(size)
+    }
+}
+
+/// The source object's bytes as a transform input.
+async fn source_stream(state: &State, rec: &StoredObject) -> Result<ByteStream, ApiError> {
+    let files: Vec<_> = rec
+        .segments
+        .iter()
+        .map(|s| (state.store.segment_path(s), s.size))
+        .collect();
+    let s = crate::files::open_span(&files, 0, rec.meta.size).await?;
+    Ok(Box::pin(
+        s.map(|r| r.map_err(|e| EtlError::Source(e.to_string()))),
+    ))
+}
+
+/// GET/HEAD of `rec` through the selected pipeline.
+pub(crate) async fn read_transformed(
+    state: &Arc<State>,
+    rec: StoredObject,
+    q: &ObjectQuery,
+    sel: &EtlSelection,
+    opts: &ReadOptions,
+    with_body: bool,
+) -> Result<Resp, ApiError> {
+    if q.part.is_some() {
+        return Err(api_err(
+            400,
+            "InvalidRequest",
+            "partNumber cannot be combined with a transform",
+        ));
+    }
+    let pipeline = state
+        .etl
+        .registry
+        .resolve(&sel.pipeline, sel.args.as_deref())?;
+    let fingerprint = pipeline.fingerprint();
+    let key = hex::encode(sha2::Sha256::digest(format!(
+        "{}\0{}\0{}",
+        rec.meta.etag, rec.meta.mtime_ms, fingerprint
+    )));
+    let mut attrs = rec.meta.attrs.clone();
+    attrs.content_type = pipeline.content_type(rec.meta.attrs.content_type.as_deref());
+    attrs.content_encoding = None;
+    let mut meta = ObjectMeta {
+        size: 0,
+        // Stable for (source version, pipeline, args); never the source's ETag; the `-etl`
+        // suffix tells clients it is not an MD5 of the bytes.
+        etag: format!("{}-etl", &key[..32]),
+        mtime_ms: rec.meta.mtime_ms,
+        attrs,
+        checksums: Default::default(),
+        parts: Vec::new(),
+    };
+    let applied = pipeline.applied();
+    if let Err(failed) = opts
+        .conditions
+        .check(&meta.etag, meta.mtime_ms.div_euclid(1000))
+    {
+        let (status, code) = match failed {
+            proto::ConditionFailed::NotModified => (304, "NotModified"),
+            proto::ConditionFailed::Precondition => (412, "PreconditionFailed"),
+        };
+        let mut r = error_resp(status, code, "condition not met");
+        r.headers_mut()
+            .insert(META_HEADER, proto::encode_header(&meta));
+        return Ok(r);
+    }
+    if pipeline.deterministic() {
+        let (path, size) = state
+            .etl
+            .cache
+            .get_or_build(&key, &pipeline, || {
+                // Opened lazily, only when the cache misses.
+                Box::pin(
+                    futures::stream::once({
+                        let state = state.clone();
+                        let rec = rec.clone();
+                        async move { source_stream(&state, &rec).await }
+                    })
+                    .flat_map(|r| match r {
+                        Ok(s) => s,
+                        Err(e) => Box::pin(futures::stream::once(async move {
+                            Err(EtlError::Source(e.message))
+                        })) as ByteStream,
+                    }),
+                )
+            })
+            .await?;
+        meta.size = size;
+        let (start, end, partial) = match &opts.range {
+            None => (0, size, false),
+            Some(spec) => {
+                let r = proto::resolve_range(spec, size).map_err(|_| {
+                    api_err(
+                        416,
+                        "InvalidRange",
+                        "the requested range is not satisfiable",
+                    )
+                })?;
+                (r.start, r.end, true)
+            }
+        };
+        let mut b = Response::builder()
+            .status(if partial {
+                StatusCode::PARTIAL_CONTENT
+            } else {
+                StatusCode::OK
+            })
+            .header(META_HEADER, proto::encode_header(&meta))
+            .header(ETL_APPLIED_HEADER, &applied)
+            .header(header::CONTENT_LENGTH, end - start);
+        if partial {
+            b = b.header(
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{}", start, end.saturating_sub(1), size),
+            );
+        }
+        let body = if with_body && end > start {
+            stream_body(crate::files::open_span(&[(path, size)], start, end).await?)
+        } else {
+            full_body(Bytes::new())
+        };
+        return Ok(b.body(body).expect("valid response"));
+    }
+    if opts.range.is_some() {
+        return Err(api_err(
+            501,
+            "NotImplemented",
+            "Range is not supported on a non-deterministic transform",
+        ));
+    }
+    let b = Response::builder()
+        .status(StatusCode::OK)
+        .header(META_HEADER, proto::encode_header(&meta))
+        .header(ETL_APPLIED_HEADER, &applied);
+    if !with_body {
+        return Ok(b.body(full_body(Bytes::new())).expect("valid response"));
+    }
+    let out = pipeline.run(source_stream(state, &rec).await?).await?;
+    // A failure after the headers went out ends the chunked body with an error: the
+    // connection is cut and the client sees a broken response, never a silently short one.
+    let frames = out.map(|r| {
+        r.map(Frame::data)
+            .map_err(|e| Box::new(e) as aisle_cluster::client::BoxError)
+    });
+    Ok(b.body(BodyExt::boxed_unsync(StreamBody::new(frames)))
+        .expect("valid response"))
+}
