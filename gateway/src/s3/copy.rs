@@ -62,18 +62,28 @@ pub(super) async fn copy_object(
         input.copy_source_if_unmodified_since.as_ref(),
     );
     s3.check_bucket(&src_bucket)?;
-    let src = read(s3, &src_bucket, &src_key, None, None, conds, None, false)
-        .await
-        .map_err(|e| {
-            if *e.code() == S3ErrorCode::NotModified {
-                s3_err(
-                    S3ErrorCode::PreconditionFailed,
-                    "a copy-source condition does not hold",
-                )
-            } else {
-                e
-            }
-        })?;
+    let src = read(
+        s3,
+        &src_bucket,
+        &src_key,
+        None,
+        aisle_cluster::proto::ReadOptions {
+            conditions: conds,
+            ..Default::default()
+        },
+        false,
+    )
+    .await
+    .map_err(|e| {
+        if *e.code() == S3ErrorCode::NotModified {
+            s3_err(
+                S3ErrorCode::PreconditionFailed,
+                "a copy-source condition does not hold",
+            )
+        } else {
+            e
+        }
+    })?;
     let src_size = src.content_length.unwrap_or(src.meta.size as i64) as u64;
     if src_size > MAX_PUT_SIZE {
         return Err(s3_err(

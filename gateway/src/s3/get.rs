@@ -43,25 +43,32 @@ pub(super) fn conditions(
     }
 }
 
-/// Read `(bucket, key)` from its owner: a range, a part, or all of it.
+/// The Range header in the cluster protocol's form.
+pub(super) fn range_spec(range: Option<&Range>) -> Option<String> {
+    range.map(|r| {
+        r.to_header_string()
+            .trim_start_matches("bytes=")
+            .to_string()
+    })
+}
+
+/// Read `(bucket, key)` from its owner: a range, a part, or all of it, maybe transformed.
 pub(super) async fn read(
     s3: &AisleS3,
     bucket: &str,
     key: &str,
     part_number: Option<i32>,
-    range: Option<&Range>,
-    conditions: Conditions,
-    etl: Option<EtlSelection>,
+    opts: ReadOptions,
     head: bool,
 ) -> S3Result<Read> {
     check_key(key)?;
-    if etl.is_some() && part_number.is_some() {
+    if opts.etl.is_some() && part_number.is_some() {
         return Err(s3_err(
             S3ErrorCode::InvalidRequest,
             "partNumber cannot be combined with a transform",
         ));
     }
-    if part_number.is_some() && range.is_some() {
+    if part_number.is_some() && opts.range.is_some() {
         return Err(s3_err(
             S3ErrorCode::InvalidRequest,
             "cannot specify both a Range header and a partNumber parameter",
@@ -76,15 +83,6 @@ pub(super) async fn read(
                 format!("part number must be an integer between 1 and 10000, got {n}"),
             ));
         }
-    };
-    let opts = ReadOptions {
-        range: range.map(|r| {
-            r.to_header_string()
-                .trim_start_matches("bytes=")
-                .to_string()
-        }),
-        conditions,
-        etl,
     };
     let target = s3.targets.owner(bucket, key)?;
     let q = ObjectQuery {
@@ -217,17 +215,12 @@ pub(super) async fn get_object(
         input.if_modified_since.as_ref(),
         input.if_unmodified_since.as_ref(),
     );
-    let read = read(
-        s3,
-        &bucket,
-        &input.key,
-        input.part_number,
-        input.range.as_ref(),
-        conds,
+    let opts = ReadOptions {
+        range: range_spec(input.range.as_ref()),
+        conditions: conds,
         etl,
-        false,
-    )
-    .await?;
+    };
+    let read = read(s3, &bucket, &input.key, input.part_number, opts, false).await?;
     let mut out = GetObjectOutput::default();
     fill_output!(out, &read, &input, input.part_number);
     let mut headers = http::HeaderMap::new();
@@ -262,17 +255,12 @@ pub(super) async fn head_object(
         input.if_modified_since.as_ref(),
         input.if_unmodified_since.as_ref(),
     );
-    let read = read(
-        s3,
-        &bucket,
-        &input.key,
-        input.part_number,
-        input.range.as_ref(),
-        conds,
+    let opts = ReadOptions {
+        range: range_spec(input.range.as_ref()),
+        conditions: conds,
         etl,
-        true,
-    )
-    .await?;
+    };
+    let read = read(s3, &bucket, &input.key, input.part_number, opts, true).await?;
     let mut out = HeadObjectOutput::default();
     fill_output!(out, &read, &input, input.part_number);
     let mut resp = S3Response::new(out);
