@@ -3,8 +3,7 @@
 
 use aisle_cluster::client::status_error;
 use aisle_cluster::proto::{
-    self, Conditions, ETL_APPLIED_HEADER, EtlSelection, META_HEADER, ObjectMeta, ObjectQuery,
-    ReadOptions,
+    self, Conditions, ETL_APPLIED_HEADER, META_HEADER, ObjectMeta, ObjectQuery, ReadOptions,
 };
 use futures::StreamExt;
 use http::{StatusCode, header};

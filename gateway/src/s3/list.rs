@@ -137,9 +137,10 @@ async fn transformed_sizes(s3: &AisleS3, source: &str, sel: &EtlSelection, items
                 source,
                 &key,
                 None,
-                None,
-                Default::default(),
-                Some(sel.clone()),
+                aisle_cluster::proto::ReadOptions {
+                    etl: Some(sel.clone()),
+                    ..Default::default()
+                },
                 true,
             )
             .await;
