@@ -16,7 +16,7 @@
 //! use aisle_etl_runtime::{Registry, collect, once};
 //! let registry = Registry::with_builtins();
 //! let p = registry.resolve(&["gzip".into(), "gunzip".into(), "md5".into()], None).unwrap();
-//! let out = collect(p.run(once(b"hello".to_vec())).await.unwrap()).await.unwrap();
+//! let out = collect(p.run(once(b"hello".to_vec()), "b/k").await.unwrap()).await.unwrap();
 //! assert_eq!(out, b"5d41402abc4b2a76b9719d911017c592");
 //! # });
 //! # fn tokio_test_block(f: impl std::future::Future<Output = ()>) {
@@ -26,6 +26,7 @@
 
 pub mod builtin;
 mod error;
+pub mod exec;
 pub mod pipeline;
 
 use std::pin::Pin;
@@ -65,8 +66,19 @@ pub trait Transformer: Send + Sync {
         Ok(())
     }
 
-    /// Transform `input`. Errors found while streaming come through the returned stream.
-    async fn run(&self, input: ByteStream, args: &StageArgs) -> Result<ByteStream, EtlError>;
+    /// Recent log lines of the transformer's process, if it has one.
+    fn logs(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Transform `input`, the bytes of the object at `path` (`bucket/key`). Errors found while
+    /// streaming come through the returned stream.
+    async fn run(
+        &self,
+        input: ByteStream,
+        args: &StageArgs,
+        path: &str,
+    ) -> Result<ByteStream, EtlError>;
 }
 
 /// A stream of one chunk.

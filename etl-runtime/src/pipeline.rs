@@ -207,11 +207,11 @@ impl Pipeline {
         ct
     }
 
-    /// Run every stage, in order.
-    pub async fn run(&self, input: ByteStream) -> Result<ByteStream, EtlError> {
+    /// Run every stage, in order, over the object at `path` (`bucket/key`).
+    pub async fn run(&self, input: ByteStream, path: &str) -> Result<ByteStream, EtlError> {
         let mut s = input;
         for (t, a) in &self.stages {
-            s = t.run(s, a).await?;
+            s = t.run(s, a, path).await?;
         }
         Ok(s)
     }

@@ -77,7 +77,12 @@ impl Transformer for Codec {
         Ok(())
     }
 
-    async fn run(&self, input: ByteStream, args: &StageArgs) -> Result<ByteStream, EtlError> {
+    async fn run(
+        &self,
+        input: ByteStream,
+        args: &StageArgs,
+        _path: &str,
+    ) -> Result<ByteStream, EtlError> {
         let reader = StreamReader::new(input.map(|r| r.map_err(io::Error::other)));
         let coded: Box<dyn AsyncRead + Send + Unpin> = match self.0 {
             Kind::Gzip => Box::new(GzipEncoder::with_quality(reader, self.level(args)?)),
@@ -127,7 +132,7 @@ mod tests {
     ) -> Result<Vec<u8>, crate::EtlError> {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let p = Registry::with_builtins().resolve(&names, args)?;
-        collect(p.run(once(input.to_vec())).await?).await
+        collect(p.run(once(input.to_vec()), "b/k").await?).await
     }
 
     #[tokio::test]

@@ -44,7 +44,12 @@ impl Transformer for DigestT {
         Ok(())
     }
 
-    async fn run(&self, mut input: ByteStream, args: &StageArgs) -> Result<ByteStream, EtlError> {
+    async fn run(
+        &self,
+        mut input: ByteStream,
+        args: &StageArgs,
+        _path: &str,
+    ) -> Result<ByteStream, EtlError> {
         let hex = match self.0 {
             Kind::Md5 => {
                 let mut h = md5::Md5::new();
@@ -82,7 +87,7 @@ mod tests {
             .resolve(&[name.into()], args)
             .unwrap();
         String::from_utf8(
-            collect(p.run(once(input.to_vec())).await.unwrap())
+            collect(p.run(once(input.to_vec()), "b/k").await.unwrap())
                 .await
                 .unwrap(),
         )

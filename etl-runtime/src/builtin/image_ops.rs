@@ -208,7 +208,12 @@ impl Transformer for ImageT {
         self.params(args).map(drop)
     }
 
-    async fn run(&self, input: ByteStream, args: &StageArgs) -> Result<ByteStream, EtlError> {
+    async fn run(
+        &self,
+        input: ByteStream,
+        args: &StageArgs,
+        _path: &str,
+    ) -> Result<ByteStream, EtlError> {
         let p = self.params(args)?;
         let data = collect_limited(input, MAX_IMAGE_BYTES, self.name()).await?;
         let op = ImageT(self.0);
@@ -238,7 +243,7 @@ mod tests {
     async fn run(names: &[&str], args: &str, input: Vec<u8>) -> Result<Vec<u8>, crate::EtlError> {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let p = Registry::with_builtins().resolve(&names, Some(args))?;
-        collect(p.run(once(input)).await?).await
+        collect(p.run(once(input), "b/k").await?).await
     }
 
     #[tokio::test]

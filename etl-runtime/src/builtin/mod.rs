@@ -46,6 +46,7 @@ impl Transformer for Identity {
         &self,
         input: ByteStream,
         _args: &StageArgs,
+        _path: &str,
     ) -> Result<ByteStream, crate::EtlError> {
         Ok(input)
     }
