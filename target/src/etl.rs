@@ -149,6 +149,7 @@ impl Cache {
         &self,
         key: &str,
         pipeline: &Pipeline,
+        path: &str,
         source: impl FnOnce() -> ByteStream,
     ) -> Result<(PathBuf, u64), ApiError> {
         if let Some(hit) = self.lookup(key) {
@@ -162,7 +163,7 @@ impl Cache {
         if let Some(hit) = self.lookup(key) {
             return Ok(hit);
         }
-        let result = self.build(key, pipeline, source()).await;
+        let result = self.build(key, pipeline, path, source()).await;
         self.building.lock().await.remove(key);
         let size = result?;
         Ok((self.dir.join(key), size))
@@ -187,7 +188,7 @@ impl Cache {
                 })
             }
         };
-        let mut out = pipeline.run(source).await?;
+        let mut out = pipeline.run(source, path).await?;
         let mut f = tokio::fs::File::create(&tmp)
             .await
             .map_err(io("creating"))?;
@@ -267,6 +268,7 @@ pub(crate) async fn read_transformed(
         parts: Vec::new(),
     };
     let applied = pipeline.applied();
+    let object_path = format!("{}/{}", q.bucket, q.key);
     if let Err(failed) = opts
         .conditions
         .check(&meta.etag, meta.mtime_ms.div_euclid(1000))
@@ -284,7 +286,7 @@ pub(crate) async fn read_transformed(
         let (path, size) = state
             .etl
             .cache
-            .get_or_build(&key, &pipeline, || {
+            .get_or_build(&key, &pipeline, &object_path, || {
                 // Opened lazily, only when the cache misses.
                 Box::pin(
                     futures::stream::once({
@@ -351,7 +353,9 @@ pub(crate) async fn read_transformed(
     if !with_body {
         return Ok(b.body(full_body(Bytes::new())).expect("valid response"));
     }
-    let out = pipeline.run(source_stream(state, &rec).await?).await?;
+    let out = pipeline
+        .run(source_stream(state, &rec).await?, &object_path)
+        .await?;
     // A failure after the headers went out ends the chunked body with an error: the
     // connection is cut and the client sees a broken response, never a silently short one.
     let frames = out.map(|r| {
