@@ -173,6 +173,7 @@ impl Cache {
         &self,
         key: &str,
         pipeline: &Pipeline,
+        path: &str,
         source: ByteStream,
     ) -> Result<u64, ApiError> {
         let tmp = self
