@@ -27,6 +27,7 @@
 pub mod builtin;
 mod error;
 pub mod exec;
+pub mod hpush;
 pub mod pipeline;
 
 use std::pin::Pin;
