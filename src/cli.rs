@@ -133,6 +133,59 @@ pub enum EtlCommand {
         #[command(flatten)]
         conn: Connection,
     },
+    /// Register a transform from a spec file (YAML or JSON: name, communicator, command or
+    /// url, env, init_timeout, obj_timeout, deterministic, mode, concurrency).
+    Init {
+        /// The spec file.
+        spec: std::path::PathBuf,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Show a registered transform and its state on every target.
+    Show {
+        /// Transform name.
+        name: String,
+        #[command(flatten)]
+        conn: Connection,
+        /// Print JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop serving a registered transform (its processes are stopped).
+    Stop {
+        /// Transform name.
+        name: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Serve a stopped transform again.
+    Start {
+        /// Transform name.
+        name: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Remove a registered transform.
+    Rm {
+        /// Transform name.
+        name: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Recent log lines of a transform's processes, per target.
+    Logs {
+        /// Transform name.
+        name: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Recent objects a transform failed on, per target.
+    Errors {
+        /// Transform name.
+        name: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
     /// Remove an alias bucket (the source is untouched).
     Unbind {
         /// Name of the alias bucket.
@@ -140,6 +193,15 @@ pub enum EtlCommand {
         #[command(flatten)]
         conn: Connection,
     },
+}
+
+async fn etl_show(conn: &Connection, name: &str) -> anyhow::Result<aisle_gateway::admin::EtlShow> {
+    let body = admin_get(
+        conn,
+        &format!("{}{name}", aisle_gateway::admin::SPEC_PREFIX),
+    )
+    .await?;
+    serde_json::from_slice(&body).context("parsing the answer")
 }
 
 /// Run an `aisle etl` command.
@@ -154,6 +216,19 @@ pub async fn etl(cmd: EtlCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             println!("built-in transforms: {}", view.builtins.join(", "));
+            for r in &view.registered {
+                println!(
+                    "registered {} ({}{}){}",
+                    r.name,
+                    r.communicator,
+                    if r.deterministic {
+                        ", deterministic"
+                    } else {
+                        ""
+                    },
+                    if r.running { "" } else { " STOPPED" }
+                );
+            }
             if view.aliases.is_empty() {
                 println!("no alias buckets");
             }
@@ -187,6 +262,115 @@ pub async fn etl(cmd: EtlCommand) -> anyhow::Result<()> {
             let path = format!("{}{alias}", aisle_gateway::admin::ALIAS_PREFIX);
             admin_call(&conn, "PUT", &path, Bytes::from(serde_json::to_vec(&req)?)).await?;
             println!("bound {alias}: read it like any bucket, e.g. aws s3 ls s3://{alias}/");
+            Ok(())
+        }
+        EtlCommand::Init { spec, conn } => {
+            let raw = std::fs::read_to_string(&spec)
+                .with_context(|| format!("reading {}", spec.display()))?;
+            let parsed: aisle_cluster::map::EtlSpec = serde_norway::from_str(&raw)
+                .with_context(|| format!("parsing {}", spec.display()))?;
+            let path = format!("{}{}", aisle_gateway::admin::SPEC_PREFIX, parsed.name);
+            admin_call(
+                &conn,
+                "PUT",
+                &path,
+                Bytes::from(serde_json::to_vec(&parsed)?),
+            )
+            .await?;
+            println!(
+                "registered {} ({}); every target now runs it",
+                parsed.name, parsed.communicator
+            );
+            Ok(())
+        }
+        EtlCommand::Show { name, conn, json } => {
+            let show = etl_show(&conn, &name).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&show)?);
+                return Ok(());
+            }
+            println!("{}", serde_json::to_string_pretty(&show.spec)?);
+            for (id, st) in &show.targets {
+                match st {
+                    Ok(s) => println!(
+                        "  {id}: {}{}, restarts {}, {} recent errors{}",
+                        if !s.installed {
+                            "not installed"
+                        } else if s.ready {
+                            "ready"
+                        } else {
+                            "not ready"
+                        },
+                        s.pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                        s.restarts,
+                        s.errors.len(),
+                        s.last_error
+                            .as_deref()
+                            .map(|e| format!("; last: {e}"))
+                            .unwrap_or_default()
+                    ),
+                    Err(e) => println!("  {id}: unreachable: {e}"),
+                }
+            }
+            Ok(())
+        }
+        EtlCommand::Stop { name, conn } => {
+            admin_call(
+                &conn,
+                "POST",
+                &format!("{}{name}/stop", aisle_gateway::admin::SPEC_PREFIX),
+                Bytes::new(),
+            )
+            .await?;
+            println!("stopped {name}");
+            Ok(())
+        }
+        EtlCommand::Start { name, conn } => {
+            admin_call(
+                &conn,
+                "POST",
+                &format!("{}{name}/start", aisle_gateway::admin::SPEC_PREFIX),
+                Bytes::new(),
+            )
+            .await?;
+            println!("started {name}");
+            Ok(())
+        }
+        EtlCommand::Rm { name, conn } => {
+            admin_call(
+                &conn,
+                "DELETE",
+                &format!("{}{name}", aisle_gateway::admin::SPEC_PREFIX),
+                Bytes::new(),
+            )
+            .await?;
+            println!("removed {name}");
+            Ok(())
+        }
+        EtlCommand::Logs { name, conn } => {
+            for (id, st) in etl_show(&conn, &name).await?.targets {
+                println!("== {id}");
+                match st {
+                    Ok(s) => s.logs.iter().for_each(|l| println!("{l}")),
+                    Err(e) => println!("unreachable: {e}"),
+                }
+            }
+            Ok(())
+        }
+        EtlCommand::Errors { name, conn } => {
+            for (id, st) in etl_show(&conn, &name).await?.targets {
+                match st {
+                    Ok(s) => {
+                        for e in s.errors {
+                            println!(
+                                "{id}  {}  {}  {}  {}",
+                                e.status, e.pipeline, e.path, e.message
+                            );
+                        }
+                    }
+                    Err(e) => println!("{id}  unreachable: {e}"),
+                }
+            }
             Ok(())
         }
         EtlCommand::Unbind { alias, conn } => {

@@ -36,6 +36,52 @@ pub const T_MPU_UPLOADS: &str = "/_aisle/t/v1/mpu/uploads";
 pub const T_BUCKET: &str = "/_aisle/t/v1/bucket";
 /// Cluster metadata push: PUT JSON [`crate::map::ClusterMeta`].
 pub const T_META: &str = "/_aisle/t/v1/meta";
+/// A registered transform's state on a target: GET with [`EtlQuery`] → JSON status.
+pub const T_ETL: &str = "/_aisle/t/v1/etl";
+
+/// Names a registered transform.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EtlQuery {
+    /// Transform name.
+    pub name: String,
+}
+
+/// One failed object, kept in a bounded ring for `aisle etl errors`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EtlErrorRecord {
+    /// When, Unix milliseconds.
+    pub time_ms: i64,
+    /// The pipeline that failed.
+    pub pipeline: String,
+    /// `bucket/key`.
+    pub path: String,
+    /// HTTP status given to the client.
+    pub status: u16,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// What a target reports of one registered transform.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EtlNodeStatus {
+    /// Transform name.
+    pub name: String,
+    /// Installed and served on this node.
+    pub installed: bool,
+    /// Ready to take objects.
+    pub ready: bool,
+    /// Process restarts (hpush).
+    pub restarts: u32,
+    /// Process id (hpush started by this node).
+    pub pid: Option<u32>,
+    /// Why it last stopped or failed.
+    pub last_error: Option<String>,
+    /// Recent log lines of its process.
+    pub logs: Vec<String>,
+    /// Recent failed objects of pipelines that use it.
+    pub errors: Vec<EtlErrorRecord>,
+}
+
 /// Liveness and placement facts of a target: GET → JSON [`TargetStatus`].
 pub const T_STATUS: &str = "/_aisle/t/v1/status";
 

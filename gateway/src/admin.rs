@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use aisle_cluster::proto::TargetStatus;
+use aisle_cluster::map::EtlSpec;
+use aisle_cluster::proto::{EtlNodeStatus, TargetStatus};
 use http::{Method, StatusCode};
 use s3s::route::S3Route;
 use s3s::validation::{AwsNameValidation, NameValidation};
@@ -66,11 +67,27 @@ pub struct ClusterView {
 /// Path prefix of alias buckets: `PUT|DELETE /_aisle/v1/etl/alias/<name>`.
 pub const ALIAS_PREFIX: &str = "/_aisle/v1/etl/alias/";
 
+/// Path prefix of registered transforms: `PUT|GET|DELETE /_aisle/v1/etl/spec/<name>`,
+/// `POST …/<name>/stop|start`.
+pub const SPEC_PREFIX: &str = "/_aisle/v1/etl/spec/";
+
+/// `GET /_aisle/v1/etl/spec/<name>`: the spec and every target's view of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EtlShow {
+    /// The registered spec.
+    pub spec: EtlSpec,
+    /// Per target: id and status (or why it could not be asked).
+    pub targets: Vec<(String, Result<EtlNodeStatus, String>)>,
+}
+
 /// `GET /_aisle/v1/etl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EtlView {
     /// Built-in transforms, usable by name everywhere.
     pub builtins: Vec<String>,
+    /// Registered transforms.
+    #[serde(default)]
+    pub registered: Vec<EtlSpec>,
     /// Alias buckets.
     pub aliases: Vec<aisle_cluster::map::AliasView>,
 }
@@ -109,7 +126,94 @@ fn json<T: Serialize>(v: &T) -> S3Response<Body> {
     r
 }
 
+fn conflict(msg: String) -> s3s::S3Error {
+    let mut e = s3_error(s3s::S3ErrorCode::Custom("Conflict".into()), msg);
+    e.set_status_code(StatusCode::CONFLICT);
+    e
+}
+
+fn no_such_etl(name: &str) -> s3s::S3Error {
+    let mut e = s3_error(
+        s3s::S3ErrorCode::Custom("NoSuchEtl".into()),
+        format!("no transform named {name} is registered"),
+    );
+    e.set_status_code(StatusCode::NOT_FOUND);
+    e
+}
+
 impl AdminRoute {
+    async fn init(&self, name: String, spec: EtlSpec) -> S3Result<()> {
+        use s3s::S3ErrorCode as C;
+        let bad = |m: String| s3_error(C::InvalidArgument, m);
+        if spec.name != name {
+            return Err(bad(format!(
+                "the spec names {:?}, the path {name:?}",
+                spec.name
+            )));
+        }
+        if !aisle_etl_runtime::valid_name(&name) {
+            return Err(bad(format!(
+                "{name:?} is not a valid transform name ([a-z0-9][a-z0-9-]{{1,31}})"
+            )));
+        }
+        if aisle_etl_runtime::builtin::is_builtin(&name) {
+            return Err(conflict(format!("{name} is a built-in transform")));
+        }
+        match spec.communicator.as_str() {
+            "exec" if spec.command.is_empty() => return Err(bad("exec needs a command".into())),
+            "exec"
+                if !matches!(
+                    spec.mode.as_deref(),
+                    None | Some("oneshot") | Some("worker")
+                ) =>
+            {
+                return Err(bad("mode is oneshot or worker".into()));
+            }
+            "hpush" if spec.command.is_empty() == spec.url.is_none() => {
+                return Err(bad("hpush needs either a command to start or a url".into()));
+            }
+            "exec" | "hpush" => {}
+            other => {
+                return Err(bad(format!(
+                    "unknown communicator {other:?} (exec or hpush)"
+                )));
+            }
+        }
+        self.meta
+            .update(|m| {
+                if let Some(old) = m.etls.get(&name) {
+                    if *old == spec {
+                        return Ok((false, ()));
+                    }
+                    return Err(conflict(format!(
+                        "{name} is already registered; remove it first"
+                    )));
+                }
+                m.etls.insert(name.clone(), spec.clone());
+                Ok((true, ()))
+            })
+            .await
+    }
+
+    async fn show(&self, name: &str) -> S3Result<EtlShow> {
+        let meta = self.meta.snapshot();
+        let spec = meta
+            .etls
+            .get(name)
+            .cloned()
+            .ok_or_else(|| no_such_etl(name))?;
+        let targets = futures::future::join_all(meta.targets.values().map(|t| async move {
+            let r = self
+                .targets
+                .etl_status(t, name)
+                .await
+                .map_err(|e| e.to_string());
+            (t.id.clone(), r)
+        }))
+        .await;
+        Ok(EtlShow { spec, targets })
+    }
+
     async fn bind(&self, name: String, spec: BindRequest) -> S3Result<()> {
         use s3s::S3ErrorCode as C;
         if !AwsNameValidation::new().validate_bucket_name(&name) || name.starts_with('_') {
@@ -119,17 +223,33 @@ impl AdminRoute {
             ));
         }
         let pipeline = crate::s3::etl::parse_pipeline(&spec.pipeline)?;
-        let known = aisle_etl_runtime::Registry::with_builtins();
-        // Resolving checks every name and every stage's arguments up front.
-        known
-            .resolve(&pipeline, spec.args.as_deref())
-            .map_err(|e| {
-                let mut err = s3_error(C::Custom(e.code().into()), e.to_string());
-                err.set_status_code(
-                    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
-                );
-                err
-            })?;
+        let meta = self.meta.snapshot();
+        if let Some(unknown) = pipeline
+            .iter()
+            .find(|n| !aisle_etl_runtime::builtin::is_builtin(n) && !meta.etls.contains_key(*n))
+        {
+            return Err(s3_error(
+                C::Custom("InvalidEtl".into()),
+                format!("unknown transform {unknown:?}"),
+            ));
+        }
+        // Built-ins check their arguments up front; registered ones get them per object.
+        let builtins: Vec<String> = pipeline
+            .iter()
+            .filter(|n| aisle_etl_runtime::builtin::is_builtin(n))
+            .cloned()
+            .collect();
+        if !builtins.is_empty() {
+            aisle_etl_runtime::Registry::with_builtins()
+                .resolve(&builtins, spec.args.as_deref())
+                .map_err(|e| {
+                    let mut err = s3_error(C::Custom(e.code().into()), e.to_string());
+                    err.set_status_code(
+                        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                    );
+                    err
+                })?;
+        }
         let created_ms =
             (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
         self.meta
@@ -210,6 +330,7 @@ impl S3Route for AdminRoute {
                 let meta = self.meta.snapshot();
                 Ok(json(&EtlView {
                     builtins: aisle_etl_runtime::Registry::with_builtins().names(),
+                    registered: meta.etls.values().cloned().collect(),
                     aliases: meta
                         .aliases
                         .iter()
@@ -243,6 +364,65 @@ impl S3Route for AdminRoute {
                     .await;
                 removed?;
                 Ok(json(&serde_json::json!({"unbound": name})))
+            }
+            (method, path) if path.starts_with(SPEC_PREFIX) => {
+                let rest = path[SPEC_PREFIX.len()..].to_string();
+                let (name, action) = match rest.split_once('/') {
+                    Some((n, a)) => (n.to_string(), Some(a.to_string())),
+                    None => (rest, None),
+                };
+                match (method.clone(), action.as_deref()) {
+                    (Method::PUT, None) => {
+                        let mut body = req.input;
+                        let raw = body.store_all_limited(256 * 1024).await.map_err(|e| {
+                            s3_error(
+                                s3s::S3ErrorCode::InvalidRequest,
+                                format!("reading the body: {e}"),
+                            )
+                        })?;
+                        let spec: EtlSpec = serde_json::from_slice(&raw).map_err(|e| {
+                            s3_error(s3s::S3ErrorCode::InvalidRequest, format!("bad spec: {e}"))
+                        })?;
+                        self.init(name, spec).await?;
+                        Ok(json(&serde_json::json!({"initialized": true})))
+                    }
+                    (Method::GET, None) => Ok(json(&self.show(&name).await?)),
+                    (Method::DELETE, None) => {
+                        self.meta
+                            .update(|m| {
+                                if let Some((alias, _)) =
+                                    m.aliases.iter().find(|(_, a)| a.pipeline.contains(&name))
+                                {
+                                    return Err(conflict(format!(
+                                        "the alias bucket {alias} uses {name}; unbind it first"
+                                    )));
+                                }
+                                if m.etls.remove(&name).is_none() {
+                                    return Err(no_such_etl(&name));
+                                }
+                                Ok((true, ()))
+                            })
+                            .await?;
+                        Ok(json(&serde_json::json!({"removed": name})))
+                    }
+                    (Method::POST, Some(a @ ("stop" | "start"))) => {
+                        let running = a == "start";
+                        self.meta
+                            .update(|m| {
+                                let spec =
+                                    m.etls.get_mut(&name).ok_or_else(|| no_such_etl(&name))?;
+                                let changed = spec.running != running;
+                                spec.running = running;
+                                Ok::<_, s3s::S3Error>((changed, ()))
+                            })
+                            .await?;
+                        Ok(json(&serde_json::json!({"name": name, "running": running})))
+                    }
+                    _ => Err(s3_error(
+                        s3s::S3ErrorCode::NotImplemented,
+                        format!("no admin API at {path}"),
+                    )),
+                }
             }
             (_, path) => Err(s3_error(
                 s3s::S3ErrorCode::NotImplemented,

@@ -209,6 +209,16 @@ impl Targets {
             .map(drop)
     }
 
+    /// A target's view of a registered transform.
+    pub async fn etl_status(
+        &self,
+        t: &TargetInfo,
+        name: &str,
+    ) -> Result<proto::EtlNodeStatus, ClientError> {
+        let url = Self::url(t, proto::T_ETL, &proto::EtlQuery { name: name.into() });
+        self.client.json::<(), _>(Method::GET, &url, None).await
+    }
+
     /// A target's status.
     pub async fn status(&self, t: &TargetInfo) -> Result<TargetStatus, ClientError> {
         let url = format!("{}{}", t.url, proto::T_STATUS);

@@ -3,9 +3,15 @@
 //! (source version, pipeline fingerprint), so HEAD, Range and repeat reads are exact and cheap;
 //! non-deterministic ones stream (chunked) and refuse Range.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aisle_cluster::map::EtlSpec;
+use aisle_cluster::proto::{EtlErrorRecord, EtlNodeStatus};
+use aisle_etl_runtime::exec::{Exec, ExecConfig, ExecMode};
+use aisle_etl_runtime::hpush::{Hpush, HpushConfig};
 
 use aisle_cluster::proto::{
     self, ETL_APPLIED_HEADER, EtlSelection, META_HEADER, ObjectMeta, ObjectQuery, ReadOptions,
@@ -22,18 +28,173 @@ use tokio::io::AsyncWriteExt;
 use crate::server::{ApiError, Resp, State, api_err, error_resp, full_body, stream_body};
 use crate::store::{StoreError, StoredObject};
 
-/// The target's ETL state: the registry of transforms and the output cache.
+/// The target's ETL state: the registry of transforms (built-ins plus this node's instance of
+/// every running registered transform), the output cache, and the per-object error ring.
 pub(crate) struct Etl {
     pub(crate) registry: Registry,
     cache: Cache,
+    node_url: String,
+    installed: Mutex<HashMap<String, Installed>>,
+    errors: Mutex<VecDeque<EtlErrorRecord>>,
 }
 
+enum Handle {
+    Exec(Arc<Exec>),
+    Hpush(Arc<Hpush>),
+}
+
+struct Installed {
+    version: String,
+    handle: Handle,
+}
+
+const ERROR_RING: usize = 256;
+const DEFAULT_CONCURRENCY: u32 = 8;
+
 impl Etl {
-    pub(crate) fn new(cache_dir: &Path, budget: u64) -> Result<Etl, StoreError> {
+    pub(crate) fn new(cache_dir: &Path, budget: u64, node_url: String) -> Result<Etl, StoreError> {
         Ok(Etl {
             registry: Registry::with_builtins(),
             cache: Cache::open(cache_dir, budget)?,
+            node_url,
+            installed: Mutex::new(HashMap::new()),
+            errors: Mutex::new(VecDeque::new()),
         })
+    }
+
+    /// Make this node serve exactly the running transforms of `specs`.
+    pub(crate) fn reconcile(&self, specs: &BTreeMap<String, EtlSpec>) {
+        let mut installed = self.installed.lock().expect("etl lock");
+        let stale: Vec<String> = installed
+            .iter()
+            .filter(|(name, i)| {
+                specs
+                    .get(*name)
+                    .is_none_or(|s| !s.running || s.version() != i.version)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in stale {
+            self.registry.unregister(&name);
+            installed.remove(&name); // dropping an hpush handle stops its process
+            tracing::info!(etl = %name, "transform removed from this node");
+        }
+        for spec in specs.values().filter(|s| s.running) {
+            if installed.contains_key(&spec.name) {
+                continue;
+            }
+            match self.instantiate(spec) {
+                Ok(handle) => {
+                    let t: Arc<dyn aisle_etl_runtime::Transformer> = match &handle {
+                        Handle::Exec(e) => e.clone(),
+                        Handle::Hpush(h) => h.clone(),
+                    };
+                    self.registry.register(t);
+                    installed.insert(
+                        spec.name.clone(),
+                        Installed {
+                            version: spec.version(),
+                            handle,
+                        },
+                    );
+                    tracing::info!(etl = %spec.name, communicator = %spec.communicator, "transform installed");
+                }
+                Err(e) => {
+                    tracing::warn!(etl = %spec.name, error = %e, "cannot install transform");
+                    self.record(&spec.name, "", 500, &e.to_string());
+                }
+            }
+        }
+    }
+
+    fn instantiate(&self, spec: &EtlSpec) -> Result<Handle, EtlError> {
+        let env: Vec<(String, String)> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let concurrency = spec.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize;
+        match spec.communicator.as_str() {
+            "exec" => Ok(Handle::Exec(Arc::new(Exec::new(ExecConfig {
+                name: spec.name.clone(),
+                argv: spec.command.clone(),
+                env,
+                obj_timeout: Duration::from_secs(spec.obj_timeout),
+                deterministic: spec.deterministic,
+                content_type: spec.content_type.clone(),
+                concurrency,
+                mode: match spec.mode.as_deref() {
+                    Some("worker") => ExecMode::Worker,
+                    _ => ExecMode::OneShot,
+                },
+                version: spec.version(),
+            })?))),
+            "hpush" => Ok(Handle::Hpush(Arc::new(Hpush::start(HpushConfig {
+                name: spec.name.clone(),
+                url: spec.url.clone(),
+                argv: (!spec.command.is_empty()).then(|| spec.command.clone()),
+                env,
+                init_timeout: Duration::from_secs(spec.init_timeout),
+                obj_timeout: Duration::from_secs(spec.obj_timeout),
+                deterministic: spec.deterministic,
+                content_type: spec.content_type.clone(),
+                concurrency,
+                node_url: self.node_url.clone(),
+                version: spec.version(),
+            })?))),
+            other => Err(EtlError::BadPipeline(format!(
+                "unknown communicator {other:?}"
+            ))),
+        }
+    }
+
+    fn record(&self, pipeline: &str, path: &str, status: u16, message: &str) {
+        let mut e = self.errors.lock().expect("etl lock");
+        if e.len() == ERROR_RING {
+            e.pop_front();
+        }
+        e.push_back(EtlErrorRecord {
+            time_ms: crate::store::now_ms(),
+            pipeline: pipeline.to_string(),
+            path: path.to_string(),
+            status,
+            message: message.to_string(),
+        });
+    }
+
+    /// This node's view of one registered transform.
+    pub(crate) fn status(&self, name: &str) -> EtlNodeStatus {
+        let installed = self.installed.lock().expect("etl lock");
+        let mut st = EtlNodeStatus {
+            name: name.to_string(),
+            ..Default::default()
+        };
+        if let Some(i) = installed.get(name) {
+            st.installed = true;
+            match &i.handle {
+                Handle::Exec(e) => {
+                    st.ready = true;
+                    st.logs = e.logs();
+                }
+                Handle::Hpush(h) => {
+                    let s = h.status();
+                    st.ready = s.ready;
+                    st.restarts = s.restarts;
+                    st.pid = s.pid;
+                    st.last_error = s.last_error;
+                    st.logs = aisle_etl_runtime::Transformer::logs(h.as_ref());
+                }
+            }
+        }
+        st.errors = self
+            .errors
+            .lock()
+            .expect("etl lock")
+            .iter()
+            .filter(|r| r.pipeline.split(',').any(|p| p == name))
+            .cloned()
+            .collect();
+        st
     }
 }
 
@@ -284,7 +445,7 @@ pub(crate) async fn read_transformed(
         return Ok(r);
     }
     if pipeline.deterministic() {
-        let (path, size) = state
+        let built = state
             .etl
             .cache
             .get_or_build(&key, &pipeline, &object_path, || {
@@ -303,7 +464,14 @@ pub(crate) async fn read_transformed(
                     }),
                 )
             })
-            .await?;
+            .await;
+        let (path, size) = built.inspect_err(|e| {
+            if e.status >= 400 && e.code != "NoSuchKey" {
+                state
+                    .etl
+                    .record(&applied, &object_path, e.status, &e.message);
+            }
+        })?;
         meta.size = size;
         let (start, end, partial) = match &opts.range {
             None => (0, size, false),
@@ -356,7 +524,20 @@ pub(crate) async fn read_transformed(
     }
     let out = pipeline
         .run(source_stream(state, &rec).await?, &object_path)
-        .await?;
+        .await
+        .inspect_err(|e| {
+            state
+                .etl
+                .record(&applied, &object_path, e.status(), &e.to_string())
+        })?;
+    let recorder = state.clone();
+    let out = out.inspect(move |r| {
+        if let Err(e) = r {
+            recorder
+                .etl
+                .record(&applied, &object_path, e.status(), &e.to_string());
+        }
+    });
     // A failure after the headers went out ends the chunked body with an error: the
     // connection is cut and the client sees a broken response, never a silently short one.
     let frames = out.map(|r| {

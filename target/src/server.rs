@@ -89,8 +89,16 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
         secret: cfg.cluster_secret.clone(),
         meta: RwLock::new(meta),
         meta_path,
-        etl: crate::etl::Etl::new(&cfg.mountpaths[0].join("etl-cache"), cfg.etl_cache_bytes)?,
+        etl: crate::etl::Etl::new(
+            &cfg.mountpaths[0].join("etl-cache"),
+            cfg.etl_cache_bytes,
+            url.clone(),
+        )?,
     });
+    {
+        let meta = state.meta.read().expect("meta lock").clone();
+        state.etl.reconcile(&meta.etls);
+    }
     tracing::info!(id = %cfg.id, %url, "target listening");
     tokio::spawn(join_loop(
         state.clone(),
@@ -158,6 +166,7 @@ fn install_meta(state: &State, meta: ClusterMeta) {
         ) {
             tracing::warn!(error = %e, "could not persist cluster metadata");
         }
+        state.etl.reconcile(&meta.etls);
         *cur = meta;
     }
 }
@@ -267,6 +276,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
         (Method::DELETE, proto::T_BUCKET) => drop_bucket(&state, req).await,
         (Method::PUT, proto::T_META) => put_meta(&state, req).await,
         (Method::GET, proto::T_STATUS) => status(&state).await,
+        (Method::GET, proto::T_ETL) => {
+            let q: proto::EtlQuery = match query(&req) {
+                Ok(q) => q,
+                Err(e) => return error_resp(e.status, e.code, e.message),
+            };
+            Ok(json_resp(StatusCode::OK, &state.etl.status(&q.name)))
+        }
         _ => Err(api_err(
             404,
             "NotImplemented",
