@@ -267,8 +267,21 @@ pub async fn etl(cmd: EtlCommand) -> anyhow::Result<()> {
         EtlCommand::Init { spec, conn } => {
             let raw = std::fs::read_to_string(&spec)
                 .with_context(|| format!("reading {}", spec.display()))?;
-            let parsed: aisle_cluster::map::EtlSpec = serde_norway::from_str(&raw)
+            let mut parsed: aisle_cluster::map::EtlSpec = serde_norway::from_str(&raw)
                 .with_context(|| format!("parsing {}", spec.display()))?;
+            // A relative workdir is relative to the spec file, wherever `aisle` runs.
+            if let Some(dir) = parsed
+                .workdir
+                .clone()
+                .filter(|d| !std::path::Path::new(d).is_absolute())
+            {
+                let spec_dir = std::path::absolute(&spec)?
+                    .parent()
+                    .map(|p| p.to_path_buf())
+                    .unwrap_or_default();
+                let joined = std::path::absolute(spec_dir.join(dir))?;
+                parsed.workdir = Some(joined.display().to_string());
+            }
             let path = format!("{}{}", aisle_gateway::admin::SPEC_PREFIX, parsed.name);
             admin_call(
                 &conn,

@@ -68,6 +68,10 @@ pub struct EtlSpec {
     /// Extra environment for the command.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Directory the command runs in (`aisle etl init` makes a relative one absolute, relative
+    /// to the spec file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
     /// Seconds a started transformer has to become healthy (accepts `"5m"`, `"45s"`).
     #[serde(default = "default_init_timeout", deserialize_with = "seconds")]
     pub init_timeout: u64,

@@ -51,6 +51,8 @@ pub struct ExecConfig {
     pub argv: Vec<String>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
+    /// Working directory of the command.
+    pub workdir: Option<std::path::PathBuf>,
     /// Per-object deadline.
     pub obj_timeout: Duration,
     /// Same input → same output.
@@ -120,6 +122,9 @@ impl Exec {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if let Some(d) = &self.cfg.workdir {
+            cmd.current_dir(d);
+        }
         cmd
     }
 
@@ -516,6 +521,7 @@ mod tests {
             name: "t".into(),
             argv: argv.iter().map(|s| s.to_string()).collect(),
             env: vec![],
+            workdir: None,
             obj_timeout: Duration::from_millis(timeout_ms),
             deterministic: true,
             content_type: None,

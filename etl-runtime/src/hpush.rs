@@ -62,6 +62,8 @@ pub struct HpushConfig {
     pub argv: Option<Vec<String>>,
     /// Extra environment for the command.
     pub env: Vec<(String, String)>,
+    /// Working directory of the command.
+    pub workdir: Option<std::path::PathBuf>,
     /// How long the transformer may take to answer `/health` after a start.
     pub init_timeout: Duration,
     /// Per-object deadline.
@@ -204,7 +206,11 @@ async fn supervise(
                 .iter()
                 .map(|a| a.replace("{port}", &port.to_string()))
                 .collect();
-            let mut child = tokio::process::Command::new(&args[0])
+            let mut cmd = tokio::process::Command::new(&args[0]);
+            if let Some(d) = &cfg.workdir {
+                cmd.current_dir(d);
+            }
+            let mut child = cmd
                 .args(&args[1..])
                 .envs(cfg.env.iter().map(|(k, v)| (k, v)))
                 .env("PORT", port.to_string())
@@ -455,6 +461,7 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve
             url: None,
             argv: Some(vec!["python3".into(), "-c".into(), SERVER.into()]),
             env: vec![],
+            workdir: None,
             init_timeout: Duration::from_secs(20),
             obj_timeout: Duration::from_secs(10),
             deterministic: true,
