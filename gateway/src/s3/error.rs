@@ -18,6 +18,15 @@ pub fn from_client(e: ClientError) -> S3Error {
             if let Ok(s) = http::StatusCode::from_u16(status.as_u16()) {
                 err.set_status_code(s);
             }
+            if status.as_u16() == 503 {
+                // A transformer that is still starting: tell clients when to come back.
+                let mut h = http::HeaderMap::new();
+                h.insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("1"),
+                );
+                err.set_headers(h);
+            }
             err
         }
         ClientError::Transport { url, source } => {
