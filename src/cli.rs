@@ -204,6 +204,51 @@ async fn etl_show(conn: &Connection, name: &str) -> anyhow::Result<aisle_gateway
     serde_json::from_slice(&body).context("parsing the answer")
 }
 
+/// `aisle archive ...`
+#[derive(clap::Subcommand)]
+pub enum ArchiveCommand {
+    /// List the members of a shard: name, size, offset.
+    Ls {
+        /// `s3://bucket/key` of the shard.
+        shard: String,
+        #[command(flatten)]
+        conn: Connection,
+        /// Print JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Run an `aisle archive` command.
+pub async fn archive(cmd: ArchiveCommand) -> anyhow::Result<()> {
+    match cmd {
+        ArchiveCommand::Ls { shard, conn, json } => {
+            let path = shard
+                .strip_prefix("s3://")
+                .context("give the shard as s3://bucket/key")?;
+            let (bucket, key) = path
+                .split_once('/')
+                .context("give the shard as s3://bucket/key")?;
+            let q: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("bucket", bucket)
+                .append_pair("key", key)
+                .finish();
+            let body = admin_get(&conn, &format!("/_aisle/v1/archive?{q}")).await?;
+            let members: Vec<aisle_shard::Member> =
+                serde_json::from_slice(&body).context("parsing the answer")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&members)?);
+                return Ok(());
+            }
+            for m in &members {
+                println!("{:>12}  {:>12}  {}", m.size, m.offset, m.name);
+            }
+            println!("{} members", members.len());
+            Ok(())
+        }
+    }
+}
+
 /// Run an `aisle etl` command.
 pub async fn etl(cmd: EtlCommand) -> anyhow::Result<()> {
     match cmd {

@@ -48,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::ClusterCommand,
     },
+    /// Shards: list the members of an archive.
+    Archive {
+        #[command(subcommand)]
+        command: cli::ArchiveCommand,
+    },
     /// Transforms: list them, bind alias buckets.
     Etl {
         #[command(subcommand)]
@@ -113,5 +118,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Cluster { command } => cli::cluster(command).await,
         Command::Etl { command } => cli::etl(command).await,
+        Command::Archive { command } => cli::archive(command).await,
     }
 }

@@ -505,6 +505,42 @@ pub struct ReadOptions {
     /// Transform the object on the way out (SPEC §4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etl: Option<EtlSelection>,
+    /// Read inside the object as a shard (SPEC §5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveSelection>,
+}
+
+/// Which members of a shard to read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ArchiveSelection {
+    /// One member, by name: its bytes.
+    Path(String),
+    /// Every member matching `expr` under `mode` (regexp, prefix, suffix, substr, wdskey), as
+    /// one tar stream in shard order.
+    Regex {
+        /// The expression.
+        expr: String,
+        /// How it matches.
+        mode: Option<String>,
+    },
+}
+
+/// Members of a shard: GET with [`ObjectQuery`] → JSON list of members.
+pub const T_ARCHIVE: &str = "/_aisle/t/v1/archive";
+/// Append a member to a shard: PUT with [`AppendQuery`], body streamed with the commit trailer.
+pub const T_ARCHIVE_APPEND: &str = "/_aisle/t/v1/archive/append";
+
+/// Names the shard and the member to append.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppendQuery {
+    /// Bucket.
+    pub bucket: String,
+    /// Shard key.
+    pub key: String,
+    /// Name of the new member.
+    pub archpath: String,
+    /// Its size in bytes (the tar header precedes the data).
+    pub size: u64,
 }
 
 /// A transform pipeline selected by a client.

@@ -326,6 +326,40 @@ impl S3Route for AdminRoute {
                     gateway_bytes_in: self.stats.bytes_in.load(Ordering::Relaxed),
                 }))
             }
+            (&Method::GET, "/_aisle/v1/archive") => {
+                let q: std::collections::HashMap<String, String> = req
+                    .uri
+                    .query()
+                    .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                    .unwrap_or_default();
+                let (Some(bucket), Some(key)) = (q.get("bucket"), q.get("key")) else {
+                    return Err(s3_error(
+                        s3s::S3ErrorCode::InvalidArgument,
+                        "give bucket and key",
+                    ));
+                };
+                let meta = self.meta.snapshot();
+                if !meta.buckets.contains_key(bucket) {
+                    return Err(s3_error(
+                        s3s::S3ErrorCode::NoSuchBucket,
+                        format!("no bucket {bucket}"),
+                    ));
+                }
+                let owner = self.targets.owner(bucket, key)?;
+                let members = self
+                    .targets
+                    .archive_members(
+                        &owner,
+                        &aisle_cluster::proto::ObjectQuery {
+                            bucket: bucket.clone(),
+                            key: key.clone(),
+                            part: None,
+                        },
+                    )
+                    .await
+                    .map_err(crate::s3::from_client)?;
+                Ok(json(&members))
+            }
             (&Method::GET, "/_aisle/v1/etl") => {
                 let meta = self.meta.snapshot();
                 Ok(json(&EtlView {

@@ -219,6 +219,16 @@ impl Targets {
         self.client.json::<(), _>(Method::GET, &url, None).await
     }
 
+    /// The members of a shard.
+    pub async fn archive_members(
+        &self,
+        t: &TargetInfo,
+        q: &ObjectQuery,
+    ) -> Result<serde_json::Value, ClientError> {
+        let url = Self::url(t, proto::T_ARCHIVE, q);
+        self.client.json::<(), _>(Method::GET, &url, None).await
+    }
+
     /// A target's status.
     pub async fn status(&self, t: &TargetInfo) -> Result<TargetStatus, ClientError> {
         let url = format!("{}{}", t.url, proto::T_STATUS);

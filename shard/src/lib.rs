@@ -37,7 +37,7 @@ pub use error::ShardError;
 pub use format::Format;
 pub use select::{MatchMode, Selector, wds_split};
 pub use visit::{Flow, Limits, Member, Visitor, list, visit};
-pub use write::TarOut;
+pub use write::{END_OF_ARCHIVE, TarOut, member_header, padding};
 
 #[cfg(test)]
 mod tests;

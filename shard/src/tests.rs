@@ -174,3 +174,19 @@ fn hostile_archives_fail_cleanly() {
     ));
     assert!(out.append("/abs", 1, &mut &b"x"[..]).is_err());
 }
+
+#[test]
+fn streamed_members_form_a_valid_tar() {
+    let long = format!("deep/{}/name.txt", "d".repeat(150));
+    let mut bytes = Vec::new();
+    for (name, data) in [("a.txt", &b"hello"[..]), (long.as_str(), b"long name")] {
+        bytes.extend(member_header(name, data.len() as u64).unwrap());
+        bytes.extend_from_slice(data);
+        bytes.extend(std::iter::repeat_n(0u8, padding(data.len() as u64)));
+    }
+    bytes.extend_from_slice(&END_OF_ARCHIVE);
+    let members = list(Format::Tar, Cursor::new(&bytes), bytes.len() as u64).unwrap();
+    assert_eq!(members.len(), 2);
+    assert_eq!(members[1].name, long);
+    assert_eq!(&bytes[members[1].offset as usize..][..9], b"long name");
+}

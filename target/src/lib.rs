@@ -11,6 +11,7 @@ pub mod config;
 mod etl;
 mod files;
 pub mod server;
+mod shards;
 pub mod store;
 
 pub use config::TargetConfig;

@@ -53,6 +53,7 @@ pub(crate) struct State {
     meta: RwLock<ClusterMeta>,
     meta_path: std::path::PathBuf,
     pub(crate) etl: crate::etl::Etl,
+    pub(crate) shards: crate::shards::Shards,
 }
 
 /// Run a target until the process is stopped: open the store (with recovery), listen, join the
@@ -94,6 +95,7 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
             cfg.etl_cache_bytes,
             url.clone(),
         )?,
+        shards: Default::default(),
     });
     {
         let meta = state.meta.read().expect("meta lock").clone();
@@ -276,6 +278,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
         (Method::DELETE, proto::T_BUCKET) => drop_bucket(&state, req).await,
         (Method::PUT, proto::T_META) => put_meta(&state, req).await,
         (Method::GET, proto::T_STATUS) => status(&state).await,
+        (Method::GET, proto::T_ARCHIVE) => archive_list(&state, req).await,
         (Method::GET, proto::T_ETL) => {
             let q: proto::EtlQuery = match query(&req) {
                 Ok(q) => q,
@@ -413,6 +416,16 @@ async fn get_object(
     if let Some(sel) = &opts.etl {
         return crate::etl::read_transformed(state, rec, &q, sel, &opts, with_body).await;
     }
+    if let Some(sel) = &opts.archive {
+        if opts.range.is_some() || q.part.is_some() {
+            return Err(api_err(
+                501,
+                "NotImplemented",
+                "Range and partNumber are not supported inside a shard",
+            ));
+        }
+        return crate::shards::read(state, rec, &q, sel, with_body).await;
+    }
     let meta_header = proto::encode_header(&rec.meta);
     if let Err(failed) = opts
         .conditions
@@ -473,6 +486,15 @@ async fn span_body(
 pub(crate) fn stream_body(s: crate::files::FileStream) -> RespBody {
     let frames = s.map(|r| r.map(Frame::data).map_err(|e| Box::new(e) as BoxError));
     BodyExt::boxed_unsync(StreamBody::new(frames))
+}
+
+async fn archive_list(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let q: ObjectQuery = query(&req)?;
+    let store = state.store.clone();
+    let (b, k) = (q.bucket.clone(), q.key.clone());
+    let rec = blocking(move || store.get(&b, &k)).await?;
+    let (_, members) = crate::shards::members(state, &rec, &q.key).await?;
+    Ok(json_resp(StatusCode::OK, &*members))
 }
 
 async fn delete_object(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {

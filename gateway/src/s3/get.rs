@@ -206,8 +206,15 @@ pub(super) async fn get_object(
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
     let requested = super::etl::selection(&req.headers, &req.uri)?;
+    let archive = super::archive::selection(&req.headers, &req.uri)?;
     let input = req.input;
     let (bucket, etl) = s3.read_source(&input.bucket, requested)?;
+    if archive.is_some() && etl.is_some() {
+        return Err(s3_err(
+            S3ErrorCode::InvalidRequest,
+            "a shard member read cannot be combined with a transform; transform whole shards with wds-map",
+        ));
+    }
     let conds = conditions(
         input.if_match.as_ref(),
         input.if_none_match.as_ref(),
@@ -218,6 +225,7 @@ pub(super) async fn get_object(
         range: range_spec(input.range.as_ref()),
         conditions: conds,
         etl,
+        archive,
     };
     let read = read(s3, &bucket, &input.key, input.part_number, opts, false).await?;
     let mut out = GetObjectOutput::default();
@@ -246,8 +254,15 @@ pub(super) async fn head_object(
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let requested = super::etl::selection(&req.headers, &req.uri)?;
+    let archive = super::archive::selection(&req.headers, &req.uri)?;
     let input = req.input;
     let (bucket, etl) = s3.read_source(&input.bucket, requested)?;
+    if archive.is_some() && etl.is_some() {
+        return Err(s3_err(
+            S3ErrorCode::InvalidRequest,
+            "a shard member read cannot be combined with a transform; transform whole shards with wds-map",
+        ));
+    }
     let conds = conditions(
         input.if_match.as_ref(),
         input.if_none_match.as_ref(),
@@ -258,6 +273,7 @@ pub(super) async fn head_object(
         range: range_spec(input.range.as_ref()),
         conditions: conds,
         etl,
+        archive,
     };
     let read = read(s3, &bucket, &input.key, input.part_number, opts, true).await?;
     let mut out = HeadObjectOutput::default();

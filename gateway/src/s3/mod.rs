@@ -3,6 +3,7 @@
 //! Every object operation follows the request's journey: check the bucket and key here, find
 //! the owning target by HRW placement ([`crate::proxy::Targets::owner`]), stream to or from it.
 
+pub mod archive;
 mod attrs;
 mod bucket;
 mod copy;
@@ -25,7 +26,7 @@ use aisle_cluster::proto::EtlSelection;
 use crate::meta::MetaOwner;
 use crate::proxy::Targets;
 
-pub use error::{MAX_KEY_LEN, s3_err as s3_error};
+pub use error::{MAX_KEY_LEN, from_client, s3_err as s3_error};
 pub use upload::MAX_PUT_SIZE;
 
 /// The gateway's implementation of S3.

@@ -1,0 +1,68 @@
+//! Which shard members a read asks for (SPEC §5): `archpath` (query, or header
+//! `x-ais-archpath`) for one member, `archregx` + `archmode` for many as one tar stream. The
+//! owning target reads inside the shard; only the selected bytes cross the network.
+
+use aisle_cluster::proto::ArchiveSelection;
+use http::{HeaderMap, Uri};
+use s3s::{S3ErrorCode, S3Result};
+
+use super::error::s3_err;
+
+/// Header naming one member.
+pub const ARCHPATH_HEADER: &str = "x-ais-archpath";
+
+/// The archive selection of a request, if any.
+pub fn selection(headers: &HeaderMap, uri: &Uri) -> S3Result<Option<ArchiveSelection>> {
+    let query: Vec<(String, String)> = uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let header_path = match headers.get(ARCHPATH_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| {
+                    s3_err(
+                        S3ErrorCode::InvalidArgument,
+                        "x-ais-archpath is not valid text",
+                    )
+                })?
+                .to_string(),
+        ),
+    };
+    let path = match (q("archpath"), header_path) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(s3_err(
+                S3ErrorCode::InvalidRequest,
+                "archpath and x-ais-archpath name different members",
+            ));
+        }
+        (a, b) => a.or(b),
+    };
+    let regx = q("archregx");
+    let mode = q("archmode");
+    let in_query = q("archpath").is_some() || regx.is_some();
+    if in_query && query.iter().any(|(k, _)| k == "AWSAccessKeyId") {
+        return Err(s3_err(
+            S3ErrorCode::InvalidRequest,
+            "a shard selection in the query needs a SigV4 presigned URL (SigV2 does not sign it)",
+        ));
+    }
+    match (path, regx) {
+        (Some(_), Some(_)) => Err(s3_err(
+            S3ErrorCode::InvalidRequest,
+            "give archpath or archregx, not both",
+        )),
+        (Some(p), None) if p.is_empty() => {
+            Err(s3_err(S3ErrorCode::InvalidArgument, "archpath is empty"))
+        }
+        (Some(p), None) => Ok(Some(ArchiveSelection::Path(p))),
+        (None, Some(expr)) => Ok(Some(ArchiveSelection::Regex { expr, mode })),
+        (None, None) if mode.is_some() => Err(s3_err(
+            S3ErrorCode::InvalidRequest,
+            "archmode needs archregx",
+        )),
+        (None, None) => Ok(None),
+    }
+}

@@ -1,0 +1,376 @@
+//! Reading inside shards next to the data (SPEC §5): one member by name, many by selection as
+//! one tar stream, and the member list. A plain tar is served by seeking: its member index is
+//! built once per object version (a scan of headers that seeks over the data) and kept in a
+//! bounded in-memory cache, so member 999 costs what member 0 costs. Compressed tars stream
+//! through the decompression guard; zip uses its central directory.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::{Arc, Mutex};
+
+use aisle_cluster::proto::{self, ArchiveSelection, META_HEADER, ObjectMeta, ObjectQuery};
+use aisle_shard::{Flow, Format, Limits, MatchMode, Member, Selector, ShardError, TarOut, Visitor};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{Response, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use sha2::Digest;
+use tokio::sync::mpsc;
+
+use crate::server::{ApiError, Resp, State, api_err, full_body, stream_body};
+use crate::store::{Store, StoredObject};
+
+const INDEX_CACHE: usize = 1024;
+const CHUNK: usize = 256 * 1024;
+
+/// The per-target cache of tar member indexes.
+#[derive(Default)]
+pub(crate) struct Shards {
+    index: Mutex<(HashMap<String, Arc<Vec<Member>>>, VecDeque<String>)>,
+}
+
+impl From<ShardError> for ApiError {
+    fn from(e: ShardError) -> Self {
+        api_err(e.status(), e.code(), e.to_string())
+    }
+}
+
+/// The object's bytes as one `Read + Seek` over its segment files.
+pub(crate) struct SegmentReader {
+    files: Vec<(std::fs::File, u64)>,
+    pos: u64,
+    total: u64,
+}
+
+impl SegmentReader {
+    pub(crate) fn open(store: &Store, rec: &StoredObject) -> io::Result<SegmentReader> {
+        let files = rec
+            .segments
+            .iter()
+            .map(|s| Ok((std::fs::File::open(store.segment_path(s))?, s.size)))
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(SegmentReader {
+            files,
+            pos: 0,
+            total: rec.meta.size,
+        })
+    }
+}
+
+impl Read for SegmentReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut start = 0u64;
+        for (f, size) in &mut self.files {
+            if self.pos < start + *size {
+                let within = self.pos - start;
+                f.seek(SeekFrom::Start(within))?;
+                let want = buf.len().min((*size - within) as usize);
+                let n = f.read(&mut buf[..want])?;
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            start += *size;
+        }
+        Ok(0)
+    }
+}
+
+impl Seek for SegmentReader {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let next = match to {
+            SeekFrom::Start(n) => n as i128,
+            SeekFrom::End(d) => self.total as i128 + d as i128,
+            SeekFrom::Current(d) => self.pos as i128 + d as i128,
+        };
+        if next < 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start",
+            ));
+        }
+        self.pos = next as u64;
+        Ok(self.pos)
+    }
+}
+
+/// Bytes written on a blocking thread, sent to an async body.
+struct ChannelWriter(mpsc::Sender<Result<Bytes, io::Error>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn format_of(state: &State, rec: &StoredObject, key: &str) -> Result<Format, ApiError> {
+    if let Some(f) = Format::from_name(key) {
+        return Ok(f);
+    }
+    let mut head = vec![0u8; 512];
+    let mut r = SegmentReader::open(&state.store, rec)
+        .map_err(|e| api_err(500, "InternalError", e.to_string()))?;
+    let mut n = 0;
+    while n < head.len() {
+        match r.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(api_err(500, "InternalError", e.to_string())),
+        }
+    }
+    Format::from_magic(&head[..n]).ok_or_else(|| ShardError::UnknownFormat.into())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| api_err(500, "InternalError", format!("task failed: {e}")))?
+}
+
+/// The members of a shard (cached for plain tars).
+pub(crate) async fn members(
+    state: &Arc<State>,
+    rec: &StoredObject,
+    key: &str,
+) -> Result<(Format, Arc<Vec<Member>>), ApiError> {
+    let (st, r2, k2) = (state.clone(), rec.clone(), key.to_string());
+    let format = blocking(move || format_of(&st, &r2, &k2)).await?;
+    let cache_key = format!("{}\0{}\0{}", key, rec.meta.etag, rec.meta.mtime_ms);
+    if format == Format::Tar
+        && let Some(hit) = state
+            .shards
+            .index
+            .lock()
+            .expect("shard lock")
+            .0
+            .get(&cache_key)
+    {
+        return Ok((format, hit.clone()));
+    }
+    let (st, r2) = (state.clone(), rec.clone());
+    let list = blocking(move || {
+        let r = SegmentReader::open(&st.store, &r2)
+            .map_err(|e| api_err(500, "InternalError", e.to_string()))?;
+        Ok(aisle_shard::list(format, r, r2.meta.size)?)
+    })
+    .await?;
+    let list = Arc::new(list);
+    if format == Format::Tar {
+        let mut c = state.shards.index.lock().expect("shard lock");
+        if c.0.insert(cache_key.clone(), list.clone()).is_none() {
+            c.1.push_back(cache_key);
+        }
+        while c.1.len() > INDEX_CACHE {
+            if let Some(old) = c.1.pop_front() {
+                c.0.remove(&old);
+            }
+        }
+    }
+    Ok((format, list))
+}
+
+fn member_meta(rec: &StoredObject, name: &str, size: u64, content_type: &str) -> ObjectMeta {
+    let tag = hex::encode(sha2::Sha256::digest(format!("{}\0{}", rec.meta.etag, name)));
+    ObjectMeta {
+        size,
+        etag: format!("{}-member", &tag[..32]),
+        mtime_ms: rec.meta.mtime_ms,
+        attrs: proto::ObjectAttrs {
+            content_type: Some(content_type.to_string()),
+            ..Default::default()
+        },
+        checksums: Default::default(),
+        parts: Vec::new(),
+    }
+}
+
+/// Finds one member by name and sends its bytes.
+struct One {
+    name: String,
+    found: Option<tokio::sync::oneshot::Sender<u64>>,
+    out: Option<mpsc::Sender<Result<Bytes, io::Error>>>,
+}
+
+impl Visitor for One {
+    fn wants(&mut self, m: &Member) -> bool {
+        m.name == self.name
+    }
+    fn data(&mut self, m: &Member, r: &mut dyn Read) -> Result<Flow, ShardError> {
+        if let Some(f) = self.found.take() {
+            let _ = f.send(m.size);
+        }
+        if let Some(tx) = self.out.take() {
+            let mut w = io::BufWriter::with_capacity(CHUNK, ChannelWriter(tx));
+            io::copy(r, &mut w)?;
+            w.flush()?;
+        }
+        Ok(Flow::Stop)
+    }
+}
+
+/// Writes every selected member into a tar stream.
+struct Many<W: Write> {
+    sel: Selector,
+    out: TarOut<W>,
+}
+
+impl<W: Write> Visitor for Many<W> {
+    fn wants(&mut self, m: &Member) -> bool {
+        self.sel.matches(&m.name)
+    }
+    fn data(&mut self, m: &Member, r: &mut dyn Read) -> Result<Flow, ShardError> {
+        self.out.append(&m.name, m.size, r)?;
+        Ok(Flow::Continue)
+    }
+}
+
+fn channel_body(
+    rx: mpsc::Receiver<Result<Bytes, io::Error>>,
+    first: Option<Bytes>,
+) -> crate::server::RespBody {
+    let rest = tokio_stream_from(rx);
+    let frames = futures::stream::iter(first.map(Ok)).chain(rest).map(|r| {
+        r.map(Frame::data)
+            .map_err(|e| Box::new(e) as aisle_cluster::client::BoxError)
+    });
+    BodyExt::boxed_unsync(StreamBody::new(frames))
+}
+
+fn tokio_stream_from(
+    mut rx: mpsc::Receiver<Result<Bytes, io::Error>>,
+) -> impl futures::Stream<Item = Result<Bytes, io::Error>> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// GET/HEAD inside a shard.
+pub(crate) async fn read(
+    state: &Arc<State>,
+    rec: StoredObject,
+    q: &ObjectQuery,
+    sel: &ArchiveSelection,
+    with_body: bool,
+) -> Result<Resp, ApiError> {
+    match sel {
+        ArchiveSelection::Path(name) => {
+            let content_type = mime_guess::from_path(name)
+                .first_or_octet_stream()
+                .to_string();
+            let (st, r2, k2) = (state.clone(), rec.clone(), q.key.clone());
+            let format = blocking(move || format_of(&st, &r2, &k2)).await?;
+            if format == Format::Tar {
+                let (_, list) = members(state, &rec, &q.key).await?;
+                let m = list
+                    .iter()
+                    .find(|m| &m.name == name)
+                    .ok_or_else(|| ApiError::from(ShardError::NoSuchMember(name.clone())))?;
+                let meta = member_meta(&rec, name, m.size, &content_type);
+                let body = if with_body && m.size > 0 {
+                    let files: Vec<_> = rec
+                        .segments
+                        .iter()
+                        .map(|s| (state.store.segment_path(s), s.size))
+                        .collect();
+                    stream_body(crate::files::open_span(&files, m.offset, m.offset + m.size).await?)
+                } else {
+                    full_body(Bytes::new())
+                };
+                return Ok(Response::builder()
+                    .status(StatusCode::OK)
+                    .header(META_HEADER, proto::encode_header(&meta))
+                    .header(header::CONTENT_LENGTH, m.size)
+                    .body(body)
+                    .expect("valid response"));
+            }
+            let (found_tx, found_rx) = tokio::sync::oneshot::channel();
+            let (tx, rx) = mpsc::channel(8);
+            let (st, r2, name2) = (state.clone(), rec.clone(), name.clone());
+            let task = tokio::task::spawn_blocking(move || -> Result<(), ShardError> {
+                let r = SegmentReader::open(&st.store, &r2)?;
+                let mut v = One {
+                    name: name2.clone(),
+                    found: Some(found_tx),
+                    out: with_body.then_some(tx.clone()),
+                };
+                let res = aisle_shard::visit(format, r, r2.meta.size, &Limits::default(), &mut v);
+                if let Err(e) = &res {
+                    let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+                }
+                res
+            });
+            let size = match found_rx.await {
+                Ok(size) => size,
+                Err(_) => {
+                    // The walk ended without the member: say why.
+                    return Err(match task.await {
+                        Ok(Err(e)) => e.into(),
+                        Ok(Ok(())) => ShardError::NoSuchMember(name.clone()).into(),
+                        Err(e) => api_err(500, "InternalError", e.to_string()),
+                    });
+                }
+            };
+            let meta = member_meta(&rec, name, size, &content_type);
+            let body = if with_body {
+                channel_body(rx, None)
+            } else {
+                full_body(Bytes::new())
+            };
+            Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header(META_HEADER, proto::encode_header(&meta))
+                .header(header::CONTENT_LENGTH, size)
+                .body(body)
+                .expect("valid response"))
+        }
+        ArchiveSelection::Regex { expr, mode } => {
+            let selector = Selector::new(expr, MatchMode::parse(mode.as_deref())?)?;
+            let (st, r2, k2) = (state.clone(), rec.clone(), q.key.clone());
+            let format = blocking(move || format_of(&st, &r2, &k2)).await?;
+            let mut meta = member_meta(
+                &rec,
+                &format!("regx:{expr}:{mode:?}"),
+                0,
+                "application/x-tar",
+            );
+            meta.size = 0;
+            let head = Response::builder()
+                .status(StatusCode::OK)
+                .header(META_HEADER, proto::encode_header(&meta));
+            if !with_body {
+                return Ok(head.body(full_body(Bytes::new())).expect("valid response"));
+            }
+            let (tx, mut rx) = mpsc::channel(8);
+            let st = state.clone();
+            tokio::task::spawn_blocking(move || {
+                let run = || -> Result<(), ShardError> {
+                    let r = SegmentReader::open(&st.store, &rec)?;
+                    let w = io::BufWriter::with_capacity(CHUNK, ChannelWriter(tx.clone()));
+                    let mut v = Many {
+                        sel: selector,
+                        out: TarOut::new(w),
+                    };
+                    aisle_shard::visit(format, r, rec.meta.size, &Limits::default(), &mut v)?;
+                    v.out.finish()?.flush()?;
+                    Ok(())
+                };
+                if let Err(e) = run() {
+                    let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+                }
+            });
+            // A failure before the first byte is a clean error response; later ones cut the body.
+            let first = match rx.recv().await {
+                Some(Ok(b)) => Some(b),
+                Some(Err(e)) => return Err(api_err(400, "CorruptArchive", e.to_string())),
+                None => None,
+            };
+            Ok(head.body(channel_body(rx, first)).expect("valid response"))
+        }
+    }
+}
