@@ -24,10 +24,13 @@ use crate::store::{Store, StoredObject};
 const INDEX_CACHE: usize = 1024;
 const CHUNK: usize = 256 * 1024;
 
+/// Member indexes by (key, version), and their insertion order for eviction.
+type IndexCache = (HashMap<String, Arc<Vec<Member>>>, VecDeque<String>);
+
 /// The per-target cache of tar member indexes.
 #[derive(Default)]
 pub(crate) struct Shards {
-    index: Mutex<(HashMap<String, Arc<Vec<Member>>>, VecDeque<String>)>,
+    index: Mutex<IndexCache>,
 }
 
 impl From<ShardError> for ApiError {
