@@ -219,6 +219,20 @@ impl Targets {
         self.client.json::<(), _>(Method::GET, &url, None).await
     }
 
+    /// Append a member to a shard.
+    pub async fn append_member(
+        &self,
+        t: &TargetInfo,
+        q: &proto::AppendQuery,
+        body: ReqBody,
+    ) -> Result<ObjectMeta, ClientError> {
+        let url = Self::url(t, proto::T_ARCHIVE_APPEND, q);
+        let resp = self
+            .upload(Method::PUT, url.clone(), None, None, body)
+            .await?;
+        read_json(&url, resp).await
+    }
+
     /// The members of a shard.
     pub async fn archive_members(
         &self,

@@ -177,7 +177,7 @@ pub(crate) fn full_body(b: impl Into<Bytes>) -> RespBody {
     Full::new(b.into()).map_err(|e| match e {}).boxed_unsync()
 }
 
-fn json_resp<T: Serialize>(status: StatusCode, v: &T) -> Resp {
+pub(crate) fn json_resp<T: Serialize>(status: StatusCode, v: &T) -> Resp {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
@@ -224,7 +224,7 @@ impl From<StoreError> for ApiError {
     }
 }
 
-fn store_error(e: StoreError) -> ApiError {
+pub(crate) fn store_error(e: StoreError) -> ApiError {
     ApiError::from(e)
 }
 
@@ -232,19 +232,22 @@ pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
     api_err(400, "InvalidArgument", msg)
 }
 
-fn query<T: DeserializeOwned>(req: &Request<Incoming>) -> Result<T, ApiError> {
+pub(crate) fn query<T: DeserializeOwned>(req: &Request<Incoming>) -> Result<T, ApiError> {
     serde_urlencoded::from_str(req.uri().query().unwrap_or(""))
         .map_err(|e| bad(format!("bad query: {e}")))
 }
 
-fn header_json<T: DeserializeOwned + Default>(h: &HeaderMap, name: &str) -> Result<T, ApiError> {
+pub(crate) fn header_json<T: DeserializeOwned + Default>(
+    h: &HeaderMap,
+    name: &str,
+) -> Result<T, ApiError> {
     match h.get(name) {
         None => Ok(T::default()),
         Some(v) => proto::decode_header(v.as_bytes()).map_err(|e| bad(format!("{name}: {e}"))),
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
@@ -279,6 +282,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
         (Method::PUT, proto::T_META) => put_meta(&state, req).await,
         (Method::GET, proto::T_STATUS) => status(&state).await,
         (Method::GET, proto::T_ARCHIVE) => archive_list(&state, req).await,
+        (Method::PUT, proto::T_ARCHIVE_APPEND) => crate::shards::append(&state, req).await,
         (Method::GET, proto::T_ETL) => {
             let q: proto::EtlQuery = match query(&req) {
                 Ok(q) => q,
@@ -297,12 +301,27 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
 
 /// Stream a request body into a staged file; it counts only when the commit trailer arrives
 /// and its size matches what was written.
-async fn receive_body(
+pub(crate) async fn receive_body(
+    state: &State,
+    mp: u16,
+    body: Incoming,
+) -> Result<(crate::store::TempFile, Commit), ApiError> {
+    receive_framed(state, mp, body, &[], |_| Vec::new()).await
+}
+
+/// [`receive_body`] with bytes written before the body and after it (the suffix may depend on
+/// the body's size, e.g. tar padding); the commit's size counts the body only.
+pub(crate) async fn receive_framed(
     state: &State,
     mp: u16,
     mut body: Incoming,
+    prefix: &[u8],
+    suffix: impl FnOnce(u64) -> Vec<u8>,
 ) -> Result<(crate::store::TempFile, Commit), ApiError> {
     let mut temp = state.store.create_temp(mp).await.map_err(store_error)?;
+    if !prefix.is_empty() {
+        temp.write(prefix).await.map_err(store_error)?;
+    }
     let mut written: u64 = 0;
     let mut commit: Option<Commit> = None;
     while let Some(frame) = body.frame().await {
@@ -333,6 +352,10 @@ async fn receive_body(
             "IncompleteBody",
             format!("commit says {} bytes, received {written}", commit.size),
         ));
+    }
+    let tail = suffix(written);
+    if !tail.is_empty() {
+        temp.write(&tail).await.map_err(store_error)?;
     }
     temp.finish().await.map_err(store_error)?;
     Ok((temp, commit))

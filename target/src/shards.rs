@@ -27,10 +27,19 @@ const CHUNK: usize = 256 * 1024;
 /// Member indexes by (key, version), and their insertion order for eviction.
 type IndexCache = (HashMap<String, Arc<Vec<Member>>>, VecDeque<String>);
 
-/// The per-target cache of tar member indexes.
-#[derive(Default)]
+/// The per-target cache of tar member indexes, and the append locks.
 pub(crate) struct Shards {
     index: Mutex<IndexCache>,
+    append_locks: [tokio::sync::Mutex<()>; APPEND_STRIPES],
+}
+
+impl Default for Shards {
+    fn default() -> Self {
+        Shards {
+            index: Mutex::new(Default::default()),
+            append_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
+        }
+    }
 }
 
 impl From<ShardError> for ApiError {
@@ -376,4 +385,126 @@ pub(crate) async fn read(
             Ok(head.body(channel_body(rx, first)).expect("valid response"))
         }
     }
+}
+
+/// Appends to one shard at a time per key stripe; readers are never blocked (they keep the
+/// version they opened).
+const APPEND_STRIPES: usize = 64;
+
+fn stripe(bucket: &str, key: &str) -> usize {
+    (aisle_cluster::placement::object_name_hash(bucket, key) % APPEND_STRIPES as u64) as usize
+}
+
+/// `PUT ?archpath=NAME&append=true`: add a member to a tar shard without rewriting it. The new
+/// version is the old one up to the end of its last member, plus a new file holding the member
+/// (header, data, padding) and the end-of-archive blocks — published atomically; concurrent
+/// readers see the old version or the new one, both valid tars. A missing shard is created.
+pub(crate) async fn append(
+    state: &Arc<State>,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<Resp, ApiError> {
+    use crate::server::{blocking as store_blocking, json_resp, query, receive_framed};
+    let q: proto::AppendQuery = query(&req)?;
+    let header = aisle_shard::member_header(&q.archpath, q.size)?;
+    let _guard = state.shards.append_locks[stripe(&q.bucket, &q.key)]
+        .lock()
+        .await;
+    let store = state.store.clone();
+    let (b, k) = (q.bucket.clone(), q.key.clone());
+    let current = match store_blocking(move || store.get(&b, &k)).await {
+        Ok(rec) => Some(rec),
+        Err(e) if e.code == "NoSuchKey" => None,
+        Err(e) => return Err(e),
+    };
+    // Where the current archive's members end: after the last member's padded data.
+    let (end, kept) = match &current {
+        None => (0, Vec::new()),
+        Some(rec) => {
+            let (format, list) = members(state, rec, &q.key).await?;
+            if format != Format::Tar {
+                return Err(api_err(
+                    501,
+                    "NotImplemented",
+                    "true append is for plain tar shards; compressed shards and zip are not appended in place",
+                ));
+            }
+            if list.iter().any(|m| m.name == q.archpath) {
+                return Err(api_err(
+                    409,
+                    "Conflict",
+                    format!("the shard already has a member {:?}", q.archpath),
+                ));
+            }
+            let end = list
+                .last()
+                .map(|m| m.offset + m.size + aisle_shard::padding(m.size) as u64)
+                .unwrap_or(0);
+            let mut kept = Vec::new();
+            let mut at = 0u64;
+            for seg in &rec.segments {
+                if at >= end {
+                    break;
+                }
+                let take = seg.size.min(end - at);
+                kept.push(crate::store::Segment {
+                    size: take,
+                    ..seg.clone()
+                });
+                at += take;
+            }
+            (end, kept)
+        }
+    };
+    let mp = state.store.mountpath_for(&q.bucket, &q.key);
+    let size = q.size;
+    let (temp, commit) = receive_framed(state, mp, req.into_body(), &header, move |n| {
+        let mut tail = vec![0u8; aisle_shard::padding(n)];
+        tail.extend_from_slice(&aisle_shard::END_OF_ARCHIVE);
+        tail
+    })
+    .await?;
+    if commit.size != size {
+        return Err(api_err(
+            400,
+            "IncompleteBody",
+            format!("declared {size} bytes, received {}", commit.size),
+        ));
+    }
+    let new_len = header.len() as u64
+        + size
+        + aisle_shard::padding(size) as u64
+        + aisle_shard::END_OF_ARCHIVE.len() as u64;
+    let old_etag = current.as_ref().map(|r| r.meta.etag.clone());
+    let etag_seed = format!(
+        "{}:{}:{}",
+        old_etag.as_deref().unwrap_or(""),
+        q.archpath,
+        commit.md5
+    );
+    let tag = hex::encode(sha2::Sha256::digest(etag_seed));
+    let meta = ObjectMeta {
+        size: end + new_len,
+        etag: format!("{}-{}", &tag[..32], kept_count(&current) + 1),
+        mtime_ms: crate::store::now_ms(),
+        attrs: current
+            .as_ref()
+            .map(|r| r.meta.attrs.clone())
+            .unwrap_or_else(|| proto::ObjectAttrs {
+                content_type: Some("application/x-tar".into()),
+                ..Default::default()
+            }),
+        checksums: Default::default(),
+        parts: Vec::new(),
+    };
+    let store = state.store.clone();
+    let (b, k) = (q.bucket.clone(), q.key.clone());
+    let meta = store_blocking(move || {
+        store.publish_append(&b, &k, old_etag.as_deref(), kept, temp, new_len, meta)
+    })
+    .await?;
+    Ok(json_resp(StatusCode::OK, &meta))
+}
+
+fn kept_count(current: &Option<StoredObject>) -> usize {
+    current.as_ref().map(|r| r.segments.len()).unwrap_or(0)
 }

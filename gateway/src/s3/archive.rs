@@ -66,3 +66,29 @@ pub fn selection(headers: &HeaderMap, uri: &Uri) -> S3Result<Option<ArchiveSelec
         (None, None) => Ok(None),
     }
 }
+
+/// On a PUT: `Some(member)` for `?archpath=NAME&append=true` (or the `x-ais-archpath` header
+/// with `append=true`), which appends a member to a shard instead of replacing the object.
+pub fn append_request(headers: &HeaderMap, uri: &Uri) -> S3Result<Option<String>> {
+    let query: Vec<(String, String)> = uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let append = query.iter().any(|(k, v)| k == "append" && v == "true");
+    match selection(headers, uri)? {
+        None if append => Err(s3_err(
+            S3ErrorCode::InvalidRequest,
+            "append=true needs archpath",
+        )),
+        None => Ok(None),
+        Some(ArchiveSelection::Path(p)) if append => Ok(Some(p)),
+        Some(ArchiveSelection::Path(_)) => Err(s3_err(
+            S3ErrorCode::InvalidRequest,
+            "PUT with archpath appends a member: add append=true",
+        )),
+        Some(ArchiveSelection::Regex { .. }) => Err(s3_err(
+            S3ErrorCode::InvalidRequest,
+            "archregx selects members to read, not to write",
+        )),
+    }
+}

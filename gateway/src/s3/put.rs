@@ -48,10 +48,12 @@ pub(super) async fn put_object(
         input,
         headers,
         trailing_headers,
+        uri,
         ..
     } = req;
     s3.check_bucket(&input.bucket)?;
     check_key(&input.key)?;
+    let append = super::archive::append_request(&headers, &uri)?;
     if input.sse_customer_algorithm.is_some()
         || input.server_side_encryption.is_some()
         || input.ssekms_key_id.is_some()
@@ -107,6 +109,29 @@ pub(super) async fn put_object(
     };
     let target = s3.targets.owner(&input.bucket, &input.key)?;
     let (body, failure) = verified_body(input.body.unwrap_or_else(empty_blob), expect);
+    if let Some(archpath) = append {
+        let size = declared.ok_or_else(|| {
+            s3_err(
+                S3ErrorCode::MissingContentLength,
+                "appending a member needs its Content-Length",
+            )
+        })?;
+        let q = aisle_cluster::proto::AppendQuery {
+            bucket: input.bucket,
+            key: input.key,
+            archpath,
+            size,
+        };
+        let meta = s3
+            .targets
+            .append_member(&target, &q, body)
+            .await
+            .map_err(|e| failure.take().unwrap_or_else(|| from_client(e)))?;
+        return Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(super::attrs::etag(&meta.etag)),
+            ..Default::default()
+        }));
+    }
     let q = ObjectQuery {
         bucket: input.bucket,
         key: input.key,

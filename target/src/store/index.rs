@@ -71,6 +71,32 @@ impl Index {
         Ok(old)
     }
 
+    /// Replace the record only if the current one has `expected_etag` (None: absent).
+    pub(super) fn replace_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        expected_etag: Option<&str>,
+        rec: &StoredObject,
+    ) -> Result<Option<StoredObject>, StoreError> {
+        let k = object_key(bucket, key);
+        let txn = self.db.begin_write()?;
+        let old = {
+            let mut t = txn.open_table(OBJECTS)?;
+            let old = match t.get(k.as_slice())? {
+                Some(v) => Some(serde_json::from_slice::<StoredObject>(v.value())?),
+                None => None,
+            };
+            if old.as_ref().map(|o| o.meta.etag.as_str()) != expected_etag {
+                return Err(StoreError::PreconditionFailed);
+            }
+            t.insert(k.as_slice(), encode(rec).as_slice())?;
+            old
+        };
+        txn.commit()?;
+        Ok(old)
+    }
+
     pub(super) fn get_object(
         &self,
         bucket: &str,

@@ -255,6 +255,50 @@ impl Store {
         }
     }
 
+    /// Publish an appended shard: the kept prefix of the current version's segments plus one
+    /// new segment, in one index transaction that first checks the current version is still
+    /// `expected_etag` (`None`: the key must not exist). Files are shared with the previous
+    /// version, so none is deleted except segments dropped whole. Blocking.
+    pub fn publish_append(
+        &self,
+        bucket: &str,
+        key: &str,
+        expected_etag: Option<&str>,
+        kept: Vec<Segment>,
+        temp: TempFile,
+        new_len: u64,
+        meta: ObjectMeta,
+    ) -> Result<ObjectMeta, StoreError> {
+        let seg = self.install(temp, new_len)?;
+        let mut segments = kept;
+        segments.push(seg.clone());
+        let rec = StoredObject {
+            meta: meta.clone(),
+            segments,
+        };
+        match self.index.replace_if(bucket, key, expected_etag, &rec) {
+            Ok(old) => {
+                if let Some(old) = old {
+                    let dropped: Vec<Segment> = old
+                        .segments
+                        .into_iter()
+                        .filter(|s| {
+                            !rec.segments
+                                .iter()
+                                .any(|k| k.file == s.file && k.mp == s.mp)
+                        })
+                        .collect();
+                    self.remove_segments(&dropped);
+                }
+                Ok(meta)
+            }
+            Err(e) => {
+                self.remove_segments(&[seg]);
+                Err(e)
+            }
+        }
+    }
+
     /// The record of `(bucket, key)`.
     pub fn get(&self, bucket: &str, key: &str) -> Result<StoredObject, StoreError> {
         self.index
