@@ -498,10 +498,9 @@ pub(crate) async fn append(
     };
     let store = state.store.clone();
     let (b, k) = (q.bucket.clone(), q.key.clone());
-    let meta = store_blocking(move || {
-        store.publish_append(&b, &k, old_etag.as_deref(), kept, temp, new_len, meta)
-    })
-    .await?;
+    let meta =
+        store_blocking(move || store.publish_append(&b, &k, old_etag.as_deref(), kept, temp, meta))
+            .await?;
     Ok(json_resp(StatusCode::OK, &meta))
 }
 

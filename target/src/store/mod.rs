@@ -266,9 +266,10 @@ impl Store {
         expected_etag: Option<&str>,
         kept: Vec<Segment>,
         temp: TempFile,
-        new_len: u64,
         meta: ObjectMeta,
     ) -> Result<ObjectMeta, StoreError> {
+        // The new file holds whatever the kept prefix does not.
+        let new_len = meta.size - kept.iter().map(|s| s.size).sum::<u64>();
         let seg = self.install(temp, new_len)?;
         let mut segments = kept;
         segments.push(seg.clone());
