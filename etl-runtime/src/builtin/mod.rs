@@ -11,10 +11,13 @@
 //! | `center-crop` | `{"w","h"}` | image, same format |
 //! | `grayscale` | — | image, same format |
 //! | `jpeg`, `png`, `webp` | `{"q"}` (jpeg only; webp is lossless) | re-encoded image |
+//! | `wds-select` | `{"keep": [exts]}` or `{"drop": [exts]}` | the tar shard without the others |
+//! | `wds-map` | `{"ext", "pipeline", "args"}` | the tar shard, matching members transformed |
 
 mod compress;
 mod digest;
 mod image_ops;
+mod wds;
 
 use std::sync::Arc;
 
@@ -26,6 +29,7 @@ pub fn all() -> Vec<Arc<dyn Transformer>> {
     v.extend(digest::all());
     v.extend(compress::all());
     v.extend(image_ops::all());
+    v.extend(wds::all());
     v
 }
 
