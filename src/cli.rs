@@ -51,13 +51,26 @@ async fn admin_get(conn: &Connection, path: &str) -> anyhow::Result<Bytes> {
     admin_call(conn, "GET", path, Bytes::new()).await
 }
 
-/// Call an admin path with a body, signed.
+/// Call an admin path with a body, signed; the answer in memory.
 async fn admin_call(
     conn: &Connection,
     method: &str,
     path: &str,
     body: Bytes,
 ) -> anyhow::Result<Bytes> {
+    let mut out = Vec::new();
+    admin_stream(conn, method, path, body, &mut out).await?;
+    Ok(Bytes::from(out))
+}
+
+/// Call an admin path with a body, signed; the answer streamed into `out`.
+async fn admin_stream(
+    conn: &Connection,
+    method: &str,
+    path: &str,
+    body: Bytes,
+    out: &mut (dyn std::io::Write + Send),
+) -> anyhow::Result<()> {
     let url = format!("{}{path}", conn.endpoint.trim_end_matches('/'));
     let creds = aws_credential_types::Credentials::new(
         &conn.access_key,
@@ -96,14 +109,22 @@ async fn admin_call(
         .await
         .with_context(|| format!("calling {url}"))?;
     let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
     if !status.is_success() {
+        let body = resp.into_body().collect().await?.to_bytes();
         bail!(
             "{url} answered {status}: {}",
             String::from_utf8_lossy(&body)
         );
     }
-    Ok(body)
+    let mut body = resp.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.with_context(|| format!("reading the answer of {url}"))?;
+        if let Ok(data) = frame.into_data() {
+            out.write_all(&data)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// `aisle etl ...`
@@ -245,6 +266,38 @@ pub async fn archive(cmd: ArchiveCommand) -> anyhow::Result<()> {
             }
             println!("{} members", members.len());
             Ok(())
+        }
+    }
+}
+
+/// `aisle batch`: many objects and shard members as one tar.
+#[derive(clap::Args)]
+pub struct BatchArgs {
+    /// JSON file: {"entries": [{"bucket","key","archpath"?}...], "missing": "fail"|"placeholder"}.
+    #[arg(long)]
+    spec: std::path::PathBuf,
+    /// Output file (default: standard output).
+    #[arg(long, short)]
+    output: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+/// Run `aisle batch`.
+pub async fn batch(args: BatchArgs) -> anyhow::Result<()> {
+    let raw =
+        std::fs::read(&args.spec).with_context(|| format!("reading {}", args.spec.display()))?;
+    let req: aisle_gateway::batch::BatchRequest =
+        serde_json::from_slice(&raw).context("parsing the batch")?;
+    let body = Bytes::from(serde_json::to_vec(&req)?);
+    match &args.output {
+        Some(p) => {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(p)?);
+            admin_stream(&args.conn, "POST", "/_aisle/v1/batch", body, &mut f).await
+        }
+        None => {
+            let mut out = std::io::stdout();
+            admin_stream(&args.conn, "POST", "/_aisle/v1/batch", body, &mut out).await
         }
     }
 }

@@ -48,6 +48,8 @@ enum Command {
         #[command(subcommand)]
         command: cli::ClusterCommand,
     },
+    /// Many objects and shard members, in order, as one tar (GetBatch).
+    Batch(cli::BatchArgs),
     /// Shards: list the members of an archive.
     Archive {
         #[command(subcommand)]
@@ -119,5 +121,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster { command } => cli::cluster(command).await,
         Command::Etl { command } => cli::etl(command).await,
         Command::Archive { command } => cli::archive(command).await,
+        Command::Batch(args) => cli::batch(args).await,
     }
 }

@@ -326,6 +326,24 @@ impl S3Route for AdminRoute {
                     gateway_bytes_in: self.stats.bytes_in.load(Ordering::Relaxed),
                 }))
             }
+            (&Method::POST, "/_aisle/v1/batch") => {
+                let mut body = req.input;
+                let raw = body
+                    .store_all_limited(32 * 1024 * 1024)
+                    .await
+                    .map_err(|e| {
+                        s3_error(
+                            s3s::S3ErrorCode::InvalidRequest,
+                            format!("reading the body: {e}"),
+                        )
+                    })?;
+                let batch: crate::batch::BatchRequest =
+                    serde_json::from_slice(&raw).map_err(|e| {
+                        s3_error(s3s::S3ErrorCode::InvalidRequest, format!("bad batch: {e}"))
+                    })?;
+                let buckets = self.meta.snapshot().buckets.keys().cloned().collect();
+                crate::batch::get_batch(self.targets.clone(), buckets, batch).await
+            }
             (&Method::GET, "/_aisle/v1/archive") => {
                 let q: std::collections::HashMap<String, String> = req
                     .uri

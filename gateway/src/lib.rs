@@ -9,6 +9,7 @@
 //! It never transforms data either; transforms run on targets.
 
 pub mod admin;
+pub mod batch;
 pub mod config;
 pub mod meta;
 pub mod proxy;

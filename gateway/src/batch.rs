@@ -1,0 +1,213 @@
+//! GetBatch: many objects and shard members, in the order asked, as one tar stream
+//! (`POST /_aisle/v1/batch`, SigV4-signed like every admin call). Each entry is read from its
+//! owning target and streamed straight into the output; nothing is buffered beyond a chunk.
+
+use aisle_cluster::proto::{ArchiveSelection, ObjectQuery, ReadOptions};
+use aisle_shard::{END_OF_ARCHIVE, member_header, padding};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderValue, StatusCode};
+use s3s::{Body, S3ErrorCode, S3Response, S3Result};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::proxy::Targets;
+use crate::s3::{from_client, s3_error};
+
+/// Most entries in one batch.
+pub const MAX_ENTRIES: usize = 100_000;
+
+/// One thing to put in the batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchEntry {
+    /// Bucket.
+    pub bucket: String,
+    /// Object key.
+    pub key: String,
+    /// A member of the object (a shard), instead of the whole object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archpath: Option<String>,
+}
+
+impl BatchEntry {
+    /// Its name in the output tar: the key, or `key/archpath` for a member.
+    pub fn name(&self) -> String {
+        match &self.archpath {
+            Some(a) => format!("{}/{}", self.key, a),
+            None => self.key.clone(),
+        }
+    }
+}
+
+/// What to do about an entry that cannot be read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMissing {
+    /// Fail the request (before any byte when it is the first entry, else by cutting the stream).
+    #[default]
+    Fail,
+    /// Put `__missing__/<name>` in its place, holding the error message.
+    Placeholder,
+}
+
+/// Body of `POST /_aisle/v1/batch`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchRequest {
+    /// Entries, in output order.
+    pub entries: Vec<BatchEntry>,
+    /// Missing entries.
+    #[serde(default)]
+    pub missing: OnMissing,
+}
+
+type Chunk = Result<Bytes, std::io::Error>;
+
+async fn send(tx: &mpsc::Sender<Chunk>, b: impl Into<Bytes>) -> bool {
+    tx.send(Ok(b.into())).await.is_ok()
+}
+
+/// Stream one entry into the tar; `Err(message)` when it cannot be read.
+async fn entry(
+    targets: &Targets,
+    e: &BatchEntry,
+    tx: &mpsc::Sender<Chunk>,
+) -> Result<bool, String> {
+    let owner = targets
+        .owner(&e.bucket, &e.key)
+        .map_err(|x| x.to_string())?;
+    let q = ObjectQuery {
+        bucket: e.bucket.clone(),
+        key: e.key.clone(),
+        part: None,
+    };
+    let opts = ReadOptions {
+        archive: e.archpath.clone().map(ArchiveSelection::Path),
+        ..Default::default()
+    };
+    let resp = targets
+        .read_object(&owner, &q, &opts, false)
+        .await
+        .map_err(|x| x.to_string())?;
+    if !resp.status().is_success() {
+        let err = from_client(aisle_cluster::client::status_error(owner.url.clone(), resp).await);
+        return Err(format!(
+            "{}: {}",
+            err.code().as_str(),
+            err.message().unwrap_or("")
+        ));
+    }
+    let size: u64 = resp
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or("the target gave no length")?;
+    let header = member_header(&e.name(), size).map_err(|x| x.to_string())?;
+    if !send(tx, header).await {
+        return Ok(false);
+    }
+    let mut body = http_body_util::BodyDataStream::new(resp.into_body());
+    let mut sent = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(x) => {
+                // Mid-member: the tar cannot be repaired; cut the stream.
+                let _ = tx.send(Err(std::io::Error::other(x.to_string()))).await;
+                return Ok(false);
+            }
+        };
+        sent += chunk.len() as u64;
+        if !send(tx, chunk).await {
+            return Ok(false);
+        }
+    }
+    if sent != size {
+        let _ = tx
+            .send(Err(std::io::Error::other(format!(
+                "{}: short read",
+                e.name()
+            ))))
+            .await;
+        return Ok(false);
+    }
+    Ok(send(tx, vec![0u8; padding(size)]).await)
+}
+
+async fn placeholder(e: &BatchEntry, why: &str, tx: &mpsc::Sender<Chunk>) -> bool {
+    let name = format!("__missing__/{}", e.name());
+    let msg = why.as_bytes().to_vec();
+    match member_header(&name, msg.len() as u64) {
+        Ok(h) => {
+            send(tx, h).await
+                && send(tx, msg.clone()).await
+                && send(tx, vec![0u8; padding(msg.len() as u64)]).await
+        }
+        Err(_) => true,
+    }
+}
+
+/// Validate a batch and start streaming it.
+pub async fn get_batch(
+    targets: Targets,
+    buckets: Vec<String>,
+    req: BatchRequest,
+) -> S3Result<S3Response<Body>> {
+    if req.entries.is_empty() || req.entries.len() > MAX_ENTRIES {
+        return Err(s3_error(
+            S3ErrorCode::InvalidArgument,
+            format!("a batch has 1..={MAX_ENTRIES} entries"),
+        ));
+    }
+    if let Some(e) = req.entries.iter().find(|e| !buckets.contains(&e.bucket)) {
+        return Err(s3_error(
+            S3ErrorCode::NoSuchBucket,
+            format!("no bucket {}", e.bucket),
+        ));
+    }
+    let (tx, mut rx) = mpsc::channel::<Chunk>(16);
+    let missing = req.missing;
+    tokio::spawn(async move {
+        for e in &req.entries {
+            match entry(&targets, e, &tx).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(why) => match missing {
+                    OnMissing::Placeholder => {
+                        if !placeholder(e, &why, &tx).await {
+                            return;
+                        }
+                    }
+                    OnMissing::Fail => {
+                        let _ = tx
+                            .send(Err(std::io::Error::other(format!("{}: {why}", e.name()))))
+                            .await;
+                        return;
+                    }
+                },
+            }
+        }
+        let _ = send(&tx, END_OF_ARCHIVE.to_vec()).await;
+    });
+    // A failure before the first byte is a clean error response.
+    let first = match rx.recv().await {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => {
+            let mut err = s3_error(S3ErrorCode::NoSuchKey, e.to_string());
+            err.set_status_code(StatusCode::NOT_FOUND);
+            return Err(err);
+        }
+        None => Bytes::new(),
+    };
+    let rest = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let frames = futures::stream::once(async move { Ok(first) })
+        .chain(rest)
+        .map(|r: Chunk| r.map(hyper::body::Frame::data));
+    let mut resp = S3Response::new(Body::http_body(http_body_util::StreamBody::new(frames)));
+    resp.status = Some(StatusCode::OK);
+    resp.headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-tar"),
+    );
+    Ok(resp)
+}
