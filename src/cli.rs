@@ -228,6 +228,35 @@ async fn etl_show(conn: &Connection, name: &str) -> anyhow::Result<aisle_gateway
 /// `aisle archive ...`
 #[derive(clap::Subcommand)]
 pub enum ArchiveCommand {
+    /// Build shards from many objects, server-side (a job).
+    Build {
+        /// Bucket of the source objects.
+        #[arg(long)]
+        source: String,
+        /// Every object under this prefix.
+        #[arg(long, conflicts_with_all = ["template", "list"])]
+        prefix: Option<String>,
+        /// The keys of a range template, e.g. `img-{0000..9999}.jpg`.
+        #[arg(long, conflicts_with = "list")]
+        template: Option<String>,
+        /// A file with one key per line.
+        #[arg(long)]
+        list: Option<std::path::PathBuf>,
+        /// Bucket for the shards.
+        #[arg(long)]
+        output_bucket: String,
+        /// Shard names: PREFIX000000.tar, PREFIX000001.tar, ...
+        #[arg(long, default_value = "shard-")]
+        output_prefix: String,
+        /// Target shard size (e.g. 64MiB).
+        #[arg(long, default_value = "64MiB")]
+        shard_size: String,
+        /// Follow the job with a progress bar until it ends.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        conn: Connection,
+    },
     /// List the members of a shard: name, size, offset.
     Ls {
         /// `s3://bucket/key` of the shard.
@@ -240,9 +269,192 @@ pub enum ArchiveCommand {
     },
 }
 
+/// `aisle job ...`
+#[derive(clap::Subcommand)]
+pub enum JobCommand {
+    /// List jobs.
+    Ls {
+        #[command(flatten)]
+        conn: Connection,
+        /// Print JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one job.
+    Show {
+        /// Job id.
+        id: String,
+        #[command(flatten)]
+        conn: Connection,
+        /// Print JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+        /// Follow it with a progress bar until it ends.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop a job after the object in flight.
+    Abort {
+        /// Job id.
+        id: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+fn print_job(v: &aisle_gateway::jobs::JobView) {
+    println!(
+        "{}  {}  {}  {}/{} objects  {} shards  {}  {} errors",
+        v.id,
+        v.kind,
+        v.status,
+        v.done,
+        v.total,
+        v.shards.len(),
+        bytesize::ByteSize::b(v.bytes),
+        v.errors.len()
+    );
+}
+
+async fn job_view(conn: &Connection, id: &str) -> anyhow::Result<aisle_gateway::jobs::JobView> {
+    let body = admin_get(conn, &format!("/_aisle/v1/jobs/{id}")).await?;
+    serde_json::from_slice(&body).context("parsing the answer")
+}
+
+/// Follow a job with a progress bar until it ends.
+async fn follow(conn: &Connection, id: &str) -> anyhow::Result<aisle_gateway::jobs::JobView> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:40}] {pos}/{len} objects ({eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    loop {
+        let v = job_view(conn, id).await?;
+        bar.set_length(v.total);
+        bar.set_position(v.done);
+        bar.set_message(format!("{} shards", v.shards.len()));
+        if v.status != "running" {
+            bar.finish_and_clear();
+            return Ok(v);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// Run an `aisle job` command.
+pub async fn job(cmd: JobCommand) -> anyhow::Result<()> {
+    match cmd {
+        JobCommand::Ls { conn, json } => {
+            let body = admin_get(&conn, "/_aisle/v1/jobs").await?;
+            let jobs: Vec<aisle_gateway::jobs::JobView> =
+                serde_json::from_slice(&body).context("parsing the answer")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+            } else {
+                jobs.iter().for_each(print_job);
+            }
+            Ok(())
+        }
+        JobCommand::Show {
+            id,
+            conn,
+            json,
+            wait,
+        } => {
+            let v = if wait {
+                follow(&conn, &id).await?
+            } else {
+                job_view(&conn, &id).await?
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_job(&v);
+                v.errors.iter().for_each(|e| println!("  error: {e}"));
+            }
+            Ok(())
+        }
+        JobCommand::Abort { id, conn } => {
+            admin_call(
+                &conn,
+                "POST",
+                &format!("/_aisle/v1/jobs/{id}/abort"),
+                Bytes::new(),
+            )
+            .await?;
+            println!("aborting {id}");
+            Ok(())
+        }
+    }
+}
+
 /// Run an `aisle archive` command.
 pub async fn archive(cmd: ArchiveCommand) -> anyhow::Result<()> {
     match cmd {
+        ArchiveCommand::Build {
+            source,
+            prefix,
+            template,
+            list,
+            output_bucket,
+            output_prefix,
+            shard_size,
+            wait,
+            conn,
+        } => {
+            let size: bytesize::ByteSize = shard_size
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--shard-size {shard_size:?}: {e}"))?;
+            let list = match list {
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                ),
+                None => None,
+            };
+            let prefix = if prefix.is_none() && template.is_none() && list.is_none() {
+                Some(String::new())
+            } else {
+                prefix
+            };
+            let spec = aisle_gateway::jobs::ShardJobSpec {
+                source,
+                prefix,
+                list,
+                template,
+                output_bucket,
+                output_prefix,
+                shard_size: size.as_u64(),
+            };
+            let body = admin_call(
+                &conn,
+                "POST",
+                "/_aisle/v1/jobs/shard",
+                Bytes::from(serde_json::to_vec(&spec)?),
+            )
+            .await?;
+            let v: aisle_gateway::jobs::JobView =
+                serde_json::from_slice(&body).context("parsing the answer")?;
+            if wait {
+                let v = follow(&conn, &v.id).await?;
+                print_job(&v);
+                v.errors.iter().for_each(|e| println!("  error: {e}"));
+                if v.status != "done" {
+                    bail!("job {} ended {}", v.id, v.status);
+                }
+            } else {
+                println!("started job {} (aisle job show {} --wait)", v.id, v.id);
+            }
+            Ok(())
+        }
         ArchiveCommand::Ls { shard, conn, json } => {
             let path = shard
                 .strip_prefix("s3://")

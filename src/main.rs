@@ -3,7 +3,8 @@
 //! * `aisle up` — the embedded cluster: a gateway and N targets as supervised child processes;
 //! * `aisle gateway --config F` / `aisle target --config F` — single nodes for real deployments;
 //! * `aisle cluster show` — what the cluster looks like (for scripts: `--json`);
-//! * `aisle etl ls|bind|unbind` — transforms and alias buckets.
+//! * `aisle etl ...` — transforms and alias buckets;
+//! * `aisle archive ls|build`, `aisle batch`, `aisle job ...` — shards and jobs.
 //!
 //! This file only parses the command line and hands over to the library crates; `up` (the
 //! supervisor) and `cli` (admin commands) live next to it.
@@ -47,6 +48,11 @@ enum Command {
     Cluster {
         #[command(subcommand)]
         command: cli::ClusterCommand,
+    },
+    /// Jobs: list, follow, abort.
+    Job {
+        #[command(subcommand)]
+        command: cli::JobCommand,
     },
     /// Many objects and shard members, in order, as one tar (GetBatch).
     Batch(cli::BatchArgs),
@@ -122,5 +128,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Etl { command } => cli::etl(command).await,
         Command::Archive { command } => cli::archive(command).await,
         Command::Batch(args) => cli::batch(args).await,
+        Command::Job { command } => cli::job(command).await,
     }
 }

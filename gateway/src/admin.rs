@@ -112,6 +112,8 @@ pub struct AdminRoute {
     pub targets: Targets,
     /// This gateway's counters.
     pub stats: Arc<Stats>,
+    /// Running and finished jobs.
+    pub jobs: Arc<crate::jobs::Jobs>,
 }
 
 fn json<T: Serialize>(v: &T) -> S3Response<Body> {
@@ -325,6 +327,56 @@ impl S3Route for AdminRoute {
                     gateway_bytes_out: self.stats.bytes_out.load(Ordering::Relaxed),
                     gateway_bytes_in: self.stats.bytes_in.load(Ordering::Relaxed),
                 }))
+            }
+            (&Method::POST, "/_aisle/v1/jobs/shard") => {
+                let mut body = req.input;
+                let raw = body
+                    .store_all_limited(64 * 1024 * 1024)
+                    .await
+                    .map_err(|e| {
+                        s3_error(
+                            s3s::S3ErrorCode::InvalidRequest,
+                            format!("reading the body: {e}"),
+                        )
+                    })?;
+                let spec: crate::jobs::ShardJobSpec =
+                    serde_json::from_slice(&raw).map_err(|e| {
+                        s3_error(s3s::S3ErrorCode::InvalidRequest, format!("bad job: {e}"))
+                    })?;
+                let view = self
+                    .jobs
+                    .start_shard(spec)
+                    .map_err(|e| s3_error(s3s::S3ErrorCode::InvalidArgument, e))?;
+                Ok(json(&view))
+            }
+            (&Method::GET, "/_aisle/v1/jobs") => Ok(json(&self.jobs.list())),
+            (method, path) if path.starts_with("/_aisle/v1/jobs/") => {
+                let rest = &path["/_aisle/v1/jobs/".len()..];
+                let (id, action) = match rest.split_once('/') {
+                    Some((i, a)) => (i, Some(a)),
+                    None => (rest, None),
+                };
+                let missing = || {
+                    let mut e = s3_error(
+                        s3s::S3ErrorCode::Custom("NoSuchJob".into()),
+                        format!("no job {id}"),
+                    );
+                    e.set_status_code(StatusCode::NOT_FOUND);
+                    e
+                };
+                match (method.clone(), action) {
+                    (Method::GET, None) => Ok(json(&self.jobs.get(id).ok_or_else(missing)?)),
+                    (Method::POST, Some("abort")) => {
+                        if !self.jobs.abort(id) {
+                            return Err(missing());
+                        }
+                        Ok(json(&self.jobs.get(id).ok_or_else(missing)?))
+                    }
+                    _ => Err(s3_error(
+                        s3s::S3ErrorCode::NotImplemented,
+                        format!("no admin API at {path}"),
+                    )),
+                }
             }
             (&Method::POST, "/_aisle/v1/batch") => {
                 let mut body = req.input;

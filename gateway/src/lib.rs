@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod batch;
 pub mod config;
+pub mod jobs;
 pub mod meta;
 pub mod proxy;
 pub mod s3;

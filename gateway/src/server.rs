@@ -89,6 +89,7 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
         meta: meta.clone(),
         targets: targets.clone(),
         stats: stats.clone(),
+        jobs: crate::jobs::Jobs::new(targets.clone(), meta.clone()),
     };
     let s3 = AisleS3::new(
         targets,

@@ -14,7 +14,7 @@ mod get;
 mod list;
 mod multipart;
 mod put;
-mod upload;
+pub(crate) mod upload;
 
 use std::sync::Arc;
 

@@ -1,0 +1,442 @@
+//! Cluster jobs run by the gateway, with progress and abort: today, building shards from many
+//! objects (SPEC §5). Sources are a prefix, a list of keys, or a range template
+//! (`img-{0000..9999}.jpg`); objects are packed, in key order, into tar shards of about the
+//! target size, never splitting a WebDataset sample (same key up to the first dot) across two
+//! shards. Each shard streams from the sources' owning targets into the shard's owning target;
+//! nothing is held in memory beyond a chunk.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use aisle_cluster::listing::{ListItem, merge_pages};
+use aisle_cluster::proto::{ListQuery, ObjectAttrs, ObjectQuery, ReadOptions, WriteOptions};
+use aisle_shard::{END_OF_ARCHIVE, member_header, padding, wds_split};
+use bytes::Bytes;
+use futures::StreamExt;
+use s3s::dto::StreamingBlob;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::meta::MetaOwner;
+use crate::proxy::Targets;
+use crate::s3::upload::{Expect, MAX_PUT_SIZE, verified_body};
+
+/// Most objects one job may name.
+pub const MAX_JOB_OBJECTS: usize = 10_000_000;
+
+/// `POST /_aisle/v1/jobs/shard`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardJobSpec {
+    /// Bucket of the source objects.
+    pub source: String,
+    /// Every object under this prefix …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// … or these keys …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<Vec<String>>,
+    /// … or the keys of this range template, e.g. `img-{0000..9999}.jpg`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Bucket the shards go to.
+    pub output_bucket: String,
+    /// Shard names: `<output_prefix>000000.tar`, `…000001.tar`, ….
+    pub output_prefix: String,
+    /// Target shard size in bytes, tar overhead included (a shard closes at the first sample
+    /// boundary past it).
+    pub shard_size: u64,
+}
+
+/// A job as `aisle job show` reports it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JobView {
+    /// Job id.
+    pub id: String,
+    /// What it does.
+    pub kind: String,
+    /// `running`, `done`, `aborted` or `failed`.
+    pub status: String,
+    /// Objects to pack (known once listed).
+    pub total: u64,
+    /// Objects packed.
+    pub done: u64,
+    /// Shards written.
+    pub shards: Vec<String>,
+    /// Bytes packed.
+    pub bytes: u64,
+    /// Per-object errors (the last 100).
+    pub errors: Vec<String>,
+    /// Start, Unix milliseconds.
+    pub started_ms: i64,
+    /// End, Unix milliseconds.
+    pub finished_ms: Option<i64>,
+}
+
+struct Job {
+    view: Mutex<JobView>,
+    cancel: CancellationToken,
+}
+
+/// The gateway's jobs.
+pub struct Jobs {
+    jobs: Mutex<BTreeMap<String, Arc<Job>>>,
+    targets: Targets,
+    meta: Arc<MetaOwner>,
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Expand a range template: `{a..b}` or `{a..b..step}`, zero-padded to the width of `a`
+/// when `a` has leading zeros; several ranges multiply.
+///
+/// ```
+/// use aisle_gateway::jobs::expand_template;
+/// assert_eq!(expand_template("s-{08..10}.jpg", 100).unwrap(), ["s-08.jpg", "s-09.jpg", "s-10.jpg"]);
+/// assert_eq!(expand_template("{0..4..2}/x", 100).unwrap(), ["0/x", "2/x", "4/x"]);
+/// assert!(expand_template("{5..1}", 100).is_err());
+/// ```
+pub fn expand_template(t: &str, max: usize) -> Result<Vec<String>, String> {
+    let Some(open) = t.find('{') else {
+        return Ok(vec![t.to_string()]);
+    };
+    let close = t[open..].find('}').map(|c| open + c).ok_or("unclosed {")?;
+    let inner = &t[open + 1..close];
+    let parts: Vec<&str> = inner.split("..").collect();
+    if !(2..=3).contains(&parts.len()) {
+        return Err(format!("{{{inner}}} is not a range like {{0000..9999}}"));
+    }
+    let num = |s: &str| {
+        s.parse::<u64>()
+            .map_err(|_| format!("{s:?} is not a number"))
+    };
+    let (a, b) = (num(parts[0])?, num(parts[1])?);
+    let step = if parts.len() == 3 { num(parts[2])? } else { 1 };
+    if b < a || step == 0 {
+        return Err(format!("{{{inner}}} is an empty range"));
+    }
+    let width = if parts[0].starts_with('0') {
+        parts[0].len()
+    } else {
+        0
+    };
+    let rest = expand_template(&t[close + 1..], max)?;
+    let mut out = Vec::new();
+    let mut i = a;
+    while i <= b {
+        for r in &rest {
+            out.push(format!("{}{:0width$}{}", &t[..open], i, r, width = width));
+            if out.len() > max {
+                return Err(format!("the template names more than {max} objects"));
+            }
+        }
+        i += step;
+    }
+    Ok(out)
+}
+
+impl Jobs {
+    /// No jobs yet.
+    pub fn new(targets: Targets, meta: Arc<MetaOwner>) -> Arc<Jobs> {
+        Arc::new(Jobs {
+            jobs: Mutex::new(BTreeMap::new()),
+            targets,
+            meta,
+        })
+    }
+
+    /// Every job.
+    pub fn list(&self) -> Vec<JobView> {
+        self.jobs
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .map(|j| j.view.lock().expect("job lock").clone())
+            .collect()
+    }
+
+    /// One job.
+    pub fn get(&self, id: &str) -> Option<JobView> {
+        let j = self.jobs.lock().expect("jobs lock").get(id).cloned()?;
+        let v = j.view.lock().expect("job lock").clone();
+        Some(v)
+    }
+
+    /// Ask a job to stop; it ends `aborted` after the object in flight.
+    pub fn abort(&self, id: &str) -> bool {
+        match self.jobs.lock().expect("jobs lock").get(id) {
+            Some(j) => {
+                j.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Validate and start a shard-building job.
+    pub fn start_shard(self: &Arc<Self>, spec: ShardJobSpec) -> Result<JobView, String> {
+        let meta = self.meta.snapshot();
+        for b in [&spec.source, &spec.output_bucket] {
+            if !meta.buckets.contains_key(b) {
+                return Err(format!("no bucket {b}"));
+            }
+        }
+        let sources = [
+            spec.prefix.is_some(),
+            spec.list.is_some(),
+            spec.template.is_some(),
+        ];
+        if sources.iter().filter(|x| **x).count() != 1 {
+            return Err("give exactly one of prefix, list, template".into());
+        }
+        if spec.shard_size == 0 || spec.shard_size > MAX_PUT_SIZE {
+            return Err(format!("shard_size must be 1..={MAX_PUT_SIZE}"));
+        }
+        let id = format!("shard-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let job = Arc::new(Job {
+            view: Mutex::new(JobView {
+                id: id.clone(),
+                kind: "build-shards".into(),
+                status: "running".into(),
+                started_ms: now_ms(),
+                ..Default::default()
+            }),
+            cancel: CancellationToken::new(),
+        });
+        self.jobs
+            .lock()
+            .expect("jobs lock")
+            .insert(id.clone(), job.clone());
+        let me = self.clone();
+        tokio::spawn(async move {
+            let result = me.run_shard(&job, &spec).await;
+            let mut v = job.view.lock().expect("job lock");
+            v.finished_ms = Some(now_ms());
+            v.status = match result {
+                Ok(()) if job.cancel.is_cancelled() => "aborted".into(),
+                Ok(()) => "done".into(),
+                Err(e) => {
+                    v.errors.push(e);
+                    "failed".into()
+                }
+            };
+        });
+        Ok(self.get(&id).expect("just inserted"))
+    }
+
+    async fn keys(&self, spec: &ShardJobSpec) -> Result<Vec<String>, String> {
+        if let Some(l) = &spec.list {
+            return Ok(l.clone());
+        }
+        if let Some(t) = &spec.template {
+            return expand_template(t, MAX_JOB_OBJECTS);
+        }
+        let prefix = spec.prefix.clone().unwrap_or_default();
+        let mut keys = Vec::new();
+        let mut after = None;
+        loop {
+            let q = ListQuery {
+                bucket: spec.source.clone(),
+                prefix: prefix.clone(),
+                delimiter: None,
+                after: after.clone(),
+                limit: 1000,
+            };
+            let targets = self.targets.all();
+            let pages =
+                futures::future::try_join_all(targets.iter().map(|t| self.targets.list(t, &q)))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            let page = merge_pages(pages, 1000);
+            for item in &page.items {
+                if let ListItem::Object(o) = item {
+                    keys.push(o.key.clone());
+                }
+            }
+            if keys.len() > MAX_JOB_OBJECTS {
+                return Err(format!("more than {MAX_JOB_OBJECTS} objects"));
+            }
+            if !page.truncated {
+                return Ok(keys);
+            }
+            after = page.items.last().map(|i| i.name().to_string());
+        }
+    }
+
+    fn note(job: &Job, f: impl FnOnce(&mut JobView)) {
+        f(&mut job.view.lock().expect("job lock"));
+    }
+
+    async fn run_shard(&self, job: &Job, spec: &ShardJobSpec) -> Result<(), String> {
+        let keys = self.keys(spec).await?;
+        Self::note(job, |v| v.total = keys.len() as u64);
+        let mut i = 0;
+        let mut index = 0u32;
+        while i < keys.len() && !job.cancel.is_cancelled() {
+            let name = format!("{}{index:06}.tar", spec.output_prefix);
+            i = self.one_shard(job, spec, &keys, i, &name).await?;
+            index += 1;
+        }
+        Ok(())
+    }
+
+    /// Pack objects from `keys[start..]` into one shard; returns the index of the next object.
+    async fn one_shard(
+        &self,
+        job: &Job,
+        spec: &ShardJobSpec,
+        keys: &[String],
+        start: usize,
+        name: &str,
+    ) -> Result<usize, String> {
+        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+        let blob = StreamingBlob::wrap(futures::stream::poll_fn({
+            let mut rx = rx;
+            move |cx| rx.poll_recv(cx)
+        }));
+        let (body, failure) = verified_body(
+            blob,
+            Expect {
+                len: None,
+                max_len: MAX_PUT_SIZE,
+                content_md5: None,
+                checksum: None,
+            },
+        );
+        let owner = self
+            .targets
+            .owner(&spec.output_bucket, name)
+            .map_err(|e| e.to_string())?;
+        let attrs = ObjectAttrs {
+            content_type: Some("application/x-tar".into()),
+            ..Default::default()
+        };
+        let q = ObjectQuery {
+            bucket: spec.output_bucket.clone(),
+            key: name.to_string(),
+            part: None,
+        };
+        let targets = self.targets.clone();
+        let put = tokio::spawn(async move {
+            targets
+                .put_object(&owner, &q, &attrs, &WriteOptions::default(), body)
+                .await
+        });
+        let mut size = 0u64;
+        let mut i = start;
+        let mut packed = 0u64;
+        while i < keys.len() && !job.cancel.is_cancelled() {
+            let key = &keys[i];
+            // Close at a sample boundary once the shard is big enough.
+            if size >= spec.shard_size && (i == 0 || wds_split(key).0 != wds_split(&keys[i - 1]).0)
+            {
+                break;
+            }
+            match self.member(spec, key, &tx).await {
+                Ok((n, tar_bytes)) => {
+                    size += tar_bytes;
+                    packed += 1;
+                    Self::note(job, |v| {
+                        v.done += 1;
+                        v.bytes += n;
+                    });
+                }
+                Err(MemberError::Skip(e)) => Self::note(job, |v| {
+                    v.done += 1;
+                    if v.errors.len() < 100 {
+                        v.errors.push(format!("{key}: {e}"));
+                    }
+                }),
+                Err(MemberError::Fatal(e)) => {
+                    // The shard cannot be repaired: abort its upload (the target discards it).
+                    let _ = tx.send(Err(std::io::Error::other(e.clone()))).await;
+                    drop(tx);
+                    let _ = put.await;
+                    return Err(format!("{name}: {key}: {e}"));
+                }
+            }
+            i += 1;
+        }
+        if job.cancel.is_cancelled() {
+            let _ = tx.send(Err(std::io::Error::other("job aborted"))).await;
+            drop(tx);
+            let _ = put.await;
+            return Ok(keys.len());
+        }
+        let _ = tx.send(Ok(Bytes::from_static(&END_OF_ARCHIVE))).await;
+        drop(tx);
+        match put.await {
+            Ok(Ok(_)) if packed > 0 => Self::note(job, |v| v.shards.push(name.to_string())),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(failure
+                    .take()
+                    .map(|f| f.to_string())
+                    .unwrap_or_else(|| format!("writing {name}: {e}")));
+            }
+            Err(e) => return Err(format!("writing {name}: {e}")),
+        }
+        Ok(i)
+    }
+
+    /// Stream one source object into the shard as a member named by its key.
+    async fn member(
+        &self,
+        spec: &ShardJobSpec,
+        key: &str,
+        tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+    ) -> Result<(u64, u64), MemberError> {
+        use MemberError::{Fatal, Skip};
+        let owner = self
+            .targets
+            .owner(&spec.source, key)
+            .map_err(|e| Skip(e.to_string()))?;
+        let q = ObjectQuery {
+            bucket: spec.source.clone(),
+            key: key.to_string(),
+            part: None,
+        };
+        let resp = self
+            .targets
+            .read_object(&owner, &q, &ReadOptions::default(), false)
+            .await
+            .map_err(|e| Skip(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(Skip(format!("HTTP {}", resp.status())));
+        }
+        let size: u64 = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Skip("no length".into()))?;
+        let header = member_header(key, size).map_err(|e| Skip(e.to_string()))?;
+        let tar_bytes = header.len() as u64 + size + padding(size) as u64;
+        let gone = |_| Fatal("the shard's upload ended".into());
+        tx.send(Ok(Bytes::from(header))).await.map_err(gone)?;
+        let mut body = http_body_util::BodyDataStream::new(resp.into_body());
+        let mut sent = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| Fatal(e.to_string()))?;
+            sent += chunk.len() as u64;
+            tx.send(Ok(chunk)).await.map_err(gone)?;
+        }
+        if sent != size {
+            return Err(Fatal("short read".into()));
+        }
+        tx.send(Ok(Bytes::from(vec![0u8; padding(size)])))
+            .await
+            .map_err(gone)?;
+        Ok((size, tar_bytes))
+    }
+}
+
+/// Why an object did not make it into a shard.
+enum MemberError {
+    /// Before any of its bytes were written: skip it, go on.
+    Skip(String),
+    /// Midway: the shard is broken.
+    Fatal(String),
+}
