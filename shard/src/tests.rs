@@ -132,6 +132,13 @@ fn hostile_archives_fail_cleanly() {
     )
     .unwrap_err();
     assert_eq!(e.status(), 400, "{e}");
+    // Truncated inside a header.
+    let members = list(Format::Tar, Cursor::new(&tar), tar.len() as u64).unwrap();
+    let at = (members[5].offset - 200) as usize;
+    assert!(matches!(
+        list(Format::Tar, Cursor::new(&tar[..at]), at as u64),
+        Err(ShardError::Corrupt(_))
+    ));
     // Garbage.
     assert!(list(Format::Tar, Cursor::new(&[7u8; 2048][..]), 2048).is_err());
     assert!(list(Format::Zip, Cursor::new(&b"PK\x03\x04 nonsense"[..]), 14).is_err());

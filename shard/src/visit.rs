@@ -165,6 +165,8 @@ fn walk_tar<R: Read>(
     v: &mut dyn Visitor,
 ) -> Result<(), ShardError> {
     let mut count = 0usize;
+    // End of the last member's padded data: what follows must be end-of-archive blocks.
+    let mut end = 0u64;
     for entry in entries {
         let mut e = entry.map_err(input_error)?;
         let kind = e.header().entry_type();
@@ -191,8 +193,18 @@ fn walk_tar<R: Read>(
                 m.name, m.size
             )));
         }
+        end = m.offset + m.size + crate::padding(m.size) as u64;
         if deliver(v, &m, &mut e)? == Flow::Stop {
-            break;
+            return Ok(());
+        }
+    }
+    // A tar cut inside a header reads as a clean end; the stray bytes give it away.
+    if let Some(len) = total_len {
+        let tail = len.saturating_sub(end);
+        if tail > 0 && tail < 512 {
+            return Err(ShardError::Corrupt(format!(
+                "truncated: {tail} stray bytes after the last complete member"
+            )));
         }
     }
     Ok(())

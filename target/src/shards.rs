@@ -106,11 +106,18 @@ impl Seek for SegmentReader {
     }
 }
 
-/// Bytes written on a blocking thread, sent to an async body.
-struct ChannelWriter(mpsc::Sender<Result<Bytes, io::Error>>);
+/// Bytes written on a blocking thread, sent to an async body. Once `failed` is set, writes are
+/// refused: a tar writer dropped after an error must not send its end-of-archive blocks.
+struct ChannelWriter(
+    mpsc::Sender<Result<Bytes, io::Error>>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
 
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.1.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the read failed"));
+        }
         self.0
             .blocking_send(Ok(Bytes::copy_from_slice(buf)))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))?;
@@ -220,7 +227,7 @@ impl Visitor for One {
             let _ = f.send(m.size);
         }
         if let Some(tx) = self.out.take() {
-            let mut w = io::BufWriter::with_capacity(CHUNK, ChannelWriter(tx));
+            let mut w = io::BufWriter::with_capacity(CHUNK, ChannelWriter(tx, Default::default()));
             io::copy(r, &mut w)?;
             w.flush()?;
         }
@@ -361,18 +368,32 @@ pub(crate) async fn read(
             let (tx, mut rx) = mpsc::channel(8);
             let st = state.clone();
             tokio::task::spawn_blocking(move || {
-                let run = || -> Result<(), ShardError> {
-                    let r = SegmentReader::open(&st.store, &rec)?;
-                    let w = io::BufWriter::with_capacity(CHUNK, ChannelWriter(tx.clone()));
-                    let mut v = Many {
-                        sel: selector,
-                        out: TarOut::new(w),
-                    };
-                    aisle_shard::visit(format, r, rec.meta.size, &Limits::default(), &mut v)?;
-                    v.out.finish()?.flush()?;
-                    Ok(())
+                let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let w =
+                    io::BufWriter::with_capacity(CHUNK, ChannelWriter(tx.clone(), failed.clone()));
+                let mut v = Many {
+                    sel: selector,
+                    out: TarOut::new(w),
                 };
-                if let Err(e) = run() {
+                let walked = SegmentReader::open(&st.store, &rec)
+                    .map_err(ShardError::from)
+                    .and_then(|r| {
+                        aisle_shard::visit(format, r, rec.meta.size, &Limits::default(), &mut v)
+                    });
+                let done = match walked {
+                    Ok(()) => v
+                        .out
+                        .finish()
+                        .and_then(|mut w| w.flush().map_err(ShardError::from)),
+                    Err(e) => {
+                        // Refuse the end-of-archive blocks the writer sends when dropped.
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        drop(v);
+                        Err(e)
+                    }
+                };
+                if let Err(e) = done {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
                     let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
                 }
             });
