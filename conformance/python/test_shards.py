@@ -168,6 +168,21 @@ def test_append_while_reading(cluster, s3, bucket):
     with_query(cluster.client(), "PutObject", {"archpath": "extra.txt", "append": "true"}).put_object(Bucket=bucket, Key="py.tar", Body=b"x")
     names = tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key="py.tar")["Body"].read())).getnames()
     assert names[-1] == "extra.txt" and len(names) == 10
+    # Compressed shards and zip are rewritten with the new member.
+    shards = make_all([("a.txt", b"a"), ("b.txt", b"b")])
+    for key in ["s.tgz", "s.zip"]:
+        s3.put_object(Bucket=bucket, Key=key, Body=shards[key])
+        with_query(cluster.client(), "PutObject", {"archpath": "c.txt", "append": "true"}).put_object(Bucket=bucket, Key=key, Body=b"c")
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        if key.endswith(".zip"):
+            z = zipfile.ZipFile(io.BytesIO(body))
+            assert [(n, z.read(n)) for n in z.namelist()] == [("a.txt", b"a"), ("b.txt", b"b"), ("c.txt", b"c")]
+        else:
+            t = tarfile.open(fileobj=io.BytesIO(body))
+            assert [(m.name, t.extractfile(m).read()) for m in t] == [("a.txt", b"a"), ("b.txt", b"b"), ("c.txt", b"c")]
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            with_query(cluster.client(), "PutObject", {"archpath": "c.txt", "append": "true"}).put_object(Bucket=bucket, Key=key, Body=b"again")
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
 
 
 def test_build_shards_from_10000_objects_and_get_batch(cluster, s3, bucket, tmp_path):

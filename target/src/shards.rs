@@ -443,11 +443,8 @@ pub(crate) async fn append(
         Some(rec) => {
             let (format, list) = members(state, rec, &q.key).await?;
             if format != Format::Tar {
-                return Err(api_err(
-                    501,
-                    "NotImplemented",
-                    "true append is for plain tar shards; compressed shards and zip are not appended in place",
-                ));
+                drop(list);
+                return rewrite_append(state, req, q, rec.clone(), format).await;
             }
             if list.iter().any(|m| m.name == q.archpath) {
                 return Err(api_err(
@@ -527,4 +524,160 @@ pub(crate) async fn append(
 
 fn kept_count(current: &Option<StoredObject>) -> usize {
     current.as_ref().map(|r| r.segments.len()).unwrap_or(0)
+}
+
+/// Hashes what passes through to a file.
+struct Hashing<W: Write> {
+    inner: W,
+    md5: md5::Md5,
+    len: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        md5::Digest::update(&mut self.md5, &buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Append to a compressed tar or a zip: these cannot grow in place, so the shard is rewritten
+/// — every member copied (zip entries without recompression), the new one added — into a new
+/// file published atomically in place of the old version (documented in docs/shards.md).
+async fn rewrite_append(
+    state: &Arc<State>,
+    req: http::Request<hyper::body::Incoming>,
+    q: proto::AppendQuery,
+    rec: StoredObject,
+    format: Format,
+) -> Result<Resp, ApiError> {
+    use crate::server::{blocking as store_blocking, json_resp, receive_body};
+    let mp = state.store.mountpath_for(&q.bucket, &q.key);
+    let (member, commit) = receive_body(state, mp, req.into_body()).await?;
+    if commit.size != q.size {
+        return Err(api_err(
+            400,
+            "IncompleteBody",
+            format!("declared {} bytes, received {}", q.size, commit.size),
+        ));
+    }
+    let mut out = state.store.create_temp(mp).await?;
+    let (st, r2, name) = (state.clone(), rec.clone(), q.archpath.clone());
+    let out_path = out.path().to_path_buf();
+    let member_path = member.path().to_path_buf();
+    let (size, md5) = blocking(move || -> Result<(u64, String), ApiError> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&out_path)
+            .map_err(|e| api_err(500, "InternalError", e.to_string()))?;
+        let mut w = Hashing {
+            inner: io::BufWriter::new(file),
+            md5: <md5::Md5 as md5::Digest>::new(),
+            len: 0,
+        };
+        let mut src = SegmentReader::open(&st.store, &r2)
+            .map_err(|e| api_err(500, "InternalError", e.to_string()))?;
+        let mut new_member = std::fs::File::open(&member_path)
+            .map_err(|e| api_err(500, "InternalError", e.to_string()))?;
+        let total = r2.meta.size;
+        match format {
+            Format::Zip => {
+                let mut old = zip::ZipArchive::new(&mut src)
+                    .map_err(|e| ShardError::Corrupt(e.to_string()))?;
+                let mut zw = zip::ZipWriter::new_stream(&mut w);
+                for i in 0..old.len() {
+                    let f = old
+                        .by_index_raw(i)
+                        .map_err(|e| ShardError::Corrupt(e.to_string()))?;
+                    if f.name().map(|n| n == name).unwrap_or(false) {
+                        return Err(api_err(
+                            409,
+                            "Conflict",
+                            format!("the shard already has a member {name:?}"),
+                        ));
+                    }
+                    zw.raw_copy_file(f)
+                        .map_err(|e| ShardError::Corrupt(e.to_string()))?;
+                }
+                zw.start_file(name.as_str(), zip::write::SimpleFileOptions::default())
+                    .map_err(|e| api_err(500, "InternalError", e.to_string()))?;
+                io::copy(&mut new_member, &mut zw).map_err(ShardError::from)?;
+                zw.finish()
+                    .map_err(|e| api_err(500, "InternalError", e.to_string()))?;
+            }
+            Format::TarGz | Format::TarLz4 => {
+                let enc: Box<dyn Write> = match format {
+                    Format::TarGz => Box::new(flate2::write::GzEncoder::new(
+                        &mut w,
+                        flate2::Compression::default(),
+                    )),
+                    _ => Box::new(lz4_flex::frame::FrameEncoder::new(&mut w).auto_finish()),
+                };
+                struct Copy<W: Write> {
+                    out: TarOut<W>,
+                    name: String,
+                    clash: bool,
+                }
+                impl<W: Write> Visitor for Copy<W> {
+                    fn wants(&mut self, m: &Member) -> bool {
+                        self.clash |= m.name == self.name;
+                        true
+                    }
+                    fn data(&mut self, m: &Member, r: &mut dyn Read) -> Result<Flow, ShardError> {
+                        self.out.append(&m.name, m.size, r)?;
+                        Ok(Flow::Continue)
+                    }
+                }
+                let mut v = Copy {
+                    out: TarOut::new(enc),
+                    name: name.clone(),
+                    clash: false,
+                };
+                aisle_shard::visit(format, &mut src, total, &Limits::default(), &mut v)?;
+                if v.clash {
+                    return Err(api_err(
+                        409,
+                        "Conflict",
+                        format!("the shard already has a member {name:?}"),
+                    ));
+                }
+                v.out.append(&name, q.size, &mut new_member)?;
+                let mut enc = v.out.finish()?;
+                enc.flush().map_err(ShardError::from)?;
+                drop(enc);
+            }
+            Format::Tar => unreachable!("plain tars are appended in place"),
+        }
+        w.flush().map_err(ShardError::from)?;
+        let len = w.len;
+        let md5 = hex::encode(<md5::Md5 as md5::Digest>::finalize(w.md5));
+        w.inner
+            .into_inner()
+            .map_err(|e| api_err(500, "InternalError", e.to_string()))?
+            .sync_all()
+            .map_err(|e| api_err(500, "InternalError", e.to_string()))?;
+        Ok((len, md5))
+    })
+    .await?;
+    drop(member);
+    out.finish().await?;
+    let meta = ObjectMeta {
+        size,
+        etag: md5,
+        mtime_ms: crate::store::now_ms(),
+        attrs: rec.meta.attrs.clone(),
+        checksums: Default::default(),
+        parts: Vec::new(),
+    };
+    let store = state.store.clone();
+    let (b, k, old) = (q.bucket.clone(), q.key.clone(), rec.meta.etag.clone());
+    let meta =
+        store_blocking(move || store.publish_append(&b, &k, Some(&old), Vec::new(), out, meta))
+            .await?;
+    Ok(json_resp(StatusCode::OK, &meta))
 }

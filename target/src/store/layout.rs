@@ -29,6 +29,11 @@ pub struct TempFile {
 }
 
 impl TempFile {
+    /// Where the staged file is (for blocking writers; call [`TempFile::finish`] after them).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Mountpath index the file is staged on.
     pub fn mountpath(&self) -> u16 {
         self.mp
