@@ -142,10 +142,13 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
                 let gw = gw.clone();
                 async move { Ok::<_, Infallible>(handle(gw, req).await) }
             });
-            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // Request headers beyond this are refused (431): S3 itself allows about 8 KiB.
+            builder.http1().max_buf_size(MAX_HEADER_BYTES);
+            builder
+                .http2()
+                .max_header_list_size(MAX_HEADER_BYTES as u32);
+            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
@@ -160,6 +163,8 @@ async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<s3s::Body>
         let started = Instant::now();
         let mut resp = if req.uri().path().starts_with("/_aisle/cluster/") {
             cluster_api(&gw, req).await
+        } else if let Some(too_big) = xml_body_too_large(&req) {
+            too_big
         } else {
             match gw.s3.call(req.map(s3s::Body::from)).await {
                 Ok(r) => r,
@@ -182,6 +187,39 @@ async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<s3s::Body>
     }
     .instrument(span)
     .await
+}
+
+/// Read buffer of a connection, which bounds the request line and headers.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Largest XML request body (DeleteObjects, CompleteMultipartUpload, bucket configuration).
+pub const MAX_XML_BODY: u64 = 4 * 1024 * 1024;
+
+/// Refuse an oversized XML body up front with S3's 400 MaxMessageLengthExceeded (s3s itself
+/// would answer a 500 after reading 20 MiB). XML bodies come with POST, and with PUT on a bucket.
+fn xml_body_too_large(req: &Request<Incoming>) -> Option<Response<s3s::Body>> {
+    let len: u64 = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())?;
+    let bucket_level = req.uri().path().trim_matches('/').split('/').count() <= 1;
+    let xml_op = req.method() == Method::POST && req.uri().path() != "/"
+        || (req.method() == Method::PUT && bucket_level);
+    if !xml_op || len <= MAX_XML_BODY || req.uri().path().starts_with("/_aisle/") {
+        return None;
+    }
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>MaxMessageLengthExceeded</Code>\
+         <Message>Your request was too big: the limit for XML bodies is {MAX_XML_BODY} bytes.</Message></Error>"
+    );
+    Some(
+        Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .header(header::CONTENT_TYPE, "application/xml")
+            .body(s3s::Body::from(body))
+            .expect("valid response"),
+    )
 }
 
 fn plain(status: StatusCode, msg: &str) -> Response<s3s::Body> {

@@ -11,6 +11,60 @@ use super::error::{check_key, from_client, s3_err};
 use super::get::{conditions, read};
 use super::upload::{Algo, Expect, ExpectedValue, MAX_PUT_SIZE, verified_body};
 
+/// Bucket and key of a copy source (versioned and access-point sources are not supported).
+pub(super) fn copy_source(src: &CopySource) -> S3Result<(String, String)> {
+    match src {
+        CopySource::Bucket {
+            bucket,
+            key,
+            version_id: None,
+        } => Ok((bucket.to_string(), key.to_string())),
+        CopySource::Bucket { .. } => Err(s3_err(
+            S3ErrorCode::NotImplemented,
+            "versioned copy sources are not supported",
+        )),
+        _ => Err(s3_err(
+            S3ErrorCode::NotImplemented,
+            "access-point copy sources are not supported",
+        )),
+    }
+}
+
+/// Read a copy source (all of it, or `range`) under the copy-source conditions, which fail
+/// with 412 whichever of them fails.
+pub(super) async fn read_source(
+    s3: &AisleS3,
+    bucket: &str,
+    key: &str,
+    conds: aisle_cluster::proto::Conditions,
+    range: Option<String>,
+) -> S3Result<super::get::Read> {
+    s3.check_bucket(bucket)?;
+    read(
+        s3,
+        bucket,
+        key,
+        None,
+        aisle_cluster::proto::ReadOptions {
+            conditions: conds,
+            range,
+            ..Default::default()
+        },
+        false,
+    )
+    .await
+    .map_err(|e| {
+        if *e.code() == S3ErrorCode::NotModified {
+            s3_err(
+                S3ErrorCode::PreconditionFailed,
+                "a copy-source condition does not hold",
+            )
+        } else {
+            e
+        }
+    })
+}
+
 pub(super) async fn copy_object(
     s3: &AisleS3,
     req: S3Request<CopyObjectInput>,
@@ -18,25 +72,7 @@ pub(super) async fn copy_object(
     let input = req.input;
     s3.check_bucket(&input.bucket)?;
     check_key(&input.key)?;
-    let (src_bucket, src_key) = match &input.copy_source {
-        CopySource::Bucket {
-            bucket,
-            key,
-            version_id: None,
-        } => (bucket.to_string(), key.to_string()),
-        CopySource::Bucket { .. } => {
-            return Err(s3_err(
-                S3ErrorCode::NotImplemented,
-                "versioned copy sources are not supported",
-            ));
-        }
-        _ => {
-            return Err(s3_err(
-                S3ErrorCode::NotImplemented,
-                "access-point copy sources are not supported",
-            ));
-        }
-    };
+    let (src_bucket, src_key) = copy_source(&input.copy_source)?;
     let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
         None | Some(MetadataDirective::COPY) => false,
         Some(MetadataDirective::REPLACE) => true,
@@ -61,29 +97,7 @@ pub(super) async fn copy_object(
         input.copy_source_if_modified_since.as_ref(),
         input.copy_source_if_unmodified_since.as_ref(),
     );
-    s3.check_bucket(&src_bucket)?;
-    let src = read(
-        s3,
-        &src_bucket,
-        &src_key,
-        None,
-        aisle_cluster::proto::ReadOptions {
-            conditions: conds,
-            ..Default::default()
-        },
-        false,
-    )
-    .await
-    .map_err(|e| {
-        if *e.code() == S3ErrorCode::NotModified {
-            s3_err(
-                S3ErrorCode::PreconditionFailed,
-                "a copy-source condition does not hold",
-            )
-        } else {
-            e
-        }
-    })?;
+    let src = read_source(s3, &src_bucket, &src_key, conds, None).await?;
     let src_size = src.content_length.unwrap_or(src.meta.size as i64) as u64;
     if src_size > MAX_PUT_SIZE {
         return Err(s3_err(

@@ -226,6 +226,12 @@ impl S3 for AisleS3 {
     ) -> S3Result<S3Response<UploadPartOutput>> {
         multipart::upload_part(self, req).await
     }
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        multipart::upload_part_copy(self, req).await
+    }
     async fn complete_multipart_upload(
         &self,
         req: S3Request<CompleteMultipartUploadInput>,

@@ -150,6 +150,78 @@ pub(super) async fn upload_part(
     }))
 }
 
+pub(super) async fn upload_part_copy(
+    s3: &AisleS3,
+    req: S3Request<UploadPartCopyInput>,
+) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    let input = req.input;
+    s3.check_bucket(&input.bucket)?;
+    check_key(&input.key)?;
+    let number = part_number(input.part_number)?;
+    let (src_bucket, src_key) = super::copy::copy_source(&input.copy_source)?;
+    // S3 takes only `bytes=first-last` here.
+    let range = match &input.copy_source_range {
+        None => None,
+        Some(r) => {
+            let spec = r.trim().strip_prefix("bytes=").unwrap_or("");
+            let ok = spec.split_once('-').is_some_and(|(a, b)| {
+                a.parse::<u64>().is_ok()
+                    && b.parse::<u64>()
+                        .is_ok_and(|b| b >= a.parse().unwrap_or(u64::MAX))
+            });
+            if !ok {
+                return Err(s3_err(
+                    S3ErrorCode::InvalidArgument,
+                    "the x-amz-copy-source-range value must be of the form bytes=first-last",
+                ));
+            }
+            Some(spec.to_string())
+        }
+    };
+    let conds = super::get::conditions(
+        input.copy_source_if_match.as_ref(),
+        input.copy_source_if_none_match.as_ref(),
+        input.copy_source_if_modified_since.as_ref(),
+        input.copy_source_if_unmodified_since.as_ref(),
+    );
+    let src = super::copy::read_source(s3, &src_bucket, &src_key, conds, range).await?;
+    let len = src.content_length.unwrap_or(src.meta.size as i64) as u64;
+    if len > MAX_PUT_SIZE {
+        return Err(s3_err(
+            S3ErrorCode::EntityTooLarge,
+            "a part is at most 5 GiB",
+        ));
+    }
+    let expect = Expect {
+        len: Some(len),
+        max_len: MAX_PUT_SIZE,
+        content_md5: None,
+        checksum: None,
+    };
+    let blob = StreamingBlob::wrap(http_body_util::BodyDataStream::new(src.body));
+    let (body, failure) = verified_body(blob, expect);
+    let target = s3.targets.owner(&input.bucket, &input.key)?;
+    let q = upload_query(
+        &input.bucket,
+        &input.key,
+        Some(&input.upload_id),
+        Some(number),
+    );
+    let info = s3
+        .targets
+        .put_part(&target, &q, body)
+        .await
+        .map_err(|e| failure.take().unwrap_or_else(|| from_client(e)))?;
+    Ok(S3Response::new(UploadPartCopyOutput {
+        copy_part_result: Some(CopyPartResult {
+            e_tag: Some(etag(&info.etag)),
+            last_modified: Some(timestamp(info.mtime_ms)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
 /// All parts of an upload, in order.
 async fn all_parts(s3: &AisleS3, bucket: &str, key: &str, id: &str) -> S3Result<Vec<PartInfo>> {
     let target = s3.targets.owner(bucket, key)?;
