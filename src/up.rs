@@ -43,6 +43,9 @@ pub struct UpArgs {
     /// Mountpaths per target.
     #[arg(long, default_value_t = 2)]
     mountpaths: usize,
+    /// Base domain for virtual-hosted-style requests (`bucket.DOMAIN`); repeatable.
+    #[arg(long)]
+    domain: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -208,7 +211,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         access_key: creds.access_key.clone(),
         secret_key: creds.secret_key.clone(),
         region: creds.region.clone(),
-        domains: Vec::new(),
+        domains: args.domain.clone(),
         ready_file: Some(ready_file.clone()),
     };
     let gw_cfg_path = data.join("gateway").join("config.json");

@@ -32,7 +32,8 @@ class Cluster:
         self.data.mkdir(parents=True, exist_ok=True)
         log = open(self.data / "up.log", "ab")
         self.proc = subprocess.Popen(
-            [aisle_bin(), "up", "--port", "0", "--targets", str(self.targets), "--data", str(self.data)],
+            [aisle_bin(), "up", "--port", "0", "--targets", str(self.targets), "--data", str(self.data),
+             "--domain", "s3.aisle.test"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )
         env_file = self.data / "aisle.env"
