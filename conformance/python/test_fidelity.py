@@ -227,3 +227,23 @@ def test_hostile_requests(cluster, s3, bucket, tmp_path):
     # Data unchanged afterwards.
     assert s3.get_object(Bucket=bucket, Key="../../../../etc/passwd")["Body"].read() == b"../../../../etc/passwd"
     assert code_of(b"<Code>x</Code>") == "x"
+
+
+def test_listing_options(s3, bucket):
+    for k in ["a b/1", "a b/2", "c+d", "é"]:
+        s3.put_object(Bucket=bucket, Key=k, Body=b"")
+    r = s3.list_objects_v2(Bucket=bucket, FetchOwner=True, StartAfter="a b/1")
+    assert [o["Key"] for o in r["Contents"]] == ["a b/2", "c+d", "é"]
+    assert all("Owner" in o for o in r["Contents"])
+    assert "Owner" not in s3.list_objects_v2(Bucket=bucket)["Contents"][0]
+    # encoding-type=url asked for explicitly: botocore leaves the names encoded, as S3 sends them.
+    r = s3.list_objects_v2(Bucket=bucket, EncodingType="url", Delimiter="/")
+    assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["a+b/"]
+    assert [o["Key"] for o in r["Contents"]] == ["c%2Bd", "%C3%A9"]
+    # Left to botocore (it adds encoding-type=url and decodes): the names as stored.
+    r = s3.list_objects_v2(Bucket=bucket, Delimiter="/")
+    assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["a b/"]
+    v1 = s3.list_objects(Bucket=bucket, MaxKeys=2, Delimiter="/")
+    assert v1["IsTruncated"] and v1["NextMarker"] == "c+d"
+    v1b = s3.list_objects(Bucket=bucket, Marker=v1["NextMarker"], Delimiter="/")
+    assert [o["Key"] for o in v1b["Contents"]] == ["é"]

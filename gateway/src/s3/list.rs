@@ -166,8 +166,11 @@ async fn transformed_sizes(s3: &AisleS3, source: &str, sel: &EtlSelection, items
     }
 }
 
+/// `encoding-type=url` as S3 does it: form encoding (space as `+`), `/` left as is.
 fn url_encode(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+    form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace("%2F", "/")
 }
 
 /// Applies `encoding-type=url` to names in the response.
