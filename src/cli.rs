@@ -2,15 +2,9 @@
 //! (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, or flags) and sign every
 //! call with SigV4 (aws-sigv4).
 
-use std::time::SystemTime;
-
 use aisle_gateway::admin::ClusterView;
 use anyhow::{Context, bail};
-use aws_sigv4::http_request::{
-    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode, sign,
-};
-use aws_sigv4::sign::v4;
+use aws_sigv4::http_request::SignableBody;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -72,37 +66,12 @@ async fn admin_stream(
     out: &mut (dyn std::io::Write + Send),
 ) -> anyhow::Result<()> {
     let url = format!("{}{path}", conn.endpoint.trim_end_matches('/'));
-    let creds = aws_credential_types::Credentials::new(
-        &conn.access_key,
-        &conn.secret_key,
-        None,
-        None,
-        "aisle",
-    );
-    let identity = creds.into();
-    let mut settings = SigningSettings::default();
-    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    settings.percent_encoding_mode = PercentEncodingMode::Single;
-    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(&conn.region)
-        .name("s3")
-        .time(SystemTime::now())
-        .settings(settings)
-        .build()
-        .context("building signing parameters")?
-        .into();
-    let signable =
-        SignableRequest::new(method, &url, std::iter::empty(), SignableBody::Bytes(&body))
-            .context("preparing the request for signing")?;
-    let (instructions, _) = sign(signable, &params).context("signing")?.into_parts();
     let mut req = http::Request::builder()
         .method(method)
         .uri(&url)
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))?;
-    instructions.apply_to_request_http1x(&mut req);
+        .body(Full::new(body.clone()))?;
+    conn.signer().sign(&mut req, SignableBody::Bytes(&body))?;
     let client = Client::builder(TokioExecutor::new()).build_http();
     let resp = client
         .request(req)
@@ -125,6 +94,18 @@ async fn admin_stream(
     }
     out.flush()?;
     Ok(())
+}
+
+impl Connection {
+    /// A SigV4 signer for these keys.
+    pub fn signer(&self) -> crate::sign::Signer {
+        crate::sign::Signer::new(&self.access_key, &self.secret_key, &self.region)
+    }
+
+    /// The endpoint without a trailing slash.
+    pub fn endpoint(&self) -> &str {
+        self.endpoint.trim_end_matches('/')
+    }
 }
 
 /// `aisle etl ...`

@@ -9,7 +9,9 @@
 //! This file only parses the command line and hands over to the library crates; `up` (the
 //! supervisor) and `cli` (admin commands) live next to it.
 
+mod bench;
 mod cli;
+mod sign;
 mod up;
 
 use std::path::PathBuf;
@@ -49,6 +51,8 @@ enum Command {
         #[command(subcommand)]
         command: cli::ClusterCommand,
     },
+    /// Load-test an S3 endpoint (aisle or any other): throughput and latency.
+    Bench(bench::BenchArgs),
     /// Jobs: list, follow, abort.
     Job {
         #[command(subcommand)]
@@ -129,5 +133,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Archive { command } => cli::archive(command).await,
         Command::Batch(args) => cli::batch(args).await,
         Command::Job { command } => cli::job(command).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
