@@ -11,7 +11,8 @@
 //!   metadata record that travels with every object;
 //! * [`listing`] — the rules of an S3 listing (prefix, delimiter, resume point) shared by the
 //!   target that scans its index and the gateway that merges the targets' pages;
-//! * [`auth`] and [`client`] — the shared cluster secret and the pooled HTTP client that carries it.
+//! * [`auth`] and [`client`] — the shared cluster secret and the pooled HTTP client that carries it;
+//! * [`serve`] — the accept loop every node runs.
 //!
 //! It is not for S3 (no XML, no SigV4: that is the gateway's job) and holds no storage code
 //! (that is the target's).
@@ -22,3 +23,4 @@ pub mod listing;
 pub mod map;
 pub mod placement;
 pub mod proto;
+pub mod serve;

@@ -91,6 +91,18 @@ class Cluster:
         return int((self.data / "run" / f"{node}.pid").read_text())
 
 
+def http_get(url):
+    """GET a URL (e.g. a presigned one): (status, body), errors included."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 @pytest.fixture(scope="session")
 def cluster():
     d = tempfile.mkdtemp(prefix="aisle-py-")

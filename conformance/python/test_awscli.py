@@ -10,6 +10,8 @@ import urllib.request
 
 import pytest
 
+from conftest import http_get
+
 
 def md5(path):
     h = hashlib.md5()
@@ -19,12 +21,6 @@ def md5(path):
     return h.hexdigest()
 
 
-def http_get(url):
-    try:
-        with urllib.request.urlopen(url) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 def test_mb_cp_ls_rm_rb(cluster, tmp_path):

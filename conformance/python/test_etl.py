@@ -22,7 +22,7 @@ import botocore.exceptions
 import pytest
 from PIL import Image
 
-from conftest import REPO, aisle_bin
+from conftest import REPO, aisle_bin, http_get
 
 RESIZE_ARGS = '{"resize":{"w":64,"h":64}}'
 EXAMPLES = REPO / "examples" / "etl"
@@ -61,12 +61,6 @@ def jpeg(w=640, h=480, seed=0):
     return buf.getvalue()
 
 
-def http_get(url):
-    try:
-        with urllib.request.urlopen(url) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 @pytest.fixture

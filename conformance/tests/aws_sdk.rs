@@ -1,8 +1,10 @@
 //! aws-sdk-s3 (Rust) against a real multi-process aisle cluster.
 
+mod common;
+
 use aisle_conformance::TestCluster;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
+use aws_sdk_s3::config::RequestChecksumCalculation;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
@@ -11,22 +13,7 @@ use aws_sdk_s3::types::{
 use md5::Digest;
 
 fn client(c: &TestCluster, checksums: RequestChecksumCalculation) -> Client {
-    let creds = Credentials::new(
-        &c.env["AWS_ACCESS_KEY_ID"],
-        &c.env["AWS_SECRET_ACCESS_KEY"],
-        None,
-        None,
-        "test",
-    );
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(c.endpoint())
-        .force_path_style(true)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(creds)
-        .request_checksum_calculation(checksums)
-        .build();
-    Client::from_conf(conf)
+    common::sdk_client(c, checksums)
 }
 
 fn data(n: usize, seed: u8) -> Vec<u8> {

@@ -1,6 +1,8 @@
 //! The `object_store` crate's AmazonS3 client (arrow/DataFusion/Polars use it) against a real
 //! multi-process aisle cluster.
 
+mod common;
+
 use aisle_conformance::TestCluster;
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
@@ -79,25 +81,9 @@ async fn object_store_put_get_list_multipart() {
 }
 
 async fn make_bucket(c: &TestCluster, name: &str) {
-    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-    let creds = Credentials::new(
-        &c.env["AWS_ACCESS_KEY_ID"],
-        &c.env["AWS_SECRET_ACCESS_KEY"],
-        None,
-        None,
-        "test",
+    let s3 = common::sdk_client(
+        c,
+        aws_sdk_s3::config::RequestChecksumCalculation::WhenSupported,
     );
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(c.endpoint())
-        .force_path_style(true)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(creds)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-        .create_bucket()
-        .bucket(name)
-        .send()
-        .await
-        .unwrap();
+    s3.create_bucket().bucket(name).send().await.unwrap();
 }

@@ -128,6 +128,22 @@ fn json<T: Serialize>(v: &T) -> S3Response<Body> {
     r
 }
 
+/// A small JSON request body (at most `limit` bytes), or a 400.
+async fn json_body<T: serde::de::DeserializeOwned>(mut body: Body, limit: usize) -> S3Result<T> {
+    let raw = body.store_all_limited(limit).await.map_err(|e| {
+        s3_error(
+            s3s::S3ErrorCode::InvalidRequest,
+            format!("reading the body: {e}"),
+        )
+    })?;
+    serde_json::from_slice(&raw).map_err(|e| {
+        s3_error(
+            s3s::S3ErrorCode::InvalidRequest,
+            format!("bad JSON body: {e}"),
+        )
+    })
+}
+
 fn conflict(msg: String) -> s3s::S3Error {
     let mut e = s3_error(s3s::S3ErrorCode::Custom("Conflict".into()), msg);
     e.set_status_code(StatusCode::CONFLICT);
@@ -329,20 +345,8 @@ impl S3Route for AdminRoute {
                 }))
             }
             (&Method::POST, "/_aisle/v1/jobs/shard") => {
-                let mut body = req.input;
-                let raw = body
-                    .store_all_limited(64 * 1024 * 1024)
-                    .await
-                    .map_err(|e| {
-                        s3_error(
-                            s3s::S3ErrorCode::InvalidRequest,
-                            format!("reading the body: {e}"),
-                        )
-                    })?;
                 let spec: crate::jobs::ShardJobSpec =
-                    serde_json::from_slice(&raw).map_err(|e| {
-                        s3_error(s3s::S3ErrorCode::InvalidRequest, format!("bad job: {e}"))
-                    })?;
+                    json_body(req.input, 64 * 1024 * 1024).await?;
                 let view = self
                     .jobs
                     .start_shard(spec)
@@ -379,20 +383,8 @@ impl S3Route for AdminRoute {
                 }
             }
             (&Method::POST, "/_aisle/v1/batch") => {
-                let mut body = req.input;
-                let raw = body
-                    .store_all_limited(32 * 1024 * 1024)
-                    .await
-                    .map_err(|e| {
-                        s3_error(
-                            s3s::S3ErrorCode::InvalidRequest,
-                            format!("reading the body: {e}"),
-                        )
-                    })?;
                 let batch: crate::batch::BatchRequest =
-                    serde_json::from_slice(&raw).map_err(|e| {
-                        s3_error(s3s::S3ErrorCode::InvalidRequest, format!("bad batch: {e}"))
-                    })?;
+                    json_body(req.input, 32 * 1024 * 1024).await?;
                 let buckets = self.meta.snapshot().buckets.keys().cloned().collect();
                 crate::batch::get_batch(self.targets.clone(), buckets, batch).await
             }
@@ -447,16 +439,7 @@ impl S3Route for AdminRoute {
             }
             (&Method::PUT, path) if path.starts_with(ALIAS_PREFIX) => {
                 let name = path[ALIAS_PREFIX.len()..].to_string();
-                let mut body = req.input;
-                let raw = body.store_all_limited(64 * 1024).await.map_err(|e| {
-                    s3_error(
-                        s3s::S3ErrorCode::InvalidRequest,
-                        format!("reading the body: {e}"),
-                    )
-                })?;
-                let spec: BindRequest = serde_json::from_slice(&raw).map_err(|e| {
-                    s3_error(s3s::S3ErrorCode::InvalidRequest, format!("bad JSON: {e}"))
-                })?;
+                let spec: BindRequest = json_body(req.input, 64 * 1024).await?;
                 self.bind(name, spec).await?;
                 Ok(json(&serde_json::json!({"bound": true})))
             }
@@ -477,16 +460,7 @@ impl S3Route for AdminRoute {
                 };
                 match (method.clone(), action.as_deref()) {
                     (Method::PUT, None) => {
-                        let mut body = req.input;
-                        let raw = body.store_all_limited(256 * 1024).await.map_err(|e| {
-                            s3_error(
-                                s3s::S3ErrorCode::InvalidRequest,
-                                format!("reading the body: {e}"),
-                            )
-                        })?;
-                        let spec: EtlSpec = serde_json::from_slice(&raw).map_err(|e| {
-                            s3_error(s3s::S3ErrorCode::InvalidRequest, format!("bad spec: {e}"))
-                        })?;
+                        let spec: EtlSpec = json_body(req.input, 256 * 1024).await?;
                         self.init(name, spec).await?;
                         Ok(json(&serde_json::json!({"initialized": true})))
                     }

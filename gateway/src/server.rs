@@ -1,7 +1,6 @@
 //! The gateway process: one port for S3 (through s3s) and for the intra-cluster API under
 //! `/_aisle/cluster/` (a prefix that can never be a bucket: bucket names cannot start with `_`).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,7 +11,6 @@ use aisle_cluster::proto::{self, ErrorBody};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use s3s::auth::SimpleAuth;
 use s3s::host::{S3Host, VirtualHost};
 use s3s::service::{S3Service, S3ServiceBuilder};
@@ -127,32 +125,12 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
             .map_err(io(format!("writing {}", tmp.display())))?;
         std::fs::rename(&tmp, path).map_err(io(format!("writing {}", path.display())))?;
     }
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let gw = gw.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let gw = gw.clone();
-                async move { Ok::<_, Infallible>(handle(gw, req).await) }
-            });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            // Request headers beyond this are refused (431): S3 itself allows about 8 KiB.
-            builder.http1().max_buf_size(MAX_HEADER_BYTES);
-            builder
-                .http2()
-                .max_header_list_size(MAX_HEADER_BYTES as u32);
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
+    // Request heads beyond MAX_HEADER_BYTES are refused (431): S3 itself allows about 8 KiB.
+    aisle_cluster::serve::serve(listener, Some(MAX_HEADER_BYTES), move |req| {
+        handle(gw.clone(), req)
+    })
+    .await;
+    Ok(())
 }
 
 async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<s3s::Body> {

@@ -6,7 +6,7 @@ use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::AisleS3;
-use super::attrs::{etag, object_attrs, timestamp};
+use super::attrs::{etag, timestamp};
 use super::error::{check_key, from_client, s3_err};
 use super::get::{conditions, read};
 use super::upload::{Algo, Expect, ExpectedValue, MAX_PUT_SIZE, verified_body};
@@ -106,15 +106,7 @@ pub(super) async fn copy_object(
         ));
     }
     let attrs = if replace {
-        object_attrs(
-            input.content_type.clone(),
-            input.content_encoding.clone(),
-            input.content_disposition.clone(),
-            input.content_language.clone(),
-            input.cache_control.clone(),
-            input.expires.as_ref(),
-            input.metadata.clone(),
-        )?
+        attrs_of!(input)?
     } else {
         src.meta.attrs.clone()
     };

@@ -201,33 +201,41 @@ fn applied_header(h: &mut http::HeaderMap, read: &Read) {
     }
 }
 
+/// The read a GET or HEAD asks for (their inputs share these field names): alias and
+/// transform selection, shard selection, range, conditions.
+macro_rules! read_request {
+    ($s3:expr, $req:expr, $head:expr) => {{
+        let requested = super::etl::selection(&$req.headers, &$req.uri)?;
+        let archive = super::archive::selection(&$req.headers, &$req.uri)?;
+        let input = $req.input;
+        let (bucket, etl) = $s3.read_source(&input.bucket, requested)?;
+        if archive.is_some() && etl.is_some() {
+            return Err(s3_err(
+                S3ErrorCode::InvalidRequest,
+                "a shard member read cannot be combined with a transform; transform whole shards with wds-map",
+            ));
+        }
+        let opts = ReadOptions {
+            range: range_spec(input.range.as_ref()),
+            conditions: conditions(
+                input.if_match.as_ref(),
+                input.if_none_match.as_ref(),
+                input.if_modified_since.as_ref(),
+                input.if_unmodified_since.as_ref(),
+            ),
+            etl,
+            archive,
+        };
+        let read = read($s3, &bucket, &input.key, input.part_number, opts, $head).await?;
+        (input, read)
+    }};
+}
+
 pub(super) async fn get_object(
     s3: &AisleS3,
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
-    let requested = super::etl::selection(&req.headers, &req.uri)?;
-    let archive = super::archive::selection(&req.headers, &req.uri)?;
-    let input = req.input;
-    let (bucket, etl) = s3.read_source(&input.bucket, requested)?;
-    if archive.is_some() && etl.is_some() {
-        return Err(s3_err(
-            S3ErrorCode::InvalidRequest,
-            "a shard member read cannot be combined with a transform; transform whole shards with wds-map",
-        ));
-    }
-    let conds = conditions(
-        input.if_match.as_ref(),
-        input.if_none_match.as_ref(),
-        input.if_modified_since.as_ref(),
-        input.if_unmodified_since.as_ref(),
-    );
-    let opts = ReadOptions {
-        range: range_spec(input.range.as_ref()),
-        conditions: conds,
-        etl,
-        archive,
-    };
-    let read = read(s3, &bucket, &input.key, input.part_number, opts, false).await?;
+    let (input, read) = read_request!(s3, req, false);
     let mut out = GetObjectOutput::default();
     fill_output!(out, &read, &input, input.part_number);
     let mut headers = http::HeaderMap::new();
@@ -253,29 +261,7 @@ pub(super) async fn head_object(
     s3: &AisleS3,
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
-    let requested = super::etl::selection(&req.headers, &req.uri)?;
-    let archive = super::archive::selection(&req.headers, &req.uri)?;
-    let input = req.input;
-    let (bucket, etl) = s3.read_source(&input.bucket, requested)?;
-    if archive.is_some() && etl.is_some() {
-        return Err(s3_err(
-            S3ErrorCode::InvalidRequest,
-            "a shard member read cannot be combined with a transform; transform whole shards with wds-map",
-        ));
-    }
-    let conds = conditions(
-        input.if_match.as_ref(),
-        input.if_none_match.as_ref(),
-        input.if_modified_since.as_ref(),
-        input.if_unmodified_since.as_ref(),
-    );
-    let opts = ReadOptions {
-        range: range_spec(input.range.as_ref()),
-        conditions: conds,
-        etl,
-        archive,
-    };
-    let read = read(s3, &bucket, &input.key, input.part_number, opts, true).await?;
+    let (input, read) = read_request!(s3, req, true);
     let mut out = HeadObjectOutput::default();
     fill_output!(out, &read, &input, input.part_number);
     let mut resp = S3Response::new(out);

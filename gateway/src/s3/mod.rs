@@ -3,6 +3,9 @@
 //! Every object operation follows the request's journey: check the bucket and key here, find
 //! the owning target by HRW placement ([`crate::proxy::Targets::owner`]), stream to or from it.
 
+#[macro_use]
+mod macros;
+
 pub mod archive;
 mod attrs;
 mod bucket;

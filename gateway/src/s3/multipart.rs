@@ -11,12 +11,10 @@ use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::AisleS3;
-use super::attrs::{checksum_type, etag, header_checksums, object_attrs, timestamp};
+use super::attrs::{checksum_type, etag, header_checksums, timestamp};
 use super::error::{check_key, from_client, s3_err};
-use super::put::{check_declared_len, echo_checksum, empty_blob};
-use super::upload::{
-    Algo, Expect, MAX_PUT_SIZE, checksum_expectation, parse_content_md5, verified_body,
-};
+use super::put::{check_declared_len, empty_blob};
+use super::upload::{Algo, Expect, MAX_PUT_SIZE, verified_body};
 
 /// Smallest size of every part but the last, as S3.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -59,15 +57,7 @@ pub(super) async fn create(
             "server-side encryption and object lock are not supported",
         ));
     }
-    let attrs = object_attrs(
-        input.content_type.clone(),
-        input.content_encoding.clone(),
-        input.content_disposition.clone(),
-        input.content_language.clone(),
-        input.cache_control.clone(),
-        input.expires.as_ref(),
-        input.metadata.clone(),
-    )?;
+    let attrs = attrs_of!(input)?;
     let target = s3.targets.owner(&input.bucket, &input.key)?;
     let id = s3
         .targets
@@ -102,26 +92,7 @@ pub(super) async fn upload_part(
     check_key(&input.key)?;
     let number = part_number(input.part_number)?;
     let declared = check_declared_len(input.content_length, MAX_PUT_SIZE)?;
-    let given = header_checksums(
-        &input.checksum_crc32,
-        &input.checksum_crc32c,
-        &input.checksum_crc64nvme,
-        &input.checksum_sha1,
-        &input.checksum_sha256,
-    );
-    let checksum = checksum_expectation(
-        &given,
-        input.checksum_algorithm.as_ref().map(|a| a.as_str()),
-        &headers,
-        trailing_headers.as_ref(),
-    )?;
-    let algo = checksum.as_ref().map(|(a, _)| *a);
-    let expect = Expect {
-        len: declared,
-        max_len: MAX_PUT_SIZE,
-        content_md5: parse_content_md5(input.content_md5.as_ref())?,
-        checksum,
-    };
+    let (expect, algo) = upload_expect!(input, headers, trailing_headers, declared);
     let target = s3.targets.owner(&input.bucket, &input.key)?;
     let (body, failure) = verified_body(input.body.unwrap_or_else(empty_blob), expect);
     let q = upload_query(
@@ -138,16 +109,12 @@ pub(super) async fn upload_part(
     s3.stats
         .bytes_in
         .fetch_add(info.size, std::sync::atomic::Ordering::Relaxed);
-    let echo = |a: Algo| echo_checksum(&info.checksums, algo.filter(|x| *x == a));
-    Ok(S3Response::new(UploadPartOutput {
+    let mut out = UploadPartOutput {
         e_tag: Some(etag(&info.etag)),
-        checksum_crc32: echo(Algo::Crc32),
-        checksum_crc32c: echo(Algo::Crc32c),
-        checksum_crc64nvme: echo(Algo::Crc64nvme),
-        checksum_sha1: echo(Algo::Sha1),
-        checksum_sha256: echo(Algo::Sha256),
         ..Default::default()
-    }))
+    };
+    echo_checksums!(out, info.checksums, algo);
+    Ok(S3Response::new(out))
 }
 
 pub(super) async fn upload_part_copy(

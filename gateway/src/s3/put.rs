@@ -6,11 +6,8 @@ use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::AisleS3;
-use super::attrs::{header_checksums, object_attrs};
 use super::error::{check_key, from_client, s3_err};
-use super::upload::{
-    Algo, Expect, MAX_PUT_SIZE, checksum_expectation, parse_content_md5, verified_body,
-};
+use super::upload::{MAX_PUT_SIZE, verified_body};
 
 /// An empty body for requests that carry none.
 pub(super) fn empty_blob() -> StreamingBlob {
@@ -30,14 +27,6 @@ pub(super) fn check_declared_len(len: Option<i64>, max: u64) -> S3Result<Option<
         )),
         other => Ok(other.map(|n| n as u64)),
     }
-}
-
-/// Echo a stored checksum on the write response, as S3 does.
-pub(super) fn echo_checksum(
-    c: &aisle_cluster::proto::Checksums,
-    algo: Option<Algo>,
-) -> Option<String> {
-    algo.and_then(|a| a.get(c).cloned())
 }
 
 pub(super) async fn put_object(
@@ -78,35 +67,8 @@ pub(super) async fn put_object(
         }
     };
     let declared = check_declared_len(input.content_length, MAX_PUT_SIZE)?;
-    let attrs = object_attrs(
-        input.content_type.clone(),
-        input.content_encoding.clone(),
-        input.content_disposition.clone(),
-        input.content_language.clone(),
-        input.cache_control.clone(),
-        input.expires.as_ref(),
-        input.metadata.clone(),
-    )?;
-    let given = header_checksums(
-        &input.checksum_crc32,
-        &input.checksum_crc32c,
-        &input.checksum_crc64nvme,
-        &input.checksum_sha1,
-        &input.checksum_sha256,
-    );
-    let checksum = checksum_expectation(
-        &given,
-        input.checksum_algorithm.as_ref().map(|a| a.as_str()),
-        &headers,
-        trailing_headers.as_ref(),
-    )?;
-    let algo = checksum.as_ref().map(|(a, _)| *a);
-    let expect = Expect {
-        len: declared,
-        max_len: MAX_PUT_SIZE,
-        content_md5: parse_content_md5(input.content_md5.as_ref())?,
-        checksum,
-    };
+    let attrs = attrs_of!(input)?;
+    let (expect, algo) = upload_expect!(input, headers, trailing_headers, declared);
     let target = s3.targets.owner(&input.bucket, &input.key)?;
     let (body, failure) = verified_body(input.body.unwrap_or_else(empty_blob), expect);
     if let Some(archpath) = append {
@@ -145,15 +107,11 @@ pub(super) async fn put_object(
     s3.stats
         .bytes_in
         .fetch_add(meta.size, std::sync::atomic::Ordering::Relaxed);
-    let echo = |a: Algo| echo_checksum(&meta.checksums, algo.filter(|x| *x == a));
-    Ok(S3Response::new(PutObjectOutput {
+    let mut out = PutObjectOutput {
         e_tag: Some(super::attrs::etag(&meta.etag)),
-        checksum_crc32: echo(Algo::Crc32),
-        checksum_crc32c: echo(Algo::Crc32c),
-        checksum_crc64nvme: echo(Algo::Crc64nvme),
-        checksum_sha1: echo(Algo::Sha1),
-        checksum_sha256: echo(Algo::Sha256),
         checksum_type: algo.map(|_| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
         ..Default::default()
-    }))
+    };
+    echo_checksums!(out, meta.checksums, algo);
+    Ok(S3Response::new(out))
 }
