@@ -132,6 +132,12 @@ pub enum EtlCommand {
         /// Argument string for every stage (e.g. `{"resize":{"w":224,"h":224}}`).
         #[arg(long)]
         args: Option<String>,
+        /// Transform every source object up front, in the background (a job).
+        #[arg(long)]
+        materialize: bool,
+        /// With --materialize: follow the job with a progress bar until it ends.
+        #[arg(long)]
+        wait: bool,
         #[command(flatten)]
         conn: Connection,
     },
@@ -543,16 +549,31 @@ pub async fn etl(cmd: EtlCommand) -> anyhow::Result<()> {
             source,
             pipeline,
             args,
+            materialize,
+            wait,
             conn,
         } => {
             let req = aisle_gateway::admin::BindRequest {
                 source,
                 pipeline,
                 args,
+                materialize,
             };
             let path = format!("{}{alias}", aisle_gateway::admin::ALIAS_PREFIX);
-            admin_call(&conn, "PUT", &path, Bytes::from(serde_json::to_vec(&req)?)).await?;
+            let body =
+                admin_call(&conn, "PUT", &path, Bytes::from(serde_json::to_vec(&req)?)).await?;
             println!("bound {alias}: read it like any bucket, e.g. aws s3 ls s3://{alias}/");
+            let answer: serde_json::Value =
+                serde_json::from_slice(&body).context("parsing the answer")?;
+            if let Some(id) = answer["job"]["id"].as_str() {
+                if wait {
+                    let v = follow(&conn, id).await?;
+                    print_job(&v);
+                    v.errors.iter().for_each(|e| println!("  error: {e}"));
+                } else {
+                    println!("materializing in job {id} (aisle job show {id} --wait)");
+                }
+            }
             Ok(())
         }
         EtlCommand::Init { spec, conn } => {

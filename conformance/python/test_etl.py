@@ -132,6 +132,10 @@ def test_large_deterministic_output_downloads_by_ranges(cluster, s3, bucket, tmp
     cluster.aws("s3", "cp", "--only-show-errors", f"s3://{alias}/big.gz", str(tmp_path / "cli"))
     assert hashlib.md5((tmp_path / "cli").read_bytes()).digest() == hashlib.md5(raw).digest()
     aisle(cluster, "etl", "unbind", alias)
+    # --materialize transforms every object up front, as a job.
+    out = aisle(cluster, "etl", "bind", alias + "-m", "--source", bucket, "--pipeline", "gunzip", "--materialize", "--wait").stdout
+    assert "materialize" in out and "done" in out and "1/1 objects" in out, out
+    aisle(cluster, "etl", "unbind", alias + "-m")
 
 
 def test_pipelines_and_selection_errors(cluster, photos, s3):

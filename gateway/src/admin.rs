@@ -102,6 +102,9 @@ pub struct BindRequest {
     /// Argument string for every stage.
     #[serde(default)]
     pub args: Option<String>,
+    /// Transform every source object into the targets' caches now, as a job.
+    #[serde(default)]
+    pub materialize: bool,
 }
 
 /// The admin route.
@@ -440,8 +443,15 @@ impl S3Route for AdminRoute {
             (&Method::PUT, path) if path.starts_with(ALIAS_PREFIX) => {
                 let name = path[ALIAS_PREFIX.len()..].to_string();
                 let spec: BindRequest = json_body(req.input, 64 * 1024).await?;
+                let materialize = spec.materialize;
+                let selection = aisle_cluster::proto::EtlSelection {
+                    pipeline: crate::s3::etl::parse_pipeline(&spec.pipeline)?,
+                    args: spec.args.clone(),
+                };
+                let source = spec.source.clone();
                 self.bind(name, spec).await?;
-                Ok(json(&serde_json::json!({"bound": true})))
+                let job = materialize.then(|| self.jobs.start_materialize(source, selection));
+                Ok(json(&serde_json::json!({"bound": true, "job": job})))
             }
             (&Method::DELETE, path) if path.starts_with(ALIAS_PREFIX) => {
                 let name = path[ALIAS_PREFIX.len()..].to_string();

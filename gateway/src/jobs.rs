@@ -1,5 +1,5 @@
-//! Cluster jobs run by the gateway, with progress and abort: today, building shards from many
-//! objects (SPEC §5). Sources are a prefix, a list of keys, or a range template
+//! Cluster jobs run by the gateway, with progress and abort: building shards from many objects
+//! (SPEC §5), and materializing an alias bucket's transformed objects (SPEC §4). Sources are a prefix, a list of keys, or a range template
 //! (`img-{0000..9999}.jpg`); objects are packed, in key order, into tar shards of about the
 //! target size, never splitting a WebDataset sample (same key up to the first dot) across two
 //! shards. Each shard streams from the sources' owning targets into the shard's owning target;
@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use aisle_cluster::listing::{ListItem, merge_pages};
-use aisle_cluster::proto::{ListQuery, ObjectAttrs, ObjectQuery, ReadOptions, WriteOptions};
+use aisle_cluster::proto::{
+    EtlSelection, ListQuery, ObjectAttrs, ObjectQuery, ReadOptions, WriteOptions,
+};
 use aisle_shard::{END_OF_ARCHIVE, member_header, padding, wds_split};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -194,11 +196,25 @@ impl Jobs {
         if spec.shard_size == 0 || spec.shard_size > MAX_PUT_SIZE {
             return Err(format!("shard_size must be 1..={MAX_PUT_SIZE}"));
         }
-        let id = format!("shard-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        Ok(self.launch("build-shards", move |me, job| async move {
+            me.run_shard(&job, &spec).await
+        }))
+    }
+
+    /// Register a job and run `work` in the background; its result sets the final status.
+    fn launch<F, Fut>(self: &Arc<Self>, kind: &str, work: F) -> JobView
+    where
+        F: FnOnce(Arc<Jobs>, Arc<Job>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let id = format!(
+            "{kind}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
         let job = Arc::new(Job {
             view: Mutex::new(JobView {
                 id: id.clone(),
-                kind: "build-shards".into(),
+                kind: kind.into(),
                 status: "running".into(),
                 started_ms: now_ms(),
                 ..Default::default()
@@ -211,7 +227,7 @@ impl Jobs {
             .insert(id.clone(), job.clone());
         let me = self.clone();
         tokio::spawn(async move {
-            let result = me.run_shard(&job, &spec).await;
+            let result = work(me, job.clone()).await;
             let mut v = job.view.lock().expect("job lock");
             v.finished_ms = Some(now_ms());
             v.status = match result {
@@ -223,7 +239,66 @@ impl Jobs {
                 }
             };
         });
-        Ok(self.get(&id).expect("just inserted"))
+        self.get(&id).expect("just inserted")
+    }
+
+    /// Transform every object of an alias's source into the targets' caches up front
+    /// (`aisle etl bind --materialize`), a bounded number at a time.
+    pub fn start_materialize(self: &Arc<Self>, source: String, etl: EtlSelection) -> JobView {
+        self.launch("materialize", move |me, job| async move {
+            let keys = me.list_keys(&source, "").await?;
+            Self::note(&job, |v| v.total = keys.len() as u64);
+            let work = futures::stream::iter(keys)
+                .take_while(|_| futures::future::ready(!job.cancel.is_cancelled()))
+                .map(|key| {
+                    let (me, etl, source) = (me.clone(), etl.clone(), source.clone());
+                    async move {
+                        let r = async {
+                            let owner =
+                                me.targets.owner(&source, &key).map_err(|e| e.to_string())?;
+                            let q = ObjectQuery {
+                                bucket: source.clone(),
+                                key: key.clone(),
+                                part: None,
+                            };
+                            let opts = ReadOptions {
+                                etl: Some(etl),
+                                ..Default::default()
+                            };
+                            let resp = me
+                                .targets
+                                .read_object(&owner, &q, &opts, true)
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            if resp.status().is_success() {
+                                Ok(resp
+                                    .headers()
+                                    .get(http::header::CONTENT_LENGTH)
+                                    .and_then(|v| v.to_str().ok())
+                                    .and_then(|v| v.parse::<u64>().ok())
+                                    .unwrap_or(0))
+                            } else {
+                                Err(format!("HTTP {}", resp.status()))
+                            }
+                        }
+                        .await;
+                        (key, r)
+                    }
+                })
+                .buffer_unordered(8);
+            futures::pin_mut!(work);
+            while let Some((key, r)) = work.next().await {
+                Self::note(&job, |v| {
+                    v.done += 1;
+                    match r {
+                        Ok(n) => v.bytes += n,
+                        Err(e) if v.errors.len() < 100 => v.errors.push(format!("{key}: {e}")),
+                        Err(_) => {}
+                    }
+                });
+            }
+            Ok(())
+        })
     }
 
     async fn keys(&self, spec: &ShardJobSpec) -> Result<Vec<String>, String> {
@@ -233,13 +308,18 @@ impl Jobs {
         if let Some(t) = &spec.template {
             return expand_template(t, MAX_JOB_OBJECTS);
         }
-        let prefix = spec.prefix.clone().unwrap_or_default();
+        self.list_keys(&spec.source, spec.prefix.as_deref().unwrap_or(""))
+            .await
+    }
+
+    /// Every key of `bucket` under `prefix`, in order.
+    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, String> {
         let mut keys = Vec::new();
         let mut after = None;
         loop {
             let q = ListQuery {
-                bucket: spec.source.clone(),
-                prefix: prefix.clone(),
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
                 delimiter: None,
                 after: after.clone(),
                 limit: 1000,
