@@ -194,6 +194,37 @@ pub enum EtlCommand {
         #[command(flatten)]
         conn: Connection,
     },
+    /// Offline ETL: transform objects into another bucket, as a job.
+    Run {
+        /// Stages, comma-separated (e.g. `resize,jpeg`).
+        pipeline: String,
+        /// Bucket of the source objects.
+        #[arg(long)]
+        source: String,
+        /// Only objects under this prefix.
+        #[arg(long, conflicts_with_all = ["template", "list"])]
+        prefix: Option<String>,
+        /// The keys of a range template, e.g. `img-{0000..9999}.jpg`.
+        #[arg(long, conflicts_with = "list")]
+        template: Option<String>,
+        /// A file with one key per line.
+        #[arg(long)]
+        list: Option<std::path::PathBuf>,
+        /// Bucket for the outputs (same keys).
+        #[arg(long)]
+        output_bucket: String,
+        /// Argument string for every stage.
+        #[arg(long)]
+        args: Option<String>,
+        /// Transform and count, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Follow the job with a progress bar until it ends.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        conn: Connection,
+    },
     /// Remove an alias bucket (the source is untouched).
     Unbind {
         /// Name of the alias bucket.
@@ -573,6 +604,63 @@ pub async fn etl(cmd: EtlCommand) -> anyhow::Result<()> {
                 } else {
                     println!("materializing in job {id} (aisle job show {id} --wait)");
                 }
+            }
+            Ok(())
+        }
+        EtlCommand::Run {
+            pipeline,
+            source,
+            prefix,
+            template,
+            list,
+            output_bucket,
+            args,
+            dry_run,
+            wait,
+            conn,
+        } => {
+            let list = match list {
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                ),
+                None => None,
+            };
+            let spec = aisle_gateway::jobs::EtlJobSpec {
+                source,
+                prefix,
+                list,
+                template,
+                etl: aisle_cluster::proto::EtlSelection {
+                    pipeline: pipeline.split(',').map(|s| s.trim().to_string()).collect(),
+                    args,
+                },
+                output_bucket,
+                dry_run,
+            };
+            let body = admin_call(
+                &conn,
+                "POST",
+                "/_aisle/v1/jobs/etl",
+                Bytes::from(serde_json::to_vec(&spec)?),
+            )
+            .await?;
+            let v: aisle_gateway::jobs::JobView =
+                serde_json::from_slice(&body).context("parsing the answer")?;
+            if wait {
+                let v = follow(&conn, &v.id).await?;
+                print_job(&v);
+                v.errors.iter().for_each(|e| println!("  error: {e}"));
+                if v.status != "done" {
+                    bail!("job {} ended {}", v.id, v.status);
+                }
+            } else {
+                println!("started job {} (aisle job show {} --wait)", v.id, v.id);
             }
             Ok(())
         }

@@ -262,3 +262,20 @@ def test_server_side_resize_moves_fewer_bytes(cluster, s3, bucket):
     resized = bytes_out() - before
     assert raw == sum(len(p) for p in photos)
     assert resized * 4 < raw, (resized, raw)
+
+
+def test_offline_etl_job(cluster, s3, bucket):
+    for i in range(20):
+        s3.put_object(Bucket=bucket, Key=f"in/{i:02d}.txt", Body=f"line {i}\n".encode() * 100)
+    out = f"{bucket}-gz"
+    s3.create_bucket(Bucket=out)
+    dry = aisle(cluster, "etl", "run", "gzip", "--source", bucket, "--prefix", "in/", "--output-bucket", out, "--dry-run", "--wait").stdout
+    assert "done" in dry and "20/20 objects" in dry
+    assert s3.list_objects_v2(Bucket=out)["KeyCount"] == 0, "a dry run writes nothing"
+    aisle(cluster, "etl", "run", "gzip", "--source", bucket, "--prefix", "in/", "--output-bucket", out, "--wait")
+    for i in range(20):
+        got = s3.get_object(Bucket=out, Key=f"in/{i:02d}.txt")
+        assert gzip.decompress(got["Body"].read()) == f"line {i}\n".encode() * 100
+        assert got["ContentType"] == "application/gzip"
+    bad = aisle(cluster, "etl", "run", "no-such", "--source", bucket, "--output-bucket", out, "--wait", check=False)
+    assert bad.returncode != 0 and "400" in bad.stderr

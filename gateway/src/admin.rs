@@ -249,10 +249,12 @@ impl AdminRoute {
             .iter()
             .find(|n| !aisle_etl_runtime::builtin::is_builtin(n) && !meta.etls.contains_key(*n))
         {
-            return Err(s3_error(
+            let mut e = s3_error(
                 C::Custom("InvalidEtl".into()),
                 format!("unknown transform {unknown:?}"),
-            ));
+            );
+            e.set_status_code(StatusCode::BAD_REQUEST);
+            return Err(e);
         }
         // Built-ins check their arguments up front; registered ones get them per object.
         let builtins: Vec<String> = pipeline
@@ -353,6 +355,25 @@ impl S3Route for AdminRoute {
                 let view = self
                     .jobs
                     .start_shard(spec)
+                    .map_err(|e| s3_error(s3s::S3ErrorCode::InvalidArgument, e))?;
+                Ok(json(&view))
+            }
+            (&Method::POST, "/_aisle/v1/jobs/etl") => {
+                let spec: crate::jobs::EtlJobSpec = json_body(req.input, 64 * 1024 * 1024).await?;
+                let known = self.meta.snapshot();
+                if let Some(unknown) = spec.etl.pipeline.iter().find(|n| {
+                    !aisle_etl_runtime::builtin::is_builtin(n) && !known.etls.contains_key(*n)
+                }) {
+                    let mut e = s3_error(
+                        s3s::S3ErrorCode::Custom("InvalidEtl".into()),
+                        format!("unknown transform {unknown:?}"),
+                    );
+                    e.set_status_code(StatusCode::BAD_REQUEST);
+                    return Err(e);
+                }
+                let view = self
+                    .jobs
+                    .start_etl(spec)
                     .map_err(|e| s3_error(s3s::S3ErrorCode::InvalidArgument, e))?;
                 Ok(json(&view))
             }

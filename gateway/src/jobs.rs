@@ -50,6 +50,29 @@ pub struct ShardJobSpec {
     pub shard_size: u64,
 }
 
+/// `POST /_aisle/v1/jobs/etl`: transform objects into another bucket (offline ETL).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EtlJobSpec {
+    /// Bucket of the source objects.
+    pub source: String,
+    /// Every object under this prefix …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// … or these keys …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<Vec<String>>,
+    /// … or the keys of this range template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The pipeline and its arguments.
+    pub etl: EtlSelection,
+    /// Bucket the outputs go to (same keys).
+    pub output_bucket: String,
+    /// Transform and count, write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
 /// A job as `aisle job show` reports it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JobView {
@@ -240,6 +263,139 @@ impl Jobs {
             };
         });
         self.get(&id).expect("just inserted")
+    }
+
+    /// Offline ETL: every selected object, transformed on its owning target, written under the
+    /// same key to the output bucket's owning target (or only counted, with `dry_run`).
+    pub fn start_etl(self: &Arc<Self>, spec: EtlJobSpec) -> Result<JobView, String> {
+        let meta = self.meta.snapshot();
+        for b in [&spec.source, &spec.output_bucket] {
+            if !meta.buckets.contains_key(b) {
+                return Err(format!("no bucket {b}"));
+            }
+        }
+        if spec.source == spec.output_bucket {
+            return Err("the output bucket must differ from the source".into());
+        }
+        let sources = [
+            spec.prefix.is_some(),
+            spec.list.is_some(),
+            spec.template.is_some(),
+        ];
+        if sources.iter().filter(|x| **x).count() > 1 {
+            return Err("give at most one of prefix, list, template".into());
+        }
+        Ok(self.launch("etl", move |me, job| async move {
+            let keys = match (&spec.list, &spec.template) {
+                (Some(l), _) => l.clone(),
+                (_, Some(t)) => expand_template(t, MAX_JOB_OBJECTS)?,
+                _ => {
+                    me.list_keys(&spec.source, spec.prefix.as_deref().unwrap_or(""))
+                        .await?
+                }
+            };
+            Self::note(&job, |v| v.total = keys.len() as u64);
+            let work = futures::stream::iter(keys)
+                .take_while(|_| futures::future::ready(!job.cancel.is_cancelled()))
+                .map(|key| {
+                    let (me, spec) = (me.clone(), spec.clone());
+                    async move {
+                        let r = me.transform_one(&spec, &key).await;
+                        (key, r)
+                    }
+                })
+                .buffer_unordered(4);
+            futures::pin_mut!(work);
+            while let Some((key, r)) = work.next().await {
+                Self::note(&job, |v| {
+                    v.done += 1;
+                    match r {
+                        Ok(n) => v.bytes += n,
+                        Err(e) if v.errors.len() < 100 => v.errors.push(format!("{key}: {e}")),
+                        Err(_) => {}
+                    }
+                });
+            }
+            Ok(())
+        }))
+    }
+
+    /// One object of an offline ETL job: only transformed bytes leave the source's target.
+    async fn transform_one(&self, spec: &EtlJobSpec, key: &str) -> Result<u64, String> {
+        let owner = self
+            .targets
+            .owner(&spec.source, key)
+            .map_err(|e| e.to_string())?;
+        let q = ObjectQuery {
+            bucket: spec.source.clone(),
+            key: key.to_string(),
+            part: None,
+        };
+        let opts = ReadOptions {
+            etl: Some(spec.etl.clone()),
+            ..Default::default()
+        };
+        let resp = self
+            .targets
+            .read_object(&owner, &q, &opts, false)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            let err = crate::s3::from_client(
+                aisle_cluster::client::status_error(owner.url.clone(), resp).await,
+            );
+            return Err(format!(
+                "{}: {}",
+                err.code().as_str(),
+                err.message().unwrap_or("")
+            ));
+        }
+        let meta: Option<aisle_cluster::proto::ObjectMeta> = resp
+            .headers()
+            .get(aisle_cluster::proto::META_HEADER)
+            .and_then(|v| aisle_cluster::proto::decode_header(v.as_bytes()).ok());
+        let body = http_body_util::BodyDataStream::new(resp.into_body());
+        if spec.dry_run {
+            let mut n = 0u64;
+            futures::pin_mut!(body);
+            while let Some(c) = body.next().await {
+                n += c.map_err(|e| e.to_string())?.len() as u64;
+            }
+            return Ok(n);
+        }
+        let (upload, failure) = verified_body(
+            StreamingBlob::wrap(body),
+            Expect {
+                len: None,
+                max_len: MAX_PUT_SIZE,
+                content_md5: None,
+                checksum: None,
+            },
+        );
+        let attrs = ObjectAttrs {
+            content_type: meta.and_then(|m| m.attrs.content_type),
+            ..Default::default()
+        };
+        let out = self
+            .targets
+            .owner(&spec.output_bucket, key)
+            .map_err(|e| e.to_string())?;
+        let oq = ObjectQuery {
+            bucket: spec.output_bucket.clone(),
+            key: key.to_string(),
+            part: None,
+        };
+        let written = self
+            .targets
+            .put_object(&out, &oq, &attrs, &WriteOptions::default(), upload)
+            .await
+            .map_err(|e| {
+                failure
+                    .take()
+                    .map(|f| f.to_string())
+                    .unwrap_or_else(|| e.to_string())
+            })?;
+        Ok(written.size)
     }
 
     /// Transform every object of an alias's source into the targets' caches up front
