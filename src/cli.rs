@@ -362,6 +362,56 @@ async fn follow(conn: &Connection, id: &str) -> anyhow::Result<aisle_gateway::jo
     }
 }
 
+/// A job's sources from the command line (a `--list` file holds one key per line).
+fn sources(
+    source: String,
+    prefix: Option<String>,
+    template: Option<String>,
+    list: Option<std::path::PathBuf>,
+) -> anyhow::Result<aisle_gateway::jobs::Sources> {
+    let list = match list {
+        Some(p) => Some(
+            std::fs::read_to_string(&p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect(),
+        ),
+        None => None,
+    };
+    Ok(aisle_gateway::jobs::Sources {
+        source,
+        prefix,
+        list,
+        template,
+    })
+}
+
+/// Start a job; with `wait`, follow it to its end (failing unless it is `done`).
+async fn submit_job(
+    conn: &Connection,
+    path: &str,
+    spec: Vec<u8>,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let body = admin_call(conn, "POST", path, Bytes::from(spec)).await?;
+    let v: aisle_gateway::jobs::JobView =
+        serde_json::from_slice(&body).context("parsing the answer")?;
+    if !wait {
+        println!("started job {} (aisle job show {} --wait)", v.id, v.id);
+        return Ok(());
+    }
+    let v = follow(conn, &v.id).await?;
+    print_job(&v);
+    v.errors.iter().for_each(|e| println!("  error: {e}"));
+    if v.status != "done" {
+        bail!("job {} ended {}", v.id, v.status);
+    }
+    Ok(())
+}
+
 /// Run an `aisle job` command.
 pub async fn job(cmd: JobCommand) -> anyhow::Result<()> {
     match cmd {
@@ -426,52 +476,19 @@ pub async fn archive(cmd: ArchiveCommand) -> anyhow::Result<()> {
             let size: bytesize::ByteSize = shard_size
                 .parse()
                 .map_err(|e| anyhow::anyhow!("--shard-size {shard_size:?}: {e}"))?;
-            let list = match list {
-                Some(p) => Some(
-                    std::fs::read_to_string(&p)
-                        .with_context(|| format!("reading {}", p.display()))?
-                        .lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty())
-                        .map(str::to_string)
-                        .collect(),
-                ),
-                None => None,
-            };
-            let prefix = if prefix.is_none() && template.is_none() && list.is_none() {
-                Some(String::new())
-            } else {
-                prefix
-            };
             let spec = aisle_gateway::jobs::ShardJobSpec {
-                source,
-                prefix,
-                list,
-                template,
+                sources: sources(source, prefix, template, list)?,
                 output_bucket,
                 output_prefix,
                 shard_size: size.as_u64(),
             };
-            let body = admin_call(
+            submit_job(
                 &conn,
-                "POST",
                 "/_aisle/v1/jobs/shard",
-                Bytes::from(serde_json::to_vec(&spec)?),
+                serde_json::to_vec(&spec)?,
+                wait,
             )
-            .await?;
-            let v: aisle_gateway::jobs::JobView =
-                serde_json::from_slice(&body).context("parsing the answer")?;
-            if wait {
-                let v = follow(&conn, &v.id).await?;
-                print_job(&v);
-                v.errors.iter().for_each(|e| println!("  error: {e}"));
-                if v.status != "done" {
-                    bail!("job {} ended {}", v.id, v.status);
-                }
-            } else {
-                println!("started job {} (aisle job show {} --wait)", v.id, v.id);
-            }
-            Ok(())
+            .await
         }
         ArchiveCommand::Ls { shard, conn, json } => {
             let path = shard
@@ -619,23 +636,8 @@ pub async fn etl(cmd: EtlCommand) -> anyhow::Result<()> {
             wait,
             conn,
         } => {
-            let list = match list {
-                Some(p) => Some(
-                    std::fs::read_to_string(&p)
-                        .with_context(|| format!("reading {}", p.display()))?
-                        .lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty())
-                        .map(str::to_string)
-                        .collect(),
-                ),
-                None => None,
-            };
             let spec = aisle_gateway::jobs::EtlJobSpec {
-                source,
-                prefix,
-                list,
-                template,
+                sources: sources(source, prefix, template, list)?,
                 etl: aisle_cluster::proto::EtlSelection {
                     pipeline: pipeline.split(',').map(|s| s.trim().to_string()).collect(),
                     args,
@@ -643,26 +645,13 @@ pub async fn etl(cmd: EtlCommand) -> anyhow::Result<()> {
                 output_bucket,
                 dry_run,
             };
-            let body = admin_call(
+            submit_job(
                 &conn,
-                "POST",
                 "/_aisle/v1/jobs/etl",
-                Bytes::from(serde_json::to_vec(&spec)?),
+                serde_json::to_vec(&spec)?,
+                wait,
             )
-            .await?;
-            let v: aisle_gateway::jobs::JobView =
-                serde_json::from_slice(&body).context("parsing the answer")?;
-            if wait {
-                let v = follow(&conn, &v.id).await?;
-                print_job(&v);
-                v.errors.iter().for_each(|e| println!("  error: {e}"));
-                if v.status != "done" {
-                    bail!("job {} ended {}", v.id, v.status);
-                }
-            } else {
-                println!("started job {} (aisle job show {} --wait)", v.id, v.id);
-            }
-            Ok(())
+            .await
         }
         EtlCommand::Init { spec, conn } => {
             let raw = std::fs::read_to_string(&spec)

@@ -27,9 +27,10 @@ use crate::s3::upload::{Expect, MAX_PUT_SIZE, verified_body};
 /// Most objects one job may name.
 pub const MAX_JOB_OBJECTS: usize = 10_000_000;
 
-/// `POST /_aisle/v1/jobs/shard`.
+/// Which source objects a job works on: one bucket, and at most one of a prefix, a list of keys
+/// or a range template (none: the whole bucket).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShardJobSpec {
+pub struct Sources {
     /// Bucket of the source objects.
     pub source: String,
     /// Every object under this prefix …
@@ -41,6 +42,28 @@ pub struct ShardJobSpec {
     /// … or the keys of this range template, e.g. `img-{0000..9999}.jpg`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+}
+
+impl Sources {
+    fn check(&self) -> Result<(), String> {
+        let given = [
+            self.prefix.is_some(),
+            self.list.is_some(),
+            self.template.is_some(),
+        ];
+        if given.iter().filter(|x| **x).count() > 1 {
+            return Err("give at most one of prefix, list, template".into());
+        }
+        Ok(())
+    }
+}
+
+/// `POST /_aisle/v1/jobs/shard`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardJobSpec {
+    /// The objects to pack.
+    #[serde(flatten)]
+    pub sources: Sources,
     /// Bucket the shards go to.
     pub output_bucket: String,
     /// Shard names: `<output_prefix>000000.tar`, `…000001.tar`, ….
@@ -53,17 +76,9 @@ pub struct ShardJobSpec {
 /// `POST /_aisle/v1/jobs/etl`: transform objects into another bucket (offline ETL).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EtlJobSpec {
-    /// Bucket of the source objects.
-    pub source: String,
-    /// Every object under this prefix …
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
-    /// … or these keys …
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub list: Option<Vec<String>>,
-    /// … or the keys of this range template.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<String>,
+    /// The objects to transform.
+    #[serde(flatten)]
+    pub sources: Sources,
     /// The pipeline and its arguments.
     pub etl: EtlSelection,
     /// Bucket the outputs go to (same keys).
@@ -203,19 +218,12 @@ impl Jobs {
     /// Validate and start a shard-building job.
     pub fn start_shard(self: &Arc<Self>, spec: ShardJobSpec) -> Result<JobView, String> {
         let meta = self.meta.snapshot();
-        for b in [&spec.source, &spec.output_bucket] {
+        for b in [&spec.sources.source, &spec.output_bucket] {
             if !meta.buckets.contains_key(b) {
                 return Err(format!("no bucket {b}"));
             }
         }
-        let sources = [
-            spec.prefix.is_some(),
-            spec.list.is_some(),
-            spec.template.is_some(),
-        ];
-        if sources.iter().filter(|x| **x).count() != 1 {
-            return Err("give exactly one of prefix, list, template".into());
-        }
+        spec.sources.check()?;
         if spec.shard_size == 0 || spec.shard_size > MAX_PUT_SIZE {
             return Err(format!("shard_size must be 1..={MAX_PUT_SIZE}"));
         }
@@ -269,31 +277,17 @@ impl Jobs {
     /// same key to the output bucket's owning target (or only counted, with `dry_run`).
     pub fn start_etl(self: &Arc<Self>, spec: EtlJobSpec) -> Result<JobView, String> {
         let meta = self.meta.snapshot();
-        for b in [&spec.source, &spec.output_bucket] {
+        for b in [&spec.sources.source, &spec.output_bucket] {
             if !meta.buckets.contains_key(b) {
                 return Err(format!("no bucket {b}"));
             }
         }
-        if spec.source == spec.output_bucket {
+        if spec.sources.source == spec.output_bucket {
             return Err("the output bucket must differ from the source".into());
         }
-        let sources = [
-            spec.prefix.is_some(),
-            spec.list.is_some(),
-            spec.template.is_some(),
-        ];
-        if sources.iter().filter(|x| **x).count() > 1 {
-            return Err("give at most one of prefix, list, template".into());
-        }
+        spec.sources.check()?;
         Ok(self.launch("etl", move |me, job| async move {
-            let keys = match (&spec.list, &spec.template) {
-                (Some(l), _) => l.clone(),
-                (_, Some(t)) => expand_template(t, MAX_JOB_OBJECTS)?,
-                _ => {
-                    me.list_keys(&spec.source, spec.prefix.as_deref().unwrap_or(""))
-                        .await?
-                }
-            };
+            let keys = me.keys(&spec.sources).await?;
             Self::note(&job, |v| v.total = keys.len() as u64);
             let work = futures::stream::iter(keys)
                 .take_while(|_| futures::future::ready(!job.cancel.is_cancelled()))
@@ -324,10 +318,10 @@ impl Jobs {
     async fn transform_one(&self, spec: &EtlJobSpec, key: &str) -> Result<u64, String> {
         let owner = self
             .targets
-            .owner(&spec.source, key)
+            .owner(&spec.sources.source, key)
             .map_err(|e| e.to_string())?;
         let q = ObjectQuery {
-            bucket: spec.source.clone(),
+            bucket: spec.sources.source.clone(),
             key: key.to_string(),
             part: None,
         };
@@ -457,7 +451,7 @@ impl Jobs {
         })
     }
 
-    async fn keys(&self, spec: &ShardJobSpec) -> Result<Vec<String>, String> {
+    async fn keys(&self, spec: &Sources) -> Result<Vec<String>, String> {
         if let Some(l) = &spec.list {
             return Ok(l.clone());
         }
@@ -506,7 +500,7 @@ impl Jobs {
     }
 
     async fn run_shard(&self, job: &Job, spec: &ShardJobSpec) -> Result<(), String> {
-        let keys = self.keys(spec).await?;
+        let keys = self.keys(&spec.sources).await?;
         Self::note(job, |v| v.total = keys.len() as u64);
         let mut i = 0;
         let mut index = 0u32;
@@ -627,10 +621,10 @@ impl Jobs {
         use MemberError::{Fatal, Skip};
         let owner = self
             .targets
-            .owner(&spec.source, key)
+            .owner(&spec.sources.source, key)
             .map_err(|e| Skip(e.to_string()))?;
         let q = ObjectQuery {
-            bucket: spec.source.clone(),
+            bucket: spec.sources.source.clone(),
             key: key.to_string(),
             part: None,
         };
