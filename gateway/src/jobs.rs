@@ -288,28 +288,14 @@ impl Jobs {
         spec.sources.check()?;
         Ok(self.launch("etl", move |me, job| async move {
             let keys = me.keys(&spec.sources).await?;
-            Self::note(&job, |v| v.total = keys.len() as u64);
-            let work = futures::stream::iter(keys)
-                .take_while(|_| futures::future::ready(!job.cancel.is_cancelled()))
-                .map(|key| {
-                    let (me, spec) = (me.clone(), spec.clone());
-                    async move {
-                        let r = me.transform_one(&spec, &key).await;
-                        (key, r)
-                    }
-                })
-                .buffer_unordered(4);
-            futures::pin_mut!(work);
-            while let Some((key, r)) = work.next().await {
-                Self::note(&job, |v| {
-                    v.done += 1;
-                    match r {
-                        Ok(n) => v.bytes += n,
-                        Err(e) if v.errors.len() < 100 => v.errors.push(format!("{key}: {e}")),
-                        Err(_) => {}
-                    }
-                });
-            }
+            let each = |key: String| {
+                let (me, spec) = (me.clone(), spec.clone());
+                async move {
+                    let r = me.transform_one(&spec, &key).await;
+                    (key, r)
+                }
+            };
+            Self::for_each_key(&job, keys, 4, each).await;
             Ok(())
         }))
     }
@@ -397,58 +383,74 @@ impl Jobs {
     pub fn start_materialize(self: &Arc<Self>, source: String, etl: EtlSelection) -> JobView {
         self.launch("materialize", move |me, job| async move {
             let keys = me.list_keys(&source, "").await?;
-            Self::note(&job, |v| v.total = keys.len() as u64);
-            let work = futures::stream::iter(keys)
-                .take_while(|_| futures::future::ready(!job.cancel.is_cancelled()))
-                .map(|key| {
-                    let (me, etl, source) = (me.clone(), etl.clone(), source.clone());
-                    async move {
-                        let r = async {
-                            let owner =
-                                me.targets.owner(&source, &key).map_err(|e| e.to_string())?;
-                            let q = ObjectQuery {
-                                bucket: source.clone(),
-                                key: key.clone(),
-                                part: None,
-                            };
-                            let opts = ReadOptions {
-                                etl: Some(etl),
-                                ..Default::default()
-                            };
-                            let resp = me
-                                .targets
-                                .read_object(&owner, &q, &opts, true)
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            if resp.status().is_success() {
-                                Ok(resp
-                                    .headers()
-                                    .get(http::header::CONTENT_LENGTH)
-                                    .and_then(|v| v.to_str().ok())
-                                    .and_then(|v| v.parse::<u64>().ok())
-                                    .unwrap_or(0))
-                            } else {
-                                Err(format!("HTTP {}", resp.status()))
-                            }
-                        }
-                        .await;
-                        (key, r)
-                    }
-                })
-                .buffer_unordered(8);
-            futures::pin_mut!(work);
-            while let Some((key, r)) = work.next().await {
-                Self::note(&job, |v| {
-                    v.done += 1;
-                    match r {
-                        Ok(n) => v.bytes += n,
-                        Err(e) if v.errors.len() < 100 => v.errors.push(format!("{key}: {e}")),
-                        Err(_) => {}
-                    }
-                });
-            }
+            let each = |key: String| {
+                let (me, etl, source) = (me.clone(), etl.clone(), source.clone());
+                async move {
+                    let r = me.materialize_one(&source, etl, &key).await;
+                    (key, r)
+                }
+            };
+            Self::for_each_key(&job, keys, 8, each).await;
             Ok(())
         })
+    }
+
+    /// Run `each` over `keys`, `concurrency` at a time, recording progress and per-key errors,
+    /// until done or aborted.
+    async fn for_each_key<F, Fut>(job: &Job, keys: Vec<String>, concurrency: usize, each: F)
+    where
+        F: FnMut(String) -> Fut,
+        Fut: std::future::Future<Output = (String, Result<u64, String>)>,
+    {
+        Self::note(job, |v| v.total = keys.len() as u64);
+        let work = futures::stream::iter(keys)
+            .take_while(|_| futures::future::ready(!job.cancel.is_cancelled()))
+            .map(each)
+            .buffer_unordered(concurrency);
+        futures::pin_mut!(work);
+        while let Some((key, r)) = work.next().await {
+            Self::note(job, |v| {
+                v.done += 1;
+                match r {
+                    Ok(n) => v.bytes += n,
+                    Err(e) if v.errors.len() < 100 => v.errors.push(format!("{key}: {e}")),
+                    Err(_) => {}
+                }
+            });
+        }
+    }
+
+    /// Transform one object into its target's cache (a HEAD through the pipeline).
+    async fn materialize_one(
+        &self,
+        source: &str,
+        etl: EtlSelection,
+        key: &str,
+    ) -> Result<u64, String> {
+        let owner = self.targets.owner(source, key).map_err(|e| e.to_string())?;
+        let q = ObjectQuery {
+            bucket: source.to_string(),
+            key: key.to_string(),
+            part: None,
+        };
+        let opts = ReadOptions {
+            etl: Some(etl),
+            ..Default::default()
+        };
+        let resp = self
+            .targets
+            .read_object(&owner, &q, &opts, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP {}", resp.status()));
+        }
+        Ok(resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0))
     }
 
     async fn keys(&self, spec: &Sources) -> Result<Vec<String>, String> {

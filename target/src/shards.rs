@@ -162,6 +162,16 @@ pub(crate) async fn members(
 ) -> Result<(Format, Arc<Vec<Member>>), ApiError> {
     let (st, r2, k2) = (state.clone(), rec.clone(), key.to_string());
     let format = blocking(move || format_of(&st, &r2, &k2)).await?;
+    Ok((format, members_of(state, rec, key, format).await?))
+}
+
+/// The members of a shard of a known format (cached for plain tars).
+async fn members_of(
+    state: &Arc<State>,
+    rec: &StoredObject,
+    key: &str,
+    format: Format,
+) -> Result<Arc<Vec<Member>>, ApiError> {
     let cache_key = format!("{}\0{}\0{}", key, rec.meta.etag, rec.meta.mtime_ms);
     if format == Format::Tar
         && let Some(hit) = state
@@ -172,7 +182,7 @@ pub(crate) async fn members(
             .0
             .get(&cache_key)
     {
-        return Ok((format, hit.clone()));
+        return Ok(hit.clone());
     }
     let (st, r2) = (state.clone(), rec.clone());
     let list = blocking(move || {
@@ -193,7 +203,7 @@ pub(crate) async fn members(
             }
         }
     }
-    Ok((format, list))
+    Ok(list)
 }
 
 fn member_meta(rec: &StoredObject, name: &str, size: u64, content_type: &str) -> ObjectMeta {
@@ -285,7 +295,7 @@ pub(crate) async fn read(
             let (st, r2, k2) = (state.clone(), rec.clone(), q.key.clone());
             let format = blocking(move || format_of(&st, &r2, &k2)).await?;
             if format == Format::Tar {
-                let (_, list) = members(state, &rec, &q.key).await?;
+                let list = members_of(state, &rec, &q.key, format).await?;
                 let m = list
                     .iter()
                     .find(|m| &m.name == name)
