@@ -16,7 +16,8 @@ pub fn is_authorized(headers: &HeaderMap, secret: &str) -> bool {
     constant_time_eq(given.as_bytes(), secret.as_bytes())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compare secrets (or MACs) in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

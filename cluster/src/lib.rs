@@ -18,6 +18,14 @@
 //! (that is the target's).
 
 pub mod auth;
+
+/// Current time, Unix milliseconds (the unit of every timestamp in cluster records).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 pub mod client;
 pub mod listing;
 pub mod map;

@@ -273,8 +273,7 @@ impl AdminRoute {
                     err
                 })?;
         }
-        let created_ms =
-            (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let created_ms = aisle_cluster::now_ms();
         self.meta
             .update(|m| {
                 if !m.buckets.contains_key(&spec.source) {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use aisle_cluster::listing::{ListItem, merge_pages};
+use aisle_cluster::now_ms;
 use aisle_cluster::proto::{
     EtlSelection, ListQuery, ObjectAttrs, ObjectQuery, ReadOptions, WriteOptions,
 };
@@ -123,10 +124,6 @@ pub struct Jobs {
     jobs: Mutex<BTreeMap<String, Arc<Job>>>,
     targets: Targets,
     meta: Arc<MetaOwner>,
-}
-
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// Expand a range template: `{a..b}` or `{a..b..step}`, zero-padded to the width of `a`

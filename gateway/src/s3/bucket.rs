@@ -54,7 +54,7 @@ pub(super) async fn create_bucket(
             "bucket names must start with a lowercase letter or a digit",
         ));
     }
-    let created_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let created_ms = aisle_cluster::now_ms();
     s3.meta
         .update(|m| {
             if m.buckets.contains_key(&name) || m.aliases.contains_key(&name) {

@@ -60,14 +60,10 @@ fn open_token(
         check.update(&[0]);
     }
     let full = check.finalize().into_bytes();
-    if mac.len() != 16 || !constant_eq(&full[..16], &mac) {
+    if mac.len() != 16 || !aisle_cluster::auth::constant_time_eq(&full[..16], &mac) {
         return Err(invalid());
     }
     Ok(after)
-}
-
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn max_keys(v: Option<i32>) -> S3Result<usize> {

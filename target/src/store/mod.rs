@@ -135,10 +135,7 @@ redb_errors!(
     redb::CommitError
 );
 
-/// Current time, Unix milliseconds.
-pub fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
+pub use aisle_cluster::now_ms;
 
 /// One target's store.
 pub struct Store {
