@@ -323,12 +323,22 @@ pub struct UploadInfo {
     pub initiated_ms: i64,
 }
 
+/// Asks [`T_STATUS`] for per-mountpath object counts (a scan of the target's whole index);
+/// without it the answer is a cheap liveness check.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatusQuery {
+    /// Count objects per mountpath.
+    #[serde(default)]
+    pub counts: bool,
+}
+
 /// A target's answer to [`T_STATUS`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TargetStatus {
     /// Target id.
     pub id: String,
-    /// Objects stored per mountpath, in mountpath order.
+    /// Objects stored per mountpath, in mountpath order (empty unless counts were asked for).
+    #[serde(default)]
     pub objects_per_mountpath: Vec<u64>,
     /// Mountpath directories.
     pub mountpaths: Vec<String>,

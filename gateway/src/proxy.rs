@@ -243,9 +243,9 @@ impl Targets {
         self.client.json::<(), _>(Method::GET, &url, None).await
     }
 
-    /// A target's status.
+    /// A target's status, with per-mountpath object counts.
     pub async fn status(&self, t: &TargetInfo) -> Result<TargetStatus, ClientError> {
-        let url = format!("{}{}", t.url, proto::T_STATUS);
+        let url = Self::url(t, proto::T_STATUS, &proto::StatusQuery { counts: true });
         self.client.json::<(), _>(Method::GET, &url, None).await
     }
 }

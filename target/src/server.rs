@@ -258,7 +258,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
         (Method::GET, proto::T_MPU_UPLOADS) => list_uploads(&state, req).await,
         (Method::DELETE, proto::T_BUCKET) => drop_bucket(&state, req).await,
         (Method::PUT, proto::T_META) => put_meta(&state, req).await,
-        (Method::GET, proto::T_STATUS) => status(&state).await,
+        (Method::GET, proto::T_STATUS) => status(&state, req).await,
         (Method::GET, proto::T_ARCHIVE) => archive_list(&state, req).await,
         (Method::PUT, proto::T_ARCHIVE_APPEND) => crate::shards::append(&state, req).await,
         (Method::GET, proto::T_ETL) => {
@@ -610,9 +610,14 @@ async fn put_meta(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Ap
     Ok(json_resp(StatusCode::OK, &serde_json::json!({})))
 }
 
-async fn status(state: &Arc<State>) -> Result<Resp, ApiError> {
-    let store = state.store.clone();
-    let counts = blocking(move || store.objects_per_mountpath()).await?;
+async fn status(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let q: proto::StatusQuery = query(&req)?;
+    let counts = if q.counts {
+        let store = state.store.clone();
+        blocking(move || store.objects_per_mountpath()).await?
+    } else {
+        Vec::new()
+    };
     Ok(json_resp(
         StatusCode::OK,
         &TargetStatus {
