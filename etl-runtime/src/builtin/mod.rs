@@ -33,9 +33,11 @@ pub fn all() -> Vec<Arc<dyn Transformer>> {
     v
 }
 
-/// Is `name` a built-in?
+/// Is `name` a built-in? (The name set is derived from [`all`] once.)
 pub fn is_builtin(name: &str) -> bool {
-    all().iter().any(|t| t.name() == name)
+    static NAMES: std::sync::LazyLock<std::collections::BTreeSet<String>> =
+        std::sync::LazyLock::new(|| all().iter().map(|t| t.name().to_string()).collect());
+    NAMES.contains(name)
 }
 
 /// Passes bytes through unchanged.

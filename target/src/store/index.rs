@@ -31,6 +31,16 @@ fn object_key(bucket: &str, key: &str) -> Vec<u8> {
     k
 }
 
+/// Decode an optional stored record.
+fn decode<T: serde::de::DeserializeOwned>(
+    v: Option<redb::AccessGuard<'_, &[u8]>>,
+) -> Result<Option<T>, StoreError> {
+    Ok(match v {
+        Some(v) => Some(serde_json::from_slice(v.value())?),
+        None => None,
+    })
+}
+
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("index records always serialize")
 }
@@ -57,10 +67,7 @@ impl Index {
         let txn = self.db.begin_write()?;
         let old = {
             let mut t = txn.open_table(OBJECTS)?;
-            let old = match t.get(k.as_slice())? {
-                Some(v) => Some(serde_json::from_slice::<StoredObject>(v.value())?),
-                None => None,
-            };
+            let old = decode::<StoredObject>(t.get(k.as_slice())?)?;
             if if_absent && old.is_some() {
                 return Err(StoreError::PreconditionFailed);
             }
@@ -83,10 +90,7 @@ impl Index {
         let txn = self.db.begin_write()?;
         let old = {
             let mut t = txn.open_table(OBJECTS)?;
-            let old = match t.get(k.as_slice())? {
-                Some(v) => Some(serde_json::from_slice::<StoredObject>(v.value())?),
-                None => None,
-            };
+            let old = decode::<StoredObject>(t.get(k.as_slice())?)?;
             if old.as_ref().map(|o| o.meta.etag.as_str()) != expected_etag {
                 return Err(StoreError::PreconditionFailed);
             }
@@ -104,10 +108,7 @@ impl Index {
     ) -> Result<Option<StoredObject>, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(OBJECTS)?;
-        match t.get(object_key(bucket, key).as_slice())? {
-            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
-            None => Ok(None),
-        }
+        decode(t.get(object_key(bucket, key).as_slice())?)
     }
 
     pub(super) fn delete_object(
@@ -119,11 +120,7 @@ impl Index {
         let txn = self.db.begin_write()?;
         let old = {
             let mut t = txn.open_table(OBJECTS)?;
-            let removed = t.remove(k.as_slice())?;
-            match removed {
-                Some(v) => Some(serde_json::from_slice::<StoredObject>(v.value())?),
-                None => None,
-            }
+            decode::<StoredObject>(t.remove(k.as_slice())?)?
         };
         txn.commit()?;
         Ok(old)
@@ -240,10 +237,7 @@ impl Index {
     pub(super) fn get_upload(&self, id: &str) -> Result<Option<UploadRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(UPLOADS)?;
-        match t.get(id)? {
-            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
-            None => Ok(None),
-        }
+        decode(t.get(id)?)
     }
 
     pub(super) fn uploads(&self) -> Result<Vec<(String, UploadRecord)>, StoreError> {
@@ -268,10 +262,7 @@ impl Index {
                 return Err(StoreError::NoSuchUpload);
             }
             let mut t = txn.open_table(PARTS)?;
-            match t.insert((id, part.info.number), encode(part).as_slice())? {
-                Some(v) => Some(serde_json::from_slice::<StoredPart>(v.value())?),
-                None => None,
-            }
+            decode::<StoredPart>(t.insert((id, part.info.number), encode(part).as_slice())?)?
         };
         txn.commit()?;
         Ok(old)
@@ -359,10 +350,8 @@ impl Index {
             txn.open_table(UPLOADS)?.remove(id)?;
             let mut objects = txn.open_table(OBJECTS)?;
             let k = object_key(bucket, key);
-            let old = match objects.insert(k.as_slice(), encode(&rec).as_slice())? {
-                Some(v) => Some(serde_json::from_slice::<StoredObject>(v.value())?),
-                None => None,
-            };
+            let old =
+                decode::<StoredObject>(objects.insert(k.as_slice(), encode(&rec).as_slice())?)?;
             (meta, unused, old)
         };
         txn.commit()?;
