@@ -234,6 +234,20 @@ pub enum EtlCommand {
     },
 }
 
+/// `METHOD /_aisle/v1/etl/spec/NAME{suffix}`, then say what was done.
+async fn spec_call(
+    conn: &Connection,
+    method: &str,
+    name: &str,
+    suffix: &str,
+    done: &str,
+) -> anyhow::Result<()> {
+    let path = format!("{}{name}{suffix}", aisle_gateway::admin::SPEC_PREFIX);
+    admin_call(conn, method, &path, Bytes::new()).await?;
+    println!("{done} {name}");
+    Ok(())
+}
+
 async fn etl_show(conn: &Connection, name: &str) -> anyhow::Result<aisle_gateway::admin::EtlShow> {
     let body = admin_get(
         conn,
@@ -717,38 +731,12 @@ pub async fn etl(cmd: EtlCommand) -> anyhow::Result<()> {
             Ok(())
         }
         EtlCommand::Stop { name, conn } => {
-            admin_call(
-                &conn,
-                "POST",
-                &format!("{}{name}/stop", aisle_gateway::admin::SPEC_PREFIX),
-                Bytes::new(),
-            )
-            .await?;
-            println!("stopped {name}");
-            Ok(())
+            spec_call(&conn, "POST", &name, "/stop", "stopped").await
         }
         EtlCommand::Start { name, conn } => {
-            admin_call(
-                &conn,
-                "POST",
-                &format!("{}{name}/start", aisle_gateway::admin::SPEC_PREFIX),
-                Bytes::new(),
-            )
-            .await?;
-            println!("started {name}");
-            Ok(())
+            spec_call(&conn, "POST", &name, "/start", "started").await
         }
-        EtlCommand::Rm { name, conn } => {
-            admin_call(
-                &conn,
-                "DELETE",
-                &format!("{}{name}", aisle_gateway::admin::SPEC_PREFIX),
-                Bytes::new(),
-            )
-            .await?;
-            println!("removed {name}");
-            Ok(())
-        }
+        EtlCommand::Rm { name, conn } => spec_call(&conn, "DELETE", &name, "", "removed").await,
         EtlCommand::Logs { name, conn } => {
             for (id, st) in etl_show(&conn, &name).await?.targets {
                 println!("== {id}");

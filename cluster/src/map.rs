@@ -181,4 +181,15 @@ impl ClusterMeta {
         let i = hrw_index(h, self.targets.keys().map(String::as_str))?;
         self.targets.values().nth(i)
     }
+
+    /// The alias buckets with their names, for listings.
+    pub fn alias_views(&self) -> Vec<AliasView> {
+        self.aliases
+            .iter()
+            .map(|(name, a)| AliasView {
+                name: name.clone(),
+                alias: a.clone(),
+            })
+            .collect()
+    }
 }

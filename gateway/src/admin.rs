@@ -336,14 +336,7 @@ impl S3Route for AdminRoute {
                     version: meta.version,
                     targets: views,
                     buckets: meta.buckets.keys().cloned().collect(),
-                    aliases: meta
-                        .aliases
-                        .iter()
-                        .map(|(name, a)| aisle_cluster::map::AliasView {
-                            name: name.clone(),
-                            alias: a.clone(),
-                        })
-                        .collect(),
+                    aliases: meta.alias_views(),
                     gateway_bytes_out: self.stats.bytes_out.load(Ordering::Relaxed),
                     gateway_bytes_in: self.stats.bytes_in.load(Ordering::Relaxed),
                 }))
@@ -450,14 +443,7 @@ impl S3Route for AdminRoute {
                 Ok(json(&EtlView {
                     builtins: aisle_etl_runtime::Registry::with_builtins().names(),
                     registered: meta.etls.values().cloned().collect(),
-                    aliases: meta
-                        .aliases
-                        .iter()
-                        .map(|(name, a)| aisle_cluster::map::AliasView {
-                            name: name.clone(),
-                            alias: a.clone(),
-                        })
-                        .collect(),
+                    aliases: meta.alias_views(),
                 }))
             }
             (&Method::PUT, path) if path.starts_with(ALIAS_PREFIX) => {
