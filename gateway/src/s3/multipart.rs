@@ -93,19 +93,17 @@ pub(super) async fn upload_part(
     let number = part_number(input.part_number)?;
     let declared = check_declared_len(input.content_length, MAX_PUT_SIZE)?;
     let (expect, algo) = upload_expect!(input, headers, trailing_headers, declared);
-    let target = s3.targets.owner(&input.bucket, &input.key)?;
-    let (body, failure) = verified_body(input.body.unwrap_or_else(empty_blob), expect);
-    let q = upload_query(
+    let blob = input.body.unwrap_or_else(empty_blob);
+    let info = store_part(
+        s3,
         &input.bucket,
         &input.key,
-        Some(&input.upload_id),
-        Some(number),
-    );
-    let info = s3
-        .targets
-        .put_part(&target, &q, body)
-        .await
-        .map_err(|e| failure.take().unwrap_or_else(|| from_client(e)))?;
+        &input.upload_id,
+        number,
+        blob,
+        expect,
+    )
+    .await?;
     s3.stats
         .bytes_in
         .fetch_add(info.size, std::sync::atomic::Ordering::Relaxed);
@@ -166,19 +164,16 @@ pub(super) async fn upload_part_copy(
         checksum: None,
     };
     let blob = StreamingBlob::wrap(http_body_util::BodyDataStream::new(src.body));
-    let (body, failure) = verified_body(blob, expect);
-    let target = s3.targets.owner(&input.bucket, &input.key)?;
-    let q = upload_query(
+    let info = store_part(
+        s3,
         &input.bucket,
         &input.key,
-        Some(&input.upload_id),
-        Some(number),
-    );
-    let info = s3
-        .targets
-        .put_part(&target, &q, body)
-        .await
-        .map_err(|e| failure.take().unwrap_or_else(|| from_client(e)))?;
+        &input.upload_id,
+        number,
+        blob,
+        expect,
+    )
+    .await?;
     Ok(S3Response::new(UploadPartCopyOutput {
         copy_part_result: Some(CopyPartResult {
             e_tag: Some(etag(&info.etag)),
@@ -187,6 +182,25 @@ pub(super) async fn upload_part_copy(
         }),
         ..Default::default()
     }))
+}
+
+/// Stream `blob` through the upload verifier into part `number` on the owning target.
+async fn store_part(
+    s3: &AisleS3,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    number: u32,
+    blob: StreamingBlob,
+    expect: Expect,
+) -> S3Result<PartInfo> {
+    let target = s3.targets.owner(bucket, key)?;
+    let (body, failure) = verified_body(blob, expect);
+    let q = upload_query(bucket, key, Some(upload_id), Some(number));
+    s3.targets
+        .put_part(&target, &q, body)
+        .await
+        .map_err(|e| failure.take().unwrap_or_else(|| from_client(e)))
 }
 
 /// All parts of an upload, in order.
