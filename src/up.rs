@@ -227,6 +227,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     spawn(&data, &mut nodes[0])?;
     let addr = wait_for_file(&ready_file, Duration::from_secs(30)).await?;
     let endpoint = format!("http://{}", addr.trim());
+    // A restarted gateway must come back on the same port (with `--port 0`, the one it was
+    // given first): clients hold the endpoint and the targets join there.
+    let gw_cfg = GatewayConfig {
+        listen: addr
+            .trim()
+            .parse()
+            .with_context(|| format!("gateway address {addr:?}"))?,
+        ..gw_cfg
+    };
+    write_private(&nodes[0].config, &serde_json::to_vec_pretty(&gw_cfg)?)?;
 
     let mut ids = Vec::new();
     for i in 0..args.targets {

@@ -3,12 +3,17 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::TryStreamExt;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+
+use crate::local::{Connector, LocalReadRequest, LocalReader, LocalRoutes};
+use crate::proto::{ObjectQuery, ReadOptions};
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -20,6 +25,16 @@ use crate::proto::ErrorBody;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Request body of intra-cluster calls: empty, bytes, or a stream.
 pub type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
+/// Body of an object read from a target: its HTTP answer, or the files it passed
+/// ([`NodeClient::read_local`]).
+pub type ReadBody = BoxBody<Bytes, BoxError>;
+
+/// The data of a read body as a stream of bytes with `io::Error`s (the shape S3 bodies take).
+pub fn data_stream(
+    body: ReadBody,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static {
+    http_body_util::BodyDataStream::new(body).map_err(std::io::Error::other)
+}
 
 /// Failure of an intra-cluster call.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +71,9 @@ pub enum ClientError {
 /// Pooled client for calls between nodes.
 #[derive(Clone)]
 pub struct NodeClient {
-    http: Client<HttpConnector, ReqBody>,
+    http: Client<Connector, ReqBody>,
+    routes: LocalRoutes,
+    reader: LocalReader,
     secret: HeaderValue,
 }
 
@@ -76,14 +93,72 @@ impl NodeClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let routes = LocalRoutes::default();
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
-            .build(connector);
+            .build(Connector::new(connector, routes.clone()));
         Self {
             http,
+            routes,
+            reader: LocalReader::default(),
             secret: HeaderValue::from_str(secret).expect("cluster secret is a valid header value"),
         }
+    }
+
+    /// The same-host routes this client (and its clones) connect through; see [`crate::local`].
+    pub fn routes(&self) -> &LocalRoutes {
+        &self.routes
+    }
+
+    /// A plain GET or HEAD of an object from the target at `base_url` through its descriptor
+    /// socket, when it is on this host ([`crate::local`]). `None`: not possible here (no route,
+    /// the target declined, or the exchange failed); the caller asks over HTTP instead.
+    pub async fn read_local(
+        &self,
+        base_url: &str,
+        query: &ObjectQuery,
+        opts: &ReadOptions,
+        head: bool,
+    ) -> Option<Response<ReadBody>> {
+        let socket = self.routes.reads_socket(base_url)?;
+        let req = LocalReadRequest {
+            secret: self.secret.to_str().ok()?.to_string(),
+            query: query.clone(),
+            opts: opts.clone(),
+            head,
+        };
+        let (reply, spans) = match self.reader.read(&socket, &req).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::debug!(socket = %socket.display(), error = %e, "local read failed; using HTTP");
+                return None;
+            }
+        };
+        let mut b = Response::builder().status(reply.status);
+        for (k, v) in &reply.headers {
+            b = b.header(k, v);
+        }
+        let body = if spans.is_empty() {
+            Full::new(Bytes::from(reply.body))
+                .map_err(|e| match e {})
+                .boxed()
+        } else if crate::files::total(&spans) <= crate::files::SMALL_READ {
+            match crate::files::read_now(&spans) {
+                Ok(bytes) => Full::new(bytes).map_err(|e| match e {}).boxed(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a passed descriptor failed; using HTTP");
+                    return None;
+                }
+            }
+        } else {
+            let frames = crate::files::stream(spans)
+                .map_ok(Frame::data)
+                .map_err(|e| Box::new(e) as BoxError);
+            StreamBody::new(frames).boxed()
+        };
+        b.body(body).ok()
     }
 
     /// Send a request (the cluster secret is added) and return the raw response.
@@ -151,7 +226,7 @@ pub async fn read_json<T: DeserializeOwned>(
 }
 
 /// Turn a non-2xx answer into [`ClientError::Status`].
-pub async fn status_error(url: String, resp: Response<Incoming>) -> ClientError {
+pub async fn status_error<B: hyper::body::Body>(url: String, resp: Response<B>) -> ClientError {
     let status = resp.status();
     let bytes = resp
         .into_body()

@@ -12,7 +12,9 @@
 //! * [`listing`] — the rules of an S3 listing (prefix, delimiter, resume point) shared by the
 //!   target that scans its index and the gateway that merges the targets' pages;
 //! * [`auth`] and [`client`] — the shared cluster secret and the pooled HTTP client that carries it;
-//! * [`serve`] — the accept loop every node runs.
+//! * [`local`] — the same-host shortcut: a target's Unix socket, taken instead of loopback TCP;
+//! * [`files`] — byte spans of open files, read at once or streamed;
+//! * [`serve`] — the accept loops every node runs.
 //!
 //! It is not for S3 (no XML, no SigV4: that is the gateway's job) and holds no storage code
 //! (that is the target's).
@@ -27,7 +29,9 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 pub mod client;
+pub mod files;
 pub mod listing;
+pub mod local;
 pub mod map;
 pub mod placement;
 pub mod proto;

@@ -17,6 +17,9 @@ pub struct TargetInfo {
     pub id: String,
     /// Base URL of the target's intra-cluster API, e.g. `http://127.0.0.1:40123`.
     pub url: String,
+    /// The same API on a Unix socket, for nodes on the same host ([`crate::local`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<crate::local::LocalSocket>,
 }
 
 /// Properties of one bucket.
@@ -171,7 +174,7 @@ impl ClusterMeta {
     /// use aisle_cluster::map::{ClusterMeta, TargetInfo};
     /// let mut m = ClusterMeta::default();
     /// for id in ["t1", "t2"] {
-    ///     m.targets.insert(id.into(), TargetInfo { id: id.into(), url: format!("http://{id}") });
+    ///     m.targets.insert(id.into(), TargetInfo { id: id.into(), url: format!("http://{id}"), local: None });
     /// }
     /// let owner = m.owner("b", "k").unwrap();
     /// assert!(owner.id == "t1" || owner.id == "t2");

@@ -331,7 +331,7 @@ impl Jobs {
             .headers()
             .get(aisle_cluster::proto::META_HEADER)
             .and_then(|v| aisle_cluster::proto::decode_header(v.as_bytes()).ok());
-        let body = http_body_util::BodyDataStream::new(resp.into_body());
+        let body = aisle_cluster::client::data_stream(resp.into_body());
         if spec.dry_run {
             let mut n = 0u64;
             futures::pin_mut!(body);

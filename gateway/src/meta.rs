@@ -36,6 +36,7 @@ impl MetaOwner {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        client.routes().set(meta.targets.values());
         Arc::new(MetaOwner {
             path,
             current: RwLock::new(Arc::new(meta)),
@@ -62,6 +63,7 @@ impl MetaOwner {
             next.version += 1;
             self.persist(&next)?;
             let next = Arc::new(next);
+            self.client.routes().set(next.targets.values());
             *self.current.write().expect("meta lock") = next.clone();
             self.push(next).await;
         }

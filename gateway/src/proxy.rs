@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use aisle_cluster::client::{self, ClientError, NodeClient, ReqBody, read_json};
+use aisle_cluster::client::{self, ClientError, NodeClient, ReadBody, ReqBody, read_json};
 use aisle_cluster::listing::ListPage;
 use aisle_cluster::map::TargetInfo;
 use aisle_cluster::proto::{
@@ -11,6 +11,7 @@ use aisle_cluster::proto::{
     UploadInfo, UploadQuery, UploadsQuery, WRITE_HEADER, WriteOptions,
 };
 use http::{Method, Response, header};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::meta::MetaOwner;
@@ -90,19 +91,28 @@ impl Targets {
     }
 
     /// GET or HEAD an object. Any status comes back as is: 304/412 carry the metadata header.
+    /// A plain read of a target on this host goes through its descriptor socket (the gateway
+    /// reads the files itself); everything else, and any failure of that path, over HTTP.
     pub async fn read_object(
         &self,
         t: &TargetInfo,
         q: &ObjectQuery,
         opts: &ReadOptions,
         head: bool,
-    ) -> Result<Response<Incoming>, ClientError> {
+    ) -> Result<Response<ReadBody>, ClientError> {
+        if opts.etl.is_none()
+            && opts.archive.is_none()
+            && let Some(resp) = self.client.read_local(&t.url, q, opts, head).await
+        {
+            return Ok(resp);
+        }
         let url = Self::url(t, proto::T_OBJECT, q);
         let req = client::request(if head { Method::HEAD } else { Method::GET }, &url)
             .header(READ_HEADER, proto::encode_header(opts))
             .body(client::empty())
             .expect("valid request parts");
-        self.client.send(req).await
+        let resp = self.client.send(req).await?;
+        Ok(resp.map(|b| b.map_err(|e| Box::new(e) as client::BoxError).boxed()))
     }
 
     /// DELETE an object (succeeds on a missing key).

@@ -10,6 +10,7 @@
 pub mod config;
 mod etl;
 mod files;
+mod local_reads;
 pub mod server;
 mod shards;
 pub mod store;

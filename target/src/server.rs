@@ -1,11 +1,13 @@
 //! The target's intra-cluster HTTP API (see [`aisle_cluster::proto`] for the contract).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use aisle_cluster::auth::is_authorized;
 use aisle_cluster::client::{BoxError, NodeClient};
+use aisle_cluster::local::LocalSocket;
 use aisle_cluster::map::{ClusterMeta, TargetInfo};
 use aisle_cluster::proto::{
     self, COMMIT_TRAILER, Commit, CompleteRequest, ErrorBody, ListQuery, META_HEADER, ObjectAttrs,
@@ -20,7 +22,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 
 use crate::config::TargetConfig;
 use crate::store::{Segment, Store, StoreError, StoredObject};
@@ -48,7 +50,7 @@ pub enum TargetError {
 pub(crate) struct State {
     id: String,
     pub(crate) store: Arc<Store>,
-    secret: String,
+    pub(crate) secret: String,
     meta: RwLock<ClusterMeta>,
     meta_path: std::path::PathBuf,
     pub(crate) etl: crate::etl::Etl,
@@ -100,17 +102,53 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
         let meta = state.meta.read().expect("meta lock").clone();
         state.etl.reconcile(&meta.etls);
     }
-    tracing::info!(id = %cfg.id, %url, "target listening");
+    let local = bind_local_sockets(&cfg.root);
+    tracing::info!(id = %cfg.id, %url, local = ?local.as_ref().map(|(_, _, s)| &s.path), "target listening");
     tokio::spawn(join_loop(
         state.clone(),
         cfg.gateway_url.clone(),
         TargetInfo {
             id: cfg.id.clone(),
             url,
+            local: local.as_ref().map(|(_, _, s)| s.clone()),
         },
     ));
+    if let Some((unix, reads, _)) = local {
+        let s = state.clone();
+        tokio::spawn(aisle_cluster::serve::serve_unix(unix, None, move |req| {
+            handle(s.clone(), req)
+        }));
+        if let Some(reads) = reads {
+            tokio::spawn(crate::local_reads::serve(reads, state.clone()));
+        }
+    }
     aisle_cluster::serve::serve(listener, None, move |req| handle(state.clone(), req)).await;
     Ok(())
+}
+
+/// Same-host sockets in `root` (see [`aisle_cluster::local`]): the HTTP API, and the
+/// descriptor-passing socket for plain reads. Stale sockets of an earlier run are replaced; if a
+/// socket cannot be made (a path too long for a socket address, say) the target goes without.
+type LocalListeners = (UnixListener, Option<UnixListener>, LocalSocket);
+fn bind_local_sockets(root: &std::path::Path) -> Option<LocalListeners> {
+    let bind = |name: &str| {
+        let path = root.join(name);
+        let _ = std::fs::remove_file(&path);
+        UnixListener::bind(&path)
+            .map(|l| (l, path.clone()))
+            .inspect_err(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "no local socket");
+            })
+            .ok()
+    };
+    let (http, path) = bind("target.sock")?;
+    let reads = bind("target-reads.sock");
+    let socket = LocalSocket {
+        host: aisle_cluster::local::host_id().to_string(),
+        path,
+        reads: reads.as_ref().map(|(_, p)| p.clone()),
+    };
+    Some((http, reads.map(|(l, _)| l), socket))
 }
 
 /// Register with the gateway until it answers; the answer is the current cluster metadata.
@@ -192,6 +230,17 @@ pub(crate) fn api_err(status: u16, code: &'static str, message: impl Into<String
     }
 }
 
+impl ApiError {
+    /// A call without the cluster secret.
+    pub(crate) fn denied() -> Self {
+        api_err(
+            403,
+            "AccessDenied",
+            "intra-cluster call without the cluster secret",
+        )
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let (status, code) = e.s3_code();
@@ -236,11 +285,8 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
     if !is_authorized(req.headers(), &state.secret) {
-        return error_resp(
-            403,
-            "AccessDenied",
-            "intra-cluster call without the cluster secret",
-        );
+        let e = ApiError::denied();
+        return error_resp(e.status, e.code, e.message);
     }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -298,7 +344,9 @@ pub(crate) async fn receive_framed(
 ) -> Result<(crate::store::TempFile, Commit), ApiError> {
     let mut temp = state.store.create_temp(mp).await.map_err(store_error)?;
     if !prefix.is_empty() {
-        temp.write(prefix).await.map_err(store_error)?;
+        temp.write(Bytes::copy_from_slice(prefix))
+            .await
+            .map_err(store_error)?;
     }
     let mut written: u64 = 0;
     let mut commit: Option<Commit> = None;
@@ -308,7 +356,7 @@ pub(crate) async fn receive_framed(
         match frame.into_data() {
             Ok(data) => {
                 written += data.len() as u64;
-                temp.write(&data).await.map_err(store_error)?;
+                temp.write(data).await.map_err(store_error)?;
             }
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers()
@@ -333,7 +381,7 @@ pub(crate) async fn receive_framed(
     }
     let tail = suffix(written);
     if !tail.is_empty() {
-        temp.write(&tail).await.map_err(store_error)?;
+        temp.write(tail).await.map_err(store_error)?;
     }
     temp.finish().await.map_err(store_error)?;
     Ok((temp, commit))
@@ -411,9 +459,9 @@ async fn get_object(
 ) -> Result<Resp, ApiError> {
     let q: ObjectQuery = query(&req)?;
     let opts: ReadOptions = header_json(req.headers(), READ_HEADER)?;
-    let store = state.store.clone();
-    let (b, k) = (q.bucket.clone(), q.key.clone());
-    let rec = blocking(move || store.get(&b, &k)).await?;
+    // A point read of the index is a few microseconds against the page cache: made here, on
+    // the async worker, instead of paying two thread hand-offs to the blocking pool.
+    let rec = state.store.get(&q.bucket, &q.key).map_err(store_error)?;
     if let Some(sel) = &opts.etl {
         return crate::etl::read_transformed(state, rec, &q, sel, &opts, with_body).await;
     }
@@ -427,7 +475,45 @@ async fn get_object(
         }
         return crate::shards::read(state, rec, &q, sel, with_body).await;
     }
-    let meta_header = proto::encode_header(&rec.meta);
+    match plain_read(&rec, &q, &opts)? {
+        PlainRead::ConditionFailed { error, meta } => {
+            let mut r = error_resp(error.status, error.code, error.message);
+            r.headers_mut().insert(META_HEADER, meta);
+            Ok(r)
+        }
+        PlainRead::Span { head, start, end } => {
+            let body = if with_body && end > start {
+                span_body(&state.store, &rec.segments, start, end).await?
+            } else {
+                full_body(Bytes::new())
+            };
+            Ok(head.map(|()| body))
+        }
+    }
+}
+
+/// A plain read (no transform, no shard member) resolved against the stored record.
+pub(crate) enum PlainRead {
+    /// A condition failed: answer `error` with the object's metadata header.
+    ConditionFailed {
+        error: ApiError,
+        meta: http::HeaderValue,
+    },
+    /// Answer `head` (status, metadata, length, range) with `[start, end)` of the object.
+    Span {
+        head: Response<()>,
+        start: u64,
+        end: u64,
+    },
+}
+
+/// Resolve conditions, part and range of a plain read of `rec`.
+pub(crate) fn plain_read(
+    rec: &StoredObject,
+    q: &ObjectQuery,
+    opts: &ReadOptions,
+) -> Result<PlainRead, ApiError> {
+    let meta = proto::encode_header(&rec.meta);
     if let Err(failed) = opts
         .conditions
         .check(&rec.meta.etag, rec.meta.mtime_ms.div_euclid(1000))
@@ -436,18 +522,17 @@ async fn get_object(
             proto::ConditionFailed::NotModified => (304, "NotModified"),
             proto::ConditionFailed::Precondition => (412, "PreconditionFailed"),
         };
-        let mut r = error_resp(status, code, "condition not met");
-        r.headers_mut().insert(META_HEADER, meta_header);
-        return Ok(r);
+        let error = api_err(status, code, "condition not met");
+        return Ok(PlainRead::ConditionFailed { error, meta });
     }
-    let (start, end, partial) = select_span(&rec, q.part, &opts)?;
+    let (start, end, partial) = select_span(rec, q.part, opts)?;
     let mut builder = Response::builder()
         .status(if partial {
             StatusCode::PARTIAL_CONTENT
         } else {
             StatusCode::OK
         })
-        .header(META_HEADER, meta_header)
+        .header(META_HEADER, meta)
         .header(header::CONTENT_LENGTH, end - start);
     if partial {
         builder = builder.header(
@@ -460,12 +545,16 @@ async fn get_object(
             ),
         );
     }
-    let body = if with_body && end > start {
-        span_body(&state.store, &rec.segments, start, end).await?
-    } else {
-        full_body(Bytes::new())
-    };
-    Ok(builder.body(body).expect("valid response"))
+    let head = builder.body(()).expect("valid response");
+    Ok(PlainRead::Span { head, start, end })
+}
+
+/// The data files of `segments`, with their sizes.
+pub(crate) fn segment_files(store: &Store, segments: &[Segment]) -> Vec<(PathBuf, u64)> {
+    segments
+        .iter()
+        .map(|s| (store.segment_path(s), s.size))
+        .collect()
 }
 
 /// The body of a span of a stored object.
@@ -475,12 +564,13 @@ async fn span_body(
     start: u64,
     end: u64,
 ) -> Result<RespBody, ApiError> {
-    let files: Vec<_> = segments
-        .iter()
-        .map(|s| (store.segment_path(s), s.size))
-        .collect();
-    let stream = crate::files::open_span(&files, start, end).await?;
-    Ok(stream_body(stream))
+    let spans = crate::files::spans(&segment_files(store, segments), start, end)?;
+    if end - start <= crate::files::SMALL_READ {
+        let bytes = aisle_cluster::files::read_now(&spans)
+            .map_err(StoreError::io("reading a data file".to_string()))?;
+        return Ok(full_body(bytes));
+    }
+    Ok(stream_body(aisle_cluster::files::stream(spans)))
 }
 
 /// A response body from a file stream.

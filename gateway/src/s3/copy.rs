@@ -128,7 +128,7 @@ pub(super) async fn copy_object(
         content_md5: None,
         checksum: algo.map(|a| (a, ExpectedValue::ComputeOnly)),
     };
-    let blob = StreamingBlob::wrap(http_body_util::BodyDataStream::new(src.body));
+    let blob = StreamingBlob::wrap(aisle_cluster::client::data_stream(src.body));
     let (body, failure) = verified_body(blob, expect);
     let target = s3.targets.owner(&input.bucket, &input.key)?;
     let q = ObjectQuery {

@@ -2,12 +2,12 @@
 //! conditions against the stored record; the body streams back untouched.
 
 use aisle_cluster::client::status_error;
+use aisle_cluster::client::{ReadBody, data_stream};
 use aisle_cluster::proto::{
     self, Conditions, ETL_APPLIED_HEADER, META_HEADER, ObjectMeta, ObjectQuery, ReadOptions,
 };
 use futures::StreamExt;
 use http::{StatusCode, header};
-use hyper::body::Incoming;
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
 
@@ -24,7 +24,7 @@ pub(super) struct Read {
     pub etl_applied: Option<String>,
     pub content_range: Option<String>,
     pub partial: bool,
-    pub body: Incoming,
+    pub body: ReadBody,
 }
 
 /// The conditions of a GET/HEAD, in the cluster's form.
@@ -241,7 +241,7 @@ pub(super) async fn get_object(
     let mut headers = http::HeaderMap::new();
     applied_header(&mut headers, &read);
     let stats = s3.stats.clone();
-    let counted = http_body_util::BodyDataStream::new(read.body).inspect(move |c| {
+    let counted = data_stream(read.body).inspect(move |c| {
         if let Ok(c) = c {
             stats
                 .bytes_out

@@ -163,7 +163,7 @@ pub(super) async fn upload_part_copy(
         content_md5: None,
         checksum: None,
     };
-    let blob = StreamingBlob::wrap(http_body_util::BodyDataStream::new(src.body));
+    let blob = StreamingBlob::wrap(aisle_cluster::client::data_stream(src.body));
     let info = store_part(
         s3,
         &input.bucket,

@@ -10,9 +10,17 @@
 
 use std::path::{Path, PathBuf};
 
-use tokio::io::AsyncWriteExt;
+use std::io::Write;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use super::StoreError;
+
+/// Bytes gathered (as the frames they arrived in, not copied) before one write to a staged
+/// file: an upload arrives in many small frames, and each write is a hand-off to the blocking
+/// pool.
+const WRITE_BATCH: usize = 1024 * 1024;
 
 pub(super) struct Mountpath {
     root: PathBuf,
@@ -24,7 +32,9 @@ pub struct TempFile {
     mp: u16,
     id: String,
     path: PathBuf,
-    file: Option<tokio::fs::File>,
+    file: Option<Arc<std::fs::File>>,
+    pending: Vec<Bytes>,
+    pending_len: usize,
     installed: bool,
 }
 
@@ -39,23 +49,40 @@ impl TempFile {
         self.mp
     }
 
-    /// Append bytes.
-    pub async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        let f = self
-            .file
-            .as_mut()
-            .expect("temp file is open until finished");
-        f.write_all(data)
-            .await
-            .map_err(StoreError::io(format!("writing {}", self.path.display())))
+    /// Append bytes (gathered, then written in batches of [`WRITE_BATCH`]).
+    pub async fn write(&mut self, data: impl Into<Bytes>) -> Result<(), StoreError> {
+        let data = data.into();
+        self.pending_len += data.len();
+        self.pending.push(data);
+        if self.pending_len >= WRITE_BATCH {
+            self.flush(false).await?;
+        }
+        Ok(())
     }
 
-    /// Flush and fsync; after this the file is ready to be published.
+    /// Write what is pending (and fsync when `sync`) on the blocking pool.
+    async fn flush(&mut self, sync: bool) -> Result<(), StoreError> {
+        let f = self.file.clone().expect("temp file is open until finished");
+        let frames = std::mem::take(&mut self.pending);
+        self.pending_len = 0;
+        let ctx = format!("writing {}", self.path.display());
+        tokio::task::spawn_blocking(move || {
+            for b in &frames {
+                (&*f).write_all(b)?;
+            }
+            if sync { f.sync_all() } else { Ok(()) }
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(StoreError::io(ctx))
+    }
+
+    /// Write the rest and fsync; after this the file is ready to be published.
     pub async fn finish(&mut self) -> Result<(), StoreError> {
-        if let Some(mut f) = self.file.take() {
-            let ctx = format!("syncing {}", self.path.display());
-            f.flush().await.map_err(StoreError::io(ctx.clone()))?;
-            f.sync_all().await.map_err(StoreError::io(ctx))?;
+        if self.file.is_some() {
+            self.flush(true).await?;
+            self.file = None;
         }
         Ok(())
     }
@@ -99,14 +126,15 @@ impl Mountpath {
         let mp = self.index;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let path = self.root.join("tmp").join(&id);
-        let file = tokio::fs::File::create(&path)
-            .await
+        let file = std::fs::File::create(&path)
             .map_err(StoreError::io(format!("creating {}", path.display())))?;
         Ok(TempFile {
             mp,
             id,
             path,
-            file: Some(file),
+            file: Some(Arc::new(file)),
+            pending: Vec::new(),
+            pending_len: 0,
             installed: false,
         })
     }

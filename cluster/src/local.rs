@@ -1,0 +1,468 @@
+//! Same-host shortcut for intra-cluster calls: a target also listens on a Unix socket, and a
+//! node on the same host reaches it there instead of through loopback TCP.
+//!
+//! Loopback TCP runs the whole TCP/IP stack twice per message (send and receive softirq); a
+//! Unix stream socket skips it. On `aisle up` (gateway and targets on one machine) every request
+//! crosses this hop, so it is where small GETs spend much of their time.
+//!
+//! Nothing else changes: URLs stay `http://host:port`, and [`Connector`] picks the socket for
+//! an authority that has a local route. A route is taken only when the target's
+//! [`LocalSocket::host`] equals this host's [`host_id`]; if the socket cannot be connected the
+//! call goes over TCP as before.
+//!
+//! Plain reads go one step further: a target also listens on a second socket where it answers a
+//! GET or HEAD with the status, the headers and the *open descriptors* of the data files
+//! (`SCM_RIGHTS`) instead of the bytes ([`LocalReader`]). The gateway then reads the files
+//! itself, so the object's bytes cross no socket between the nodes: the target still resolves
+//! the key, the conditions, the range and the part, and opens the files (so an overwrite cannot
+//! pull them away mid-read, exactly as when it streams them).
+//!
+//! Not for: reaching targets on other machines (they have no route and use TCP).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::task::{Context, Poll};
+
+use http::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::TokioIo;
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::client::BoxError;
+use crate::files::Span;
+use crate::map::TargetInfo;
+use crate::proto::{ObjectQuery, ReadOptions};
+
+/// A target's Unix socket, advertised next to its URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalSocket {
+    /// [`host_id`] of the machine the socket lives on.
+    pub host: String,
+    /// Path of the socket (HTTP, the whole intra-cluster API).
+    pub path: PathBuf,
+    /// Path of the descriptor-passing socket for plain reads ([`LocalReader`]), if served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reads: Option<PathBuf>,
+}
+
+/// This machine's identity for [`LocalSocket::host`]: its host name and the kernel's boot id,
+/// so that two machines (or two containers with their own file systems and host names) never
+/// take each other's sockets for their own.
+pub fn host_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
+        format!(
+            "{}/{}",
+            read("/proc/sys/kernel/hostname"),
+            read("/proc/sys/kernel/random/boot_id")
+        )
+    })
+}
+
+/// Routes from URL authorities (`host:port`) to Unix sockets on this host.
+#[derive(Clone, Default)]
+pub struct LocalRoutes(Arc<RwLock<HashMap<String, LocalSocket>>>);
+
+impl LocalRoutes {
+    /// Replace the routes by those of `targets` that live on this host.
+    pub fn set<'a>(&self, targets: impl IntoIterator<Item = &'a TargetInfo>) {
+        let routes = targets
+            .into_iter()
+            .filter_map(|t| {
+                let local = t.local.as_ref().filter(|l| l.host == host_id())?;
+                let authority = t.url.parse::<Uri>().ok()?.authority()?.to_string();
+                Some((authority, local.clone()))
+            })
+            .collect();
+        *self.0.write().expect("routes lock") = routes;
+    }
+
+    fn get(&self, uri: &Uri) -> Option<LocalSocket> {
+        let authority = uri.authority()?.as_str();
+        self.0.read().expect("routes lock").get(authority).cloned()
+    }
+
+    /// The descriptor-passing socket of the target at `url`, when it is on this host.
+    pub fn reads_socket(&self, url: &str) -> Option<PathBuf> {
+        self.get(&url.parse().ok()?)?.reads
+    }
+}
+
+/// Connects over a Unix socket where [`LocalRoutes`] has one, else over TCP.
+#[derive(Clone)]
+pub struct Connector {
+    tcp: HttpConnector,
+    routes: LocalRoutes,
+}
+
+impl Connector {
+    /// A connector that consults `routes` on every new connection.
+    pub fn new(tcp: HttpConnector, routes: LocalRoutes) -> Self {
+        Self { tcp, routes }
+    }
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = Conn;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Conn, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.tcp.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let local = self.routes.get(&uri).map(|l| l.path);
+        let mut tcp = self.tcp.clone();
+        Box::pin(async move {
+            if let Some(path) = local {
+                match UnixStream::connect(&path).await {
+                    Ok(s) => return Ok(Conn::Unix(TokioIo::new(s))),
+                    Err(e) => tracing::debug!(
+                        path = %path.display(), error = %e,
+                        "local socket unreachable, using TCP"
+                    ),
+                }
+            }
+            Ok(Conn::Tcp(tcp.call(uri).await?))
+        })
+    }
+}
+
+/// A connection made by [`Connector`].
+pub enum Conn {
+    /// Over TCP.
+    Tcp(TokioIo<TcpStream>),
+    /// Over a Unix socket on this host.
+    Unix(TokioIo<UnixStream>),
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        match self {
+            Conn::Tcp(s) => s.connected(),
+            Conn::Unix(_) => Connected::new(),
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Conn::Tcp($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Conn::Unix($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+        }
+    };
+}
+
+impl hyper::rt::Read for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl hyper::rt::Write for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_shutdown(cx))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Tcp(s) => s.is_write_vectored(),
+            Conn::Unix(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+}
+
+/// Most descriptors one answer passes (a span over more files is served over HTTP).
+pub const MAX_FDS: usize = 64;
+
+/// Largest frame of the descriptor-passing protocol.
+const MAX_FRAME: usize = 1 << 20;
+
+/// A plain GET or HEAD asked over a target's descriptor-passing socket.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LocalReadRequest {
+    /// The cluster secret.
+    pub secret: String,
+    /// Which object (and part).
+    pub query: ObjectQuery,
+    /// Range and conditions (no transform, no shard selection).
+    pub opts: ReadOptions,
+    /// HEAD: no descriptors.
+    pub head: bool,
+}
+
+/// The target's answer: what an HTTP answer would say, with descriptors for the body.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct LocalReadReply {
+    /// HTTP status; 0 means "not served this way, ask over HTTP".
+    pub status: u16,
+    /// Response headers.
+    pub headers: Vec<(String, String)>,
+    /// Inline body (an error's JSON), when there are no descriptors.
+    pub body: String,
+    /// `[from, to)` of each passed descriptor, in order: the body is their concatenation.
+    pub spans: Vec<(u64, u64)>,
+}
+
+/// Write one frame (length, then `msg`) with `fds` attached to its first byte.
+pub async fn send_frame(s: &UnixStream, msg: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let len = (msg.len() as u32).to_le_bytes();
+    let total = 4 + msg.len();
+    let mut sent = 0usize;
+    while sent < total {
+        s.writable().await?;
+        let r = s.try_io(tokio::io::Interest::WRITABLE, || {
+            let (a, b) = if sent < 4 {
+                (&len[sent..], msg)
+            } else {
+                (&[][..], &msg[sent - 4..])
+            };
+            let iov = [io::IoSlice::new(a), io::IoSlice::new(b)];
+            let rights = [ControlMessage::ScmRights(fds)];
+            let cmsgs: &[ControlMessage] = if sent == 0 && !fds.is_empty() {
+                &rights
+            } else {
+                &[]
+            };
+            sendmsg::<()>(s.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)
+                .map_err(io::Error::from)
+        });
+        match r {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Read one frame and the descriptors that came with it; `None` on a clean end of stream.
+pub async fn recv_frame(s: &UnixStream) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    let mut buf = Vec::new();
+    let mut fds = Vec::new();
+    let mut tmp = [0u8; 8 * 1024];
+    loop {
+        s.readable().await?;
+        let r = s.try_io(tokio::io::Interest::READABLE, || {
+            let mut iov = [io::IoSliceMut::new(&mut tmp)];
+            let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+            let msg = recvmsg::<()>(
+                s.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )
+            .map_err(io::Error::from)?;
+            let mut got = Vec::new();
+            for c in msg.cmsgs().map_err(io::Error::from)? {
+                if let ControlMessageOwned::ScmRights(v) = c {
+                    got.extend(v);
+                }
+            }
+            Ok((msg.bytes, got))
+        });
+        let (n, got) = match r {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        // SAFETY: the kernel just installed these descriptors in this process for us; nothing
+        // else owns them.
+        fds.extend(
+            got.into_iter()
+                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+        );
+        if n == 0 {
+            return if buf.is_empty() && fds.is_empty() {
+                Ok(None)
+            } else {
+                Err(io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        buf.extend_from_slice(&tmp[..n]);
+        if buf.len() >= 4 {
+            let want = 4 + u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+            if want > MAX_FRAME || buf.len() > want {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "bad frame"));
+            }
+            if buf.len() == want {
+                buf.drain(..4);
+                return Ok(Some((buf, fds)));
+            }
+        }
+    }
+}
+
+/// The gateway's side of descriptor passing: pooled connections per target socket.
+#[derive(Clone, Default)]
+pub struct LocalReader {
+    idle: Arc<std::sync::Mutex<HashMap<PathBuf, Vec<UnixStream>>>>,
+}
+
+impl LocalReader {
+    /// Ask the target at `socket` for a plain read. `Ok(None)`: the target wants it over HTTP.
+    pub async fn read(
+        &self,
+        socket: &Path,
+        req: &LocalReadRequest,
+    ) -> io::Result<Option<(LocalReadReply, Vec<Span>)>> {
+        let pooled = self
+            .idle
+            .lock()
+            .expect("pool lock")
+            .get_mut(socket)
+            .and_then(Vec::pop);
+        let stream = match pooled {
+            Some(s) => s,
+            None => UnixStream::connect(socket).await?,
+        };
+        let msg = serde_json::to_vec(req).map_err(io::Error::other)?;
+        send_frame(&stream, &msg, &[]).await?;
+        let (frame, fds) = recv_frame(&stream)
+            .await?
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        let reply: LocalReadReply = serde_json::from_slice(&frame).map_err(io::Error::other)?;
+        if fds.len() != reply.spans.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "descriptor count does not match the spans",
+            ));
+        }
+        {
+            let mut idle = self.idle.lock().expect("pool lock");
+            let v = idle.entry(socket.to_path_buf()).or_default();
+            if v.len() < 256 {
+                v.push(stream);
+            }
+        }
+        if reply.status == 0 {
+            return Ok(None);
+        }
+        let spans = fds
+            .into_iter()
+            .zip(&reply.spans)
+            .map(|(fd, &(from, to))| Span {
+                file: std::fs::File::from(fd),
+                from,
+                to,
+            })
+            .collect();
+        Ok(Some((reply, spans)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, Write};
+
+    #[tokio::test]
+    async fn frames_carry_descriptors_and_survive_any_size() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let dir = std::env::temp_dir().join(format!("aisle-local-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut files = Vec::new();
+        for i in 0..3u8 {
+            let p = dir.join(format!("f{i}"));
+            std::fs::File::create(&p)
+                .unwrap()
+                .write_all(&[i; 10])
+                .unwrap();
+            files.push(std::fs::File::open(&p).unwrap());
+        }
+        let fds: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
+        let big = vec![b'x'; 300_000]; // more than one read's worth
+        let (sent, got) = tokio::join!(send_frame(&a, &big, &fds), recv_frame(&b));
+        sent.unwrap();
+        let (frame, passed) = got.unwrap().unwrap();
+        assert_eq!(frame, big);
+        assert_eq!(passed.len(), 3);
+        for (i, fd) in passed.into_iter().enumerate() {
+            let mut f = std::fs::File::from(fd);
+            f.rewind().unwrap();
+            let mut s = Vec::new();
+            f.read_to_end(&mut s).unwrap();
+            assert_eq!(s, vec![i as u8; 10]);
+        }
+        // A frame without descriptors, then a clean end of stream.
+        send_frame(&a, b"{}", &[]).await.unwrap();
+        let (frame, passed) = recv_frame(&b).await.unwrap().unwrap();
+        assert_eq!((frame.as_slice(), passed.len()), (&b"{}"[..], 0));
+        drop(a);
+        assert!(recv_frame(&b).await.unwrap().is_none());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn routes_only_for_targets_on_this_host() {
+        let routes = LocalRoutes::default();
+        let here = TargetInfo {
+            id: "t1".into(),
+            url: "http://127.0.0.1:4000".into(),
+            local: Some(LocalSocket {
+                host: host_id().into(),
+                path: "/x/target.sock".into(),
+                reads: Some("/x/target-reads.sock".into()),
+            }),
+        };
+        let elsewhere = TargetInfo {
+            id: "t2".into(),
+            url: "http://127.0.0.1:4001".into(),
+            local: Some(LocalSocket {
+                host: "another-host/boot".into(),
+                path: "/y/target.sock".into(),
+                reads: Some("/y/target-reads.sock".into()),
+            }),
+        };
+        routes.set([&here, &elsewhere]);
+        assert_eq!(
+            routes.reads_socket("http://127.0.0.1:4000"),
+            Some(PathBuf::from("/x/target-reads.sock"))
+        );
+        assert_eq!(routes.reads_socket("http://127.0.0.1:4001"), None);
+    }
+}
