@@ -12,8 +12,10 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use crate::local::{Connector, LocalReadRequest, LocalReader, LocalRoutes};
-use crate::proto::{ObjectQuery, ReadOptions};
+use crate::local::{Connector, LocalPool, LocalReply, LocalRequest, LocalRoutes};
+use crate::proto::{
+    COMMIT_TRAILER, Commit, ObjectAttrs, ObjectMeta, ObjectQuery, ReadOptions, WriteOptions,
+};
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -73,7 +75,7 @@ pub enum ClientError {
 pub struct NodeClient {
     http: Client<Connector, ReqBody>,
     routes: LocalRoutes,
-    reader: LocalReader,
+    local: LocalPool,
     secret: HeaderValue,
 }
 
@@ -101,7 +103,7 @@ impl NodeClient {
         Self {
             http,
             routes,
-            reader: LocalReader::default(),
+            local: LocalPool::default(),
             secret: HeaderValue::from_str(secret).expect("cluster secret is a valid header value"),
         }
     }
@@ -121,14 +123,14 @@ impl NodeClient {
         opts: &ReadOptions,
         head: bool,
     ) -> Option<Response<ReadBody>> {
-        let socket = self.routes.reads_socket(base_url)?;
-        let req = LocalReadRequest {
+        let socket = self.routes.fd_socket(base_url)?;
+        let req = LocalRequest::Read {
             secret: self.secret.to_str().ok()?.to_string(),
             query: query.clone(),
             opts: opts.clone(),
             head,
         };
-        let (reply, spans) = match self.reader.read(&socket, &req).await {
+        let (reply, spans) = match self.local.read(&socket, &req).await {
             Ok(Some(r)) => r,
             Ok(None) => return None,
             Err(e) => {
@@ -159,6 +161,95 @@ impl NodeClient {
             StreamBody::new(frames).boxed()
         };
         b.body(body).ok()
+    }
+
+    /// A PutObject to the target at `base_url` through its descriptor socket, when it is on
+    /// this host ([`crate::local`]): the target stages a file, this writes `body` (an upload
+    /// body ending with the [`COMMIT_TRAILER`]) into it, and the target publishes it.
+    /// `Err(body)`: not possible here, nothing of the body was read; send it over HTTP.
+    pub async fn put_local(
+        &self,
+        base_url: &str,
+        query: &ObjectQuery,
+        attrs: &ObjectAttrs,
+        opts: &WriteOptions,
+        body: ReqBody,
+    ) -> Result<Result<ObjectMeta, ClientError>, ReqBody> {
+        let Some(socket) = self.routes.fd_socket(base_url) else {
+            return Err(body);
+        };
+        let Ok(secret) = self.secret.to_str() else {
+            return Err(body);
+        };
+        let req = LocalRequest::Put {
+            secret: secret.to_string(),
+            query: query.clone(),
+            attrs: attrs.clone(),
+            opts: opts.clone(),
+        };
+        let url = format!("{}{}", socket.display(), " (put)");
+        let staged = match self.local.stage(&socket, &req).await {
+            Ok(Ok(staged)) => staged,
+            Ok(Err(reply)) if reply.status != 0 => return Ok(Err(reply_error(url, reply))),
+            Ok(Err(_)) => return Err(body),
+            Err(e) => {
+                tracing::debug!(socket = %socket.display(), error = %e, "local put failed; using HTTP");
+                return Err(body);
+            }
+        };
+        Ok(self.fill_and_commit(url, staged, body).await)
+    }
+
+    async fn fill_and_commit(
+        &self,
+        url: String,
+        staged: crate::local::StagedPut,
+        mut body: ReqBody,
+    ) -> Result<ObjectMeta, ClientError> {
+        let fail = |message: String| ClientError::Body {
+            url: url.clone(),
+            message,
+        };
+        let file = std::sync::Arc::new(staged.file.try_clone().map_err(|e| fail(e.to_string()))?);
+        let (mut pending, mut pending_len) = (Vec::new(), 0usize);
+        let mut commit: Option<Commit> = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| fail(format!("upload aborted: {e}")))?;
+            match frame.into_data() {
+                Ok(data) => {
+                    pending_len += data.len();
+                    pending.push(data);
+                    if pending_len >= crate::files::WRITE_BATCH {
+                        let batch = std::mem::take(&mut pending);
+                        pending_len = 0;
+                        crate::files::write_frames(file.clone(), batch, false)
+                            .await
+                            .map_err(|e| fail(e.to_string()))?;
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers()
+                        && let Some(v) = t.get(COMMIT_TRAILER)
+                    {
+                        commit = crate::proto::decode_header(v.as_bytes()).ok();
+                    }
+                }
+            }
+        }
+        crate::files::write_frames(file, pending, false)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let commit = commit.ok_or_else(|| fail("upload ended without a commit".into()))?;
+        let reply = self
+            .local
+            .commit(staged, commit)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if reply.status == 200 {
+            serde_json::from_str(&reply.body).map_err(|e| fail(e.to_string()))
+        } else {
+            Err(reply_error(url, reply))
+        }
     }
 
     /// Send a request (the cluster secret is added) and return the raw response.
@@ -203,6 +294,16 @@ impl NodeClient {
         let resp = self.send_ok(req).await?;
         read_json(url, resp).await
     }
+}
+
+/// A target's error answer on its descriptor socket as [`ClientError::Status`].
+fn reply_error(url: String, reply: LocalReply) -> ClientError {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::from_str(&reply.body).unwrap_or_else(|_| ErrorBody {
+        code: "InternalError".into(),
+        message: reply.body.clone(),
+    });
+    ClientError::Status { url, status, body }
 }
 
 /// Read a whole (small, protocol) JSON answer.

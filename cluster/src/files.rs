@@ -1,5 +1,6 @@
 //! Byte spans of open files, read without an intermediate buffer: a small span at once, a
-//! larger one as a stream of chunks, each chunk one positioned read on the blocking pool.
+//! larger one as a stream of chunks, each chunk one positioned read on the blocking pool; and
+//! batches of upload frames appended to a file with one hand-off per batch.
 //!
 //! Shared by the target (which serves its data files) and the gateway (which reads a same-host
 //! target's files through descriptors the target passed it, see [`crate::local`]). It holds no
@@ -21,6 +22,10 @@ pub type FileStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + Sync
 /// object the hand-off to the blocking pool costs more than the read, which comes from the page
 /// cache when the object is hot.
 pub const SMALL_READ: u64 = 64 * 1024;
+
+/// Bytes gathered (as the frames they arrived in, not copied) before one write to a file: an
+/// upload arrives in many small frames, and each write is a hand-off to the blocking pool.
+pub const WRITE_BATCH: usize = 1024 * 1024;
 
 /// Bytes per read of a streamed span.
 const CHUNK: u64 = 512 * 1024;
@@ -64,6 +69,20 @@ pub fn read_now(spans: &[Span]) -> io::Result<Bytes> {
         at += n;
     }
     Ok(out.into())
+}
+
+/// Append `frames` to `file` (sequentially, at its offset), and fsync it when `sync`, on the
+/// blocking pool: one hand-off for a whole batch of upload frames.
+pub async fn write_frames(file: Arc<File>, frames: Vec<Bytes>, sync: bool) -> io::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        for b in &frames {
+            (&*file).write_all(b)?;
+        }
+        if sync { file.sync_all() } else { Ok(()) }
+    })
+    .await
+    .map_err(io::Error::other)?
 }
 
 /// Stream `spans` one after the other. A file shorter than its span is an error (the stream

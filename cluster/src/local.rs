@@ -10,12 +10,14 @@
 //! [`LocalSocket::host`] equals this host's [`host_id`]; if the socket cannot be connected the
 //! call goes over TCP as before.
 //!
-//! Plain reads go one step further: a target also listens on a second socket where it answers a
-//! GET or HEAD with the status, the headers and the *open descriptors* of the data files
-//! (`SCM_RIGHTS`) instead of the bytes ([`LocalReader`]). The gateway then reads the files
-//! itself, so the object's bytes cross no socket between the nodes: the target still resolves
-//! the key, the conditions, the range and the part, and opens the files (so an overwrite cannot
-//! pull them away mid-read, exactly as when it streams them).
+//! Object bytes go one step further: a target also listens on a second socket where it passes
+//! open file descriptors (`SCM_RIGHTS`) instead of bytes ([`LocalRequest`], [`LocalPool`]).
+//! A plain GET or HEAD is answered with the status, the headers and the descriptors of the data
+//! files, and the gateway reads them itself; a PutObject is answered with the descriptor of a
+//! staged file, which the gateway fills with the verified body and then commits. Either way the
+//! object's bytes cross no socket between the nodes, and the target keeps every decision: it
+//! resolves the key, conditions, range and part, opens the files (so an overwrite cannot pull
+//! them away mid-read), checks the staged size, fsyncs and publishes.
 //!
 //! Not for: reaching targets on other machines (they have no route and use TCP).
 
@@ -38,7 +40,7 @@ use tokio::net::{TcpStream, UnixStream};
 use crate::client::BoxError;
 use crate::files::Span;
 use crate::map::TargetInfo;
-use crate::proto::{ObjectQuery, ReadOptions};
+use crate::proto::{Commit, ObjectAttrs, ObjectQuery, ReadOptions, WriteOptions};
 
 /// A target's Unix socket, advertised next to its URL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,9 +49,9 @@ pub struct LocalSocket {
     pub host: String,
     /// Path of the socket (HTTP, the whole intra-cluster API).
     pub path: PathBuf,
-    /// Path of the descriptor-passing socket for plain reads ([`LocalReader`]), if served.
+    /// Path of the descriptor-passing socket ([`LocalRequest`]), if served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reads: Option<PathBuf>,
+    pub fds: Option<PathBuf>,
 }
 
 /// This machine's identity for [`LocalSocket::host`]: its host name and the kernel's boot id,
@@ -95,8 +97,8 @@ impl LocalRoutes {
     }
 
     /// The descriptor-passing socket of the target at `url`, when it is on this host.
-    pub fn reads_socket(&self, url: &str) -> Option<PathBuf> {
-        self.get(&url.parse().ok()?)?.reads
+    pub fn fd_socket(&self, url: &str) -> Option<PathBuf> {
+        self.get(&url.parse().ok()?)?.fds
     }
 }
 
@@ -222,27 +224,47 @@ pub const MAX_FDS: usize = 64;
 /// Largest frame of the descriptor-passing protocol.
 const MAX_FRAME: usize = 1 << 20;
 
-/// A plain GET or HEAD asked over a target's descriptor-passing socket.
+/// A call on a target's descriptor socket. Every call carries the cluster secret.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct LocalReadRequest {
-    /// The cluster secret.
-    pub secret: String,
-    /// Which object (and part).
-    pub query: ObjectQuery,
-    /// Range and conditions (no transform, no shard selection).
-    pub opts: ReadOptions,
-    /// HEAD: no descriptors.
-    pub head: bool,
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum LocalRequest {
+    /// A plain GET or HEAD: answered with status, headers and the descriptors of the span.
+    Read {
+        /// The cluster secret.
+        secret: String,
+        /// Which object (and part).
+        query: ObjectQuery,
+        /// Range and conditions (no transform, no shard selection).
+        opts: ReadOptions,
+        /// HEAD: no descriptors.
+        head: bool,
+    },
+    /// A PutObject: answered (status 100) with the descriptor of a staged file, which the
+    /// caller fills and then commits with [`LocalRequest::Commit`] on the same connection.
+    /// Closing the connection before that discards the staged file.
+    Put {
+        /// The cluster secret.
+        secret: String,
+        /// Which object.
+        query: ObjectQuery,
+        /// Its attributes.
+        attrs: ObjectAttrs,
+        /// Write conditions.
+        opts: WriteOptions,
+    },
+    /// The body of the staged put is complete and verified: publish it (status 200, the
+    /// [`crate::proto::ObjectMeta`] as JSON body).
+    Commit(Commit),
 }
 
-/// The target's answer: what an HTTP answer would say, with descriptors for the body.
+/// A target's answer: what an HTTP answer would say, with descriptors for the body.
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct LocalReadReply {
-    /// HTTP status; 0 means "not served this way, ask over HTTP".
+pub struct LocalReply {
+    /// HTTP status; 0 means "not served this way, ask over HTTP"; 100: fill the passed file.
     pub status: u16,
     /// Response headers.
     pub headers: Vec<(String, String)>,
-    /// Inline body (an error's JSON), when there are no descriptors.
+    /// Inline body (an error's JSON, or a commit's metadata).
     pub body: String,
     /// `[from, to)` of each passed descriptor, in order: the body is their concatenation.
     pub spans: Vec<(u64, u64)>,
@@ -339,46 +361,71 @@ pub async fn recv_frame(s: &UnixStream) -> io::Result<Option<(Vec<u8>, Vec<Owned
 
 /// The gateway's side of descriptor passing: pooled connections per target socket.
 #[derive(Clone, Default)]
-pub struct LocalReader {
+pub struct LocalPool {
     idle: Arc<std::sync::Mutex<HashMap<PathBuf, Vec<UnixStream>>>>,
 }
 
-impl LocalReader {
-    /// Ask the target at `socket` for a plain read. `Ok(None)`: the target wants it over HTTP.
-    pub async fn read(
-        &self,
-        socket: &Path,
-        req: &LocalReadRequest,
-    ) -> io::Result<Option<(LocalReadReply, Vec<Span>)>> {
+/// A put staged on a target: fill `file`, then [`LocalPool::commit`].
+pub struct StagedPut {
+    socket: PathBuf,
+    stream: UnixStream,
+    /// The staged file, open for writing.
+    pub file: std::fs::File,
+}
+
+impl LocalPool {
+    async fn checkout(&self, socket: &Path) -> io::Result<UnixStream> {
         let pooled = self
             .idle
             .lock()
             .expect("pool lock")
             .get_mut(socket)
             .and_then(Vec::pop);
-        let stream = match pooled {
-            Some(s) => s,
-            None => UnixStream::connect(socket).await?,
-        };
+        match pooled {
+            Some(s) => Ok(s),
+            None => UnixStream::connect(socket).await,
+        }
+    }
+
+    fn checkin(&self, socket: &Path, stream: UnixStream) {
+        let mut idle = self.idle.lock().expect("pool lock");
+        let v = idle.entry(socket.to_path_buf()).or_default();
+        if v.len() < 256 {
+            v.push(stream);
+        }
+    }
+
+    /// One call and its answer; the connection goes back to the pool after a whole exchange.
+    async fn call(
+        &self,
+        stream: UnixStream,
+        req: &LocalRequest,
+    ) -> io::Result<(LocalReply, Vec<OwnedFd>, UnixStream)> {
         let msg = serde_json::to_vec(req).map_err(io::Error::other)?;
         send_frame(&stream, &msg, &[]).await?;
         let (frame, fds) = recv_frame(&stream)
             .await?
             .ok_or(io::ErrorKind::UnexpectedEof)?;
-        let reply: LocalReadReply = serde_json::from_slice(&frame).map_err(io::Error::other)?;
+        let reply: LocalReply = serde_json::from_slice(&frame).map_err(io::Error::other)?;
+        Ok((reply, fds, stream))
+    }
+
+    /// Ask the target at `socket` for a plain read ([`LocalRequest::Read`]). `Ok(None)`: the
+    /// target wants it over HTTP.
+    pub async fn read(
+        &self,
+        socket: &Path,
+        req: &LocalRequest,
+    ) -> io::Result<Option<(LocalReply, Vec<Span>)>> {
+        let stream = self.checkout(socket).await?;
+        let (reply, fds, stream) = self.call(stream, req).await?;
         if fds.len() != reply.spans.len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "descriptor count does not match the spans",
             ));
         }
-        {
-            let mut idle = self.idle.lock().expect("pool lock");
-            let v = idle.entry(socket.to_path_buf()).or_default();
-            if v.len() < 256 {
-                v.push(stream);
-            }
-        }
+        self.checkin(socket, stream);
         if reply.status == 0 {
             return Ok(None);
         }
@@ -392,6 +439,45 @@ impl LocalReader {
             })
             .collect();
         Ok(Some((reply, spans)))
+    }
+
+    /// Stage a put ([`LocalRequest::Put`]). `Err(reply)`: the target refused (an error status
+    /// to pass on, or status 0: use HTTP).
+    pub async fn stage(
+        &self,
+        socket: &Path,
+        req: &LocalRequest,
+    ) -> io::Result<Result<StagedPut, LocalReply>> {
+        let stream = self.checkout(socket).await?;
+        let (reply, mut fds, stream) = self.call(stream, req).await?;
+        if reply.status != 100 {
+            self.checkin(socket, stream);
+            return Ok(Err(reply));
+        }
+        match (fds.pop(), fds.is_empty()) {
+            (Some(fd), true) => Ok(Ok(StagedPut {
+                socket: socket.to_path_buf(),
+                stream,
+                file: std::fs::File::from(fd),
+            })),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a staged put comes with exactly one descriptor",
+            )),
+        }
+    }
+
+    /// Publish a filled staged put ([`LocalRequest::Commit`]).
+    pub async fn commit(&self, staged: StagedPut, commit: Commit) -> io::Result<LocalReply> {
+        let StagedPut {
+            socket,
+            stream,
+            file,
+        } = staged;
+        drop(file);
+        let (reply, _, stream) = self.call(stream, &LocalRequest::Commit(commit)).await?;
+        self.checkin(&socket, stream);
+        Ok(reply)
     }
 }
 
@@ -446,7 +532,7 @@ mod tests {
             local: Some(LocalSocket {
                 host: host_id().into(),
                 path: "/x/target.sock".into(),
-                reads: Some("/x/target-reads.sock".into()),
+                fds: Some("/x/target-fd.sock".into()),
             }),
         };
         let elsewhere = TargetInfo {
@@ -455,14 +541,14 @@ mod tests {
             local: Some(LocalSocket {
                 host: "another-host/boot".into(),
                 path: "/y/target.sock".into(),
-                reads: Some("/y/target-reads.sock".into()),
+                fds: Some("/y/target-fd.sock".into()),
             }),
         };
         routes.set([&here, &elsewhere]);
         assert_eq!(
-            routes.reads_socket("http://127.0.0.1:4000"),
-            Some(PathBuf::from("/x/target-reads.sock"))
+            routes.fd_socket("http://127.0.0.1:4000"),
+            Some(PathBuf::from("/x/target-fd.sock"))
         );
-        assert_eq!(routes.reads_socket("http://127.0.0.1:4001"), None);
+        assert_eq!(routes.fd_socket("http://127.0.0.1:4001"), None);
     }
 }

@@ -90,9 +90,10 @@ def test_kill9_target_during_puts_then_restart(fresh_dir):
 
 def test_gateway_restart_keeps_endpoint_and_reads_survive_without_local_sockets(fresh_dir):
     """kill -9 of the gateway: the supervisor brings it back on the same endpoint (clients and
-    targets hold it). Reads of same-host targets normally go through their descriptor sockets;
-    with those sockets gone, the same reads (whole, ranged, HEAD, conditional, missing) are
-    served over HTTP with identical answers."""
+    targets hold it). Reads and puts of same-host targets normally go through their descriptor
+    sockets; with those sockets gone, the same reads (whole, ranged, HEAD, conditional, missing)
+    are served over HTTP with identical answers, and puts (good and with a wrong Content-MD5)
+    behave the same."""
     c = Cluster(fresh_dir).start()
     try:
         s3 = c.client(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=2, read_timeout=10)
@@ -127,7 +128,7 @@ def test_gateway_restart_keeps_endpoint_and_reads_survive_without_local_sockets(
         before = answers()
         endpoint = c.endpoint
         socks = sorted(p.name for p in (c.data / "t1").glob("*.sock"))
-        assert socks == ["target-reads.sock", "target.sock"], socks
+        assert socks == ["target-fd.sock", "target.sock"], socks
 
         old = c.pid("gateway")
         for t in ("t1", "t2", "t3"):
@@ -145,5 +146,16 @@ def test_gateway_restart_keeps_endpoint_and_reads_survive_without_local_sockets(
             time.sleep(0.2)
         assert c.endpoint == endpoint
         assert answers() == before
+        # Puts over HTTP now: stored whole, and a wrong Content-MD5 stores nothing.
+        for k, b in list(bodies.items())[:4]:
+            s3.put_object(Bucket="gw-restart", Key=k, Body=b)
+        assert answers() == before  # same bytes, same ETags
+        try:
+            s3.put_object(Bucket="gw-restart", Key="bad-md5", Body=b"abc",
+                          ContentMD5="AAAAAAAAAAAAAAAAAAAAAA==")
+            raise AssertionError("expected BadDigest")
+        except botocore.exceptions.ClientError as e:
+            assert e.response["Error"]["Code"] == "BadDigest"
+        assert "Contents" not in s3.list_objects_v2(Bucket="gw-restart", Prefix="bad-md5")
     finally:
         c.stop()

@@ -83,6 +83,10 @@ impl Targets {
         opts: &WriteOptions,
         body: ReqBody,
     ) -> Result<ObjectMeta, ClientError> {
+        let body = match self.client.put_local(&t.url, q, attrs, opts, body).await {
+            Ok(done) => return done,
+            Err(body) => body,
+        };
         let url = Self::url(t, proto::T_OBJECT, q);
         let resp = self
             .upload(Method::PUT, url.clone(), Some(attrs), Some(opts), body)

@@ -10,7 +10,7 @@
 pub mod config;
 mod etl;
 mod files;
-mod local_reads;
+mod local;
 pub mod server;
 mod shards;
 pub mod store;

@@ -113,13 +113,13 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
             local: local.as_ref().map(|(_, _, s)| s.clone()),
         },
     ));
-    if let Some((unix, reads, _)) = local {
+    if let Some((unix, fds, _)) = local {
         let s = state.clone();
         tokio::spawn(aisle_cluster::serve::serve_unix(unix, None, move |req| {
             handle(s.clone(), req)
         }));
-        if let Some(reads) = reads {
-            tokio::spawn(crate::local_reads::serve(reads, state.clone()));
+        if let Some(fds) = fds {
+            tokio::spawn(crate::local::serve(fds, state.clone()));
         }
     }
     aisle_cluster::serve::serve(listener, None, move |req| handle(state.clone(), req)).await;
@@ -127,7 +127,7 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
 }
 
 /// Same-host sockets in `root` (see [`aisle_cluster::local`]): the HTTP API, and the
-/// descriptor-passing socket for plain reads. Stale sockets of an earlier run are replaced; if a
+/// descriptor-passing socket for plain reads and puts. Stale sockets of an earlier run are replaced; if a
 /// socket cannot be made (a path too long for a socket address, say) the target goes without.
 type LocalListeners = (UnixListener, Option<UnixListener>, LocalSocket);
 fn bind_local_sockets(root: &std::path::Path) -> Option<LocalListeners> {
@@ -142,13 +142,13 @@ fn bind_local_sockets(root: &std::path::Path) -> Option<LocalListeners> {
             .ok()
     };
     let (http, path) = bind("target.sock")?;
-    let reads = bind("target-reads.sock");
+    let fds = bind("target-fd.sock");
     let socket = LocalSocket {
         host: aisle_cluster::local::host_id().to_string(),
         path,
-        reads: reads.as_ref().map(|(_, p)| p.clone()),
+        fds: fds.as_ref().map(|(_, p)| p.clone()),
     };
-    Some((http, reads.map(|(l, _)| l), socket))
+    Some((http, fds.map(|(l, _)| l), socket))
 }
 
 /// Register with the gateway until it answers; the answer is the current cluster metadata.
@@ -231,6 +231,11 @@ pub(crate) fn api_err(status: u16, code: &'static str, message: impl Into<String
 }
 
 impl ApiError {
+    /// An upload that did not deliver what its commit says.
+    pub(crate) fn incomplete(message: impl Into<String>) -> Self {
+        api_err(400, "IncompleteBody", message)
+    }
+
     /// A call without the cluster secret.
     pub(crate) fn denied() -> Self {
         api_err(
@@ -370,14 +375,12 @@ pub(crate) async fn receive_framed(
             }
         }
     }
-    let commit =
-        commit.ok_or_else(|| api_err(400, "IncompleteBody", "upload ended without a commit"))?;
+    let commit = commit.ok_or_else(|| ApiError::incomplete("upload ended without a commit"))?;
     if commit.size != written {
-        return Err(api_err(
-            400,
-            "IncompleteBody",
-            format!("commit says {} bytes, received {written}", commit.size),
-        ));
+        return Err(ApiError::incomplete(format!(
+            "commit says {} bytes, received {written}",
+            commit.size
+        )));
     }
     let tail = suffix(written);
     if !tail.is_empty() {
@@ -391,20 +394,40 @@ async fn put_object(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, 
     let q: ObjectQuery = query(&req)?;
     let attrs: ObjectAttrs = header_json(req.headers(), META_HEADER)?;
     let opts: WriteOptions = header_json(req.headers(), WRITE_HEADER)?;
+    check_put(state, &q, &opts).await?;
     let mp = state.store.mountpath_for(&q.bucket, &q.key);
+    let (temp, commit) = receive_body(state, mp, req.into_body()).await?;
+    let meta = publish_put(state, q, attrs, opts, temp, commit).await?;
+    Ok(json_resp(StatusCode::OK, &meta))
+}
+
+/// Refuse a put up front when its condition already fails (the publish checks again).
+pub(crate) async fn check_put(
+    state: &State,
+    q: &ObjectQuery,
+    opts: &WriteOptions,
+) -> Result<(), ApiError> {
     if opts.if_absent {
         let (s, b, k) = (state.store.clone(), q.bucket.clone(), q.key.clone());
         if blocking(move || Ok(s.get(&b, &k).is_ok())).await? {
             return Err(store_error(StoreError::PreconditionFailed));
         }
     }
-    let (temp, commit) = receive_body(state, mp, req.into_body()).await?;
+    Ok(())
+}
+
+/// Publish a received, fsynced put.
+pub(crate) async fn publish_put(
+    state: &State,
+    q: ObjectQuery,
+    attrs: ObjectAttrs,
+    opts: WriteOptions,
+    temp: crate::store::TempFile,
+    commit: Commit,
+) -> Result<proto::ObjectMeta, ApiError> {
     let store = state.store.clone();
-    let meta = blocking(move || {
-        store.publish_object(&q.bucket, &q.key, temp, &commit, attrs, opts.if_absent)
-    })
-    .await?;
-    Ok(json_resp(StatusCode::OK, &meta))
+    blocking(move || store.publish_object(&q.bucket, &q.key, temp, &commit, attrs, opts.if_absent))
+        .await
 }
 
 /// Byte span `[start, end)` of the object (or of one of its parts) to send.

@@ -42,7 +42,7 @@ fn naive(keys: &BTreeSet<String>, prefix: &str, delimiter: Option<&str>) -> Vec<
 async fn put(store: &Store, key: &str) {
     let mp = store.mountpath_for("b", key);
     let mut t = store.create_temp(mp).await.unwrap();
-    t.write(key.as_bytes()).await.unwrap();
+    t.write(key.as_bytes().to_vec()).await.unwrap();
     t.finish().await.unwrap();
     let commit = Commit {
         size: key.len() as u64,

@@ -10,17 +10,13 @@
 
 use std::path::{Path, PathBuf};
 
-use std::io::Write;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::StoreError;
 
-/// Bytes gathered (as the frames they arrived in, not copied) before one write to a staged
-/// file: an upload arrives in many small frames, and each write is a hand-off to the blocking
-/// pool.
-const WRITE_BATCH: usize = 1024 * 1024;
+use aisle_cluster::files::WRITE_BATCH;
 
 pub(super) struct Mountpath {
     root: PathBuf,
@@ -44,6 +40,19 @@ impl TempFile {
         &self.path
     }
 
+    /// The staged file (to pass its descriptor to a same-host writer; call
+    /// [`TempFile::finish`] after it wrote).
+    pub fn file(&self) -> Option<&std::fs::File> {
+        self.file.as_deref()
+    }
+
+    /// Bytes in the staged file (what was written through any descriptor of it).
+    pub fn len_on_disk(&self) -> Result<u64, StoreError> {
+        std::fs::metadata(&self.path)
+            .map(|m| m.len())
+            .map_err(StoreError::io(format!("reading {}", self.path.display())))
+    }
+
     /// Mountpath index the file is staged on.
     pub fn mountpath(&self) -> u16 {
         self.mp
@@ -65,17 +74,9 @@ impl TempFile {
         let f = self.file.clone().expect("temp file is open until finished");
         let frames = std::mem::take(&mut self.pending);
         self.pending_len = 0;
-        let ctx = format!("writing {}", self.path.display());
-        tokio::task::spawn_blocking(move || {
-            for b in &frames {
-                (&*f).write_all(b)?;
-            }
-            if sync { f.sync_all() } else { Ok(()) }
-        })
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r)
-        .map_err(StoreError::io(ctx))
+        aisle_cluster::files::write_frames(f, frames, sync)
+            .await
+            .map_err(StoreError::io(format!("writing {}", self.path.display())))
     }
 
     /// Write the rest and fsync; after this the file is ready to be published.

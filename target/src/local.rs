@@ -1,0 +1,221 @@
+//! Same-host calls answered with file descriptors (the protocol is
+//! [`aisle_cluster::local`]'s): plain reads get the open data files of their span, puts get a
+//! staged file to fill. Reads are resolved exactly as over HTTP ([`crate::server::plain_read`]);
+//! puts are published exactly as over HTTP ([`crate::server::publish_put`]). Only the bytes
+//! travel differently.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+
+use aisle_cluster::auth::constant_time_eq;
+use aisle_cluster::local::{LocalReply, LocalRequest, MAX_FDS, recv_frame, send_frame};
+use aisle_cluster::proto::{Commit, ErrorBody, ObjectAttrs, ObjectQuery, WriteOptions};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::files::Span;
+use crate::server::{ApiError, PlainRead, State, plain_read, segment_files};
+use crate::store::TempFile;
+
+/// Accept gateways on `listener` until the process stops.
+pub(crate) async fn serve(listener: UnixListener, state: Arc<State>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream, state.clone()));
+            }
+            Err(e) => tracing::warn!(error = %e, "accept failed on the descriptor socket"),
+        }
+    }
+}
+
+/// A put waiting for its commit on this connection (dropped, it removes the staged file).
+struct Staged {
+    query: ObjectQuery,
+    attrs: ObjectAttrs,
+    opts: WriteOptions,
+    temp: TempFile,
+}
+
+/// One call after another until the peer hangs up or breaks the protocol.
+async fn connection(stream: UnixStream, state: Arc<State>) {
+    let mut staged: Option<Staged> = None;
+    loop {
+        let frame = match recv_frame(&stream).await {
+            Ok(Some((frame, _))) => frame,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "descriptor connection ended");
+                return;
+            }
+        };
+        // `spans` keeps the read's files open until their descriptors are sent.
+        let (reply, spans) = answer(&state, &frame, &mut staged).await;
+        let fds: Vec<RawFd> = if reply.status == 100 {
+            staged
+                .iter()
+                .filter_map(|s| s.temp.file())
+                .map(|f| f.as_raw_fd())
+                .collect()
+        } else {
+            spans.iter().map(|s| s.file.as_raw_fd()).collect()
+        };
+        let msg = serde_json::to_vec(&reply).expect("protocol types serialize");
+        if let Err(e) = send_frame(&stream, &msg, &fds).await {
+            tracing::debug!(error = %e, "descriptor reply failed");
+            return;
+        }
+    }
+}
+
+/// Answer one call; a put leaves its staged file in `staged` for the commit that follows.
+async fn answer(
+    state: &State,
+    frame: &[u8],
+    staged: &mut Option<Staged>,
+) -> (LocalReply, Vec<Span>) {
+    let authorized = |secret: &str| constant_time_eq(secret.as_bytes(), state.secret.as_bytes());
+    match serde_json::from_slice::<LocalRequest>(frame) {
+        Ok(LocalRequest::Read { secret, .. } | LocalRequest::Put { secret, .. })
+            if !authorized(&secret) =>
+        {
+            (error(ApiError::denied()), Vec::new())
+        }
+        Ok(LocalRequest::Read {
+            query, opts, head, ..
+        }) => read(state, &query, &opts, head),
+        Ok(LocalRequest::Put {
+            query, attrs, opts, ..
+        }) => {
+            *staged = None;
+            match stage(state, &query, &opts).await {
+                Ok(temp) => {
+                    *staged = Some(Staged {
+                        query,
+                        attrs,
+                        opts,
+                        temp,
+                    });
+                    let go = LocalReply {
+                        status: 100,
+                        ..Default::default()
+                    };
+                    (go, Vec::new())
+                }
+                Err(e) => (error(e), Vec::new()),
+            }
+        }
+        Ok(LocalRequest::Commit(commit)) => {
+            let reply = match staged.take() {
+                Some(s) => match commit_put(state, s, commit).await {
+                    Ok(meta) => LocalReply {
+                        status: 200,
+                        body: serde_json::to_string(&meta).expect("protocol types serialize"),
+                        ..Default::default()
+                    },
+                    Err(e) => error(e),
+                },
+                None => error(crate::server::bad("commit without a staged put")),
+            };
+            (reply, Vec::new())
+        }
+        Err(e) => (
+            error(crate::server::bad(format!("bad local request: {e}"))),
+            Vec::new(),
+        ),
+    }
+}
+
+/// Resolve a plain read and open its files.
+fn read(
+    state: &State,
+    q: &ObjectQuery,
+    opts: &aisle_cluster::proto::ReadOptions,
+    head: bool,
+) -> (LocalReply, Vec<Span>) {
+    if opts.etl.is_some() || opts.archive.is_some() {
+        return (LocalReply::default(), Vec::new()); // status 0: ask over HTTP
+    }
+    let resolved = state
+        .store
+        .get(&q.bucket, &q.key)
+        .map_err(ApiError::from)
+        .and_then(|rec| Ok((plain_read(&rec, q, opts)?, rec)));
+    match resolved {
+        Err(e) => (error(e), Vec::new()),
+        Ok((PlainRead::ConditionFailed { error: e, meta }, _)) => {
+            let mut reply = error(e);
+            reply.headers.push((
+                aisle_cluster::proto::META_HEADER.into(),
+                meta.to_str().unwrap_or_default().into(),
+            ));
+            (reply, Vec::new())
+        }
+        Ok((
+            PlainRead::Span {
+                head: h,
+                start,
+                end,
+            },
+            rec,
+        )) => {
+            let spans = if head || end <= start {
+                Vec::new()
+            } else {
+                let files = segment_files(&state.store, &rec.segments);
+                match crate::files::spans(&files, start, end) {
+                    Ok(s) if s.len() <= MAX_FDS => s,
+                    Ok(_) => return (LocalReply::default(), Vec::new()),
+                    Err(e) => return (error(e.into()), Vec::new()),
+                }
+            };
+            let reply = LocalReply {
+                status: h.status().as_u16(),
+                headers: h
+                    .headers()
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+                    .collect(),
+                body: String::new(),
+                spans: spans.iter().map(|s| (s.from, s.to)).collect(),
+            };
+            (reply, spans)
+        }
+    }
+}
+
+/// Stage a put: check its condition, create the staged file on the object's mountpath.
+async fn stage(state: &State, q: &ObjectQuery, opts: &WriteOptions) -> Result<TempFile, ApiError> {
+    crate::server::check_put(state, q, opts).await?;
+    let mp = state.store.mountpath_for(&q.bucket, &q.key);
+    Ok(state.store.create_temp(mp).await?)
+}
+
+/// The gateway filled the staged file: check its size, fsync, publish.
+async fn commit_put(
+    state: &State,
+    mut s: Staged,
+    commit: Commit,
+) -> Result<aisle_cluster::proto::ObjectMeta, ApiError> {
+    let written = s.temp.len_on_disk()?;
+    if written != commit.size {
+        return Err(ApiError::incomplete(format!(
+            "commit says {} bytes, the staged file holds {written}",
+            commit.size
+        )));
+    }
+    s.temp.finish().await?;
+    crate::server::publish_put(state, s.query, s.attrs, s.opts, s.temp, commit).await
+}
+
+fn error(e: ApiError) -> LocalReply {
+    LocalReply {
+        status: e.status,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: serde_json::to_string(&ErrorBody {
+            code: e.code.into(),
+            message: e.message,
+        })
+        .expect("protocol types serialize"),
+        spans: Vec::new(),
+    }
+}
