@@ -1,9 +1,12 @@
 //! On-disk layout of one mountpath.
 //!
 //! ```text
-//! <mountpath>/tmp/<uuid>          staged writes; all removed at start
-//! <mountpath>/obj/<xx>/<uuid>     published data files (xx = first two hex digits)
+//! <mountpath>/obj/<xx>/<uuid>     data files (xx = first two hex digits), staged in place
+//! <mountpath>/tmp/                 staged writes of older versions; emptied at start
 //! ```
+//!
+//! A data file is written, fsynced, its directory fsynced, and only then referenced by an index
+//! commit; at start every file no record references is removed (a crash mid-write leaves one).
 //!
 //! File names are fresh UUIDs, never derived from keys: no key, however hostile, can name a
 //! path, and a new version never overwrites the file an older reader still has open.
@@ -126,8 +129,15 @@ impl Mountpath {
     pub(super) async fn create_temp(&self) -> Result<TempFile, StoreError> {
         let mp = self.index;
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let path = self.root.join("tmp").join(&id);
+        // Staged in place: a fresh name nothing refers to until the index commit, so
+        // publishing needs no rename (and no second directory journal commit).
+        let path = self.root.join(Self::rel_path(&id));
         let file = std::fs::File::create(&path)
+            .or_else(|_| {
+                let dir = path.parent().expect("obj/<xx> has a parent");
+                std::fs::create_dir_all(dir)?;
+                std::fs::File::create(&path)
+            })
             .map_err(StoreError::io(format!("creating {}", path.display())))?;
         Ok(TempFile {
             mp,
@@ -140,21 +150,17 @@ impl Mountpath {
         })
     }
 
-    /// Move a finished staged file into `obj/`; returns its path relative to the mountpath.
+    /// Where a data file named `id` lives, relative to the mountpath.
+    fn rel_path(id: &str) -> String {
+        format!("obj/{}/{}", &id[..2], id)
+    }
+
+    /// Keep a finished (fsynced) staged file: make its directory entry durable; returns its
+    /// path relative to the mountpath, for the index record that publishes it.
     pub(super) fn install(&self, mut temp: TempFile) -> Result<String, StoreError> {
-        let rel = format!("obj/{}/{}", &temp.id[..2], temp.id);
-        let dest = self.root.join(&rel);
-        let parent = dest.parent().expect("obj/<xx> has a parent");
-        std::fs::create_dir_all(parent)
-            .map_err(StoreError::io(format!("creating {}", parent.display())))?;
-        std::fs::rename(&temp.path, &dest).map_err(StoreError::io(format!(
-            "renaming {} to {}",
-            temp.path.display(),
-            dest.display()
-        )))?;
+        sync_dir(temp.path.parent().expect("obj/<xx> has a parent"))?;
         temp.installed = true;
-        sync_dir(parent)?;
-        Ok(rel)
+        Ok(Self::rel_path(&temp.id))
     }
 
     /// Remove staged files and published files that `referenced` does not know.

@@ -1,7 +1,7 @@
 //! The target's object store: data files on mountpaths, metadata in one ordered index.
 //!
-//! A write is staged in a mountpath's `tmp/`, fsynced, renamed into `obj/` under a fresh unique
-//! name, and only then published by one index transaction that points the key at the new file.
+//! A write is staged under a fresh unique name in a mountpath's `obj/`, fsynced (file and
+//! directory), and only then published by one index transaction that points the key at it.
 //! The previous file is deleted after the commit. So an object is either the old version or
 //! the new one, never a mix; and [`Store::open`] removes whatever a crash left unpublished.
 //!
@@ -459,5 +459,32 @@ impl Store {
             self.abort(bucket, &u.key, &u.upload_id)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_staged_file_never_published_is_removed_at_the_next_open() {
+        let dir = std::env::temp_dir().join(format!("aisle-store-{}", uuid::Uuid::new_v4()));
+        let mps = vec![dir.join("mp0")];
+        let staged_path;
+        {
+            let store = Store::open(&dir.join("index.redb"), &mps).unwrap();
+            let mut t = store.create_temp(0).await.unwrap();
+            t.write(vec![1u8; 1000]).await.unwrap();
+            t.finish().await.unwrap();
+            staged_path = t.path().to_path_buf();
+            assert!(staged_path.exists());
+            std::mem::forget(t); // a crash: no drop, no publish
+        }
+        let _store = Store::open(&dir.join("index.redb"), &mps).unwrap();
+        assert!(
+            !staged_path.exists(),
+            "recovery removes what no record references"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
