@@ -211,22 +211,12 @@ impl NodeClient {
             message,
         };
         let file = std::sync::Arc::new(staged.file.try_clone().map_err(|e| fail(e.to_string()))?);
-        let (mut pending, mut pending_len) = (Vec::new(), 0usize);
+        let mut out = crate::files::BatchWriter::new(file);
         let mut commit: Option<Commit> = None;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| fail(format!("upload aborted: {e}")))?;
             match frame.into_data() {
-                Ok(data) => {
-                    pending_len += data.len();
-                    pending.push(data);
-                    if pending_len >= crate::files::WRITE_BATCH {
-                        let batch = std::mem::take(&mut pending);
-                        pending_len = 0;
-                        crate::files::write_frames(file.clone(), batch, false)
-                            .await
-                            .map_err(|e| fail(e.to_string()))?;
-                    }
-                }
+                Ok(data) => out.push(data).await.map_err(|e| fail(e.to_string()))?,
                 Err(frame) => {
                     if let Ok(t) = frame.into_trailers()
                         && let Some(v) = t.get(COMMIT_TRAILER)
@@ -236,9 +226,7 @@ impl NodeClient {
                 }
             }
         }
-        crate::files::write_frames(file, pending, false)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        out.finish(false).await.map_err(|e| fail(e.to_string()))?;
         let commit = commit.ok_or_else(|| fail("upload ended without a commit".into()))?;
         let reply = self
             .local

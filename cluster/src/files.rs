@@ -1,6 +1,6 @@
 //! Byte spans of open files, read without an intermediate buffer: a small span at once, a
 //! larger one as a stream of chunks, each chunk one positioned read on the blocking pool; and
-//! batches of upload frames appended to a file with one hand-off per batch.
+//! upload frames appended to a file in batches ([`BatchWriter`]).
 //!
 //! Shared by the target (which serves its data files) and the gateway (which reads a same-host
 //! target's files through descriptors the target passed it, see [`crate::local`]). It holds no
@@ -71,18 +71,95 @@ pub fn read_now(spans: &[Span]) -> io::Result<Bytes> {
     Ok(out.into())
 }
 
-/// Append `frames` to `file` (sequentially, at its offset), and fsync it when `sync`, on the
-/// blocking pool: one hand-off for a whole batch of upload frames.
-pub async fn write_frames(file: Arc<File>, frames: Vec<Bytes>, sync: bool) -> io::Result<()> {
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        for b in &frames {
-            (&*file).write_all(b)?;
+/// Appends upload frames to a file in batches of [`WRITE_BATCH`] on the blocking pool, with one
+/// batch in flight: receiving (and hashing) the next batch overlaps writing this one. Each
+/// written batch is handed to the kernel's writeback at once (`sync_file_range`), so the fsync
+/// at the end has little left to flush.
+pub struct BatchWriter {
+    file: Arc<File>,
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    written: u64,
+    inflight: Option<tokio::task::JoinHandle<io::Result<()>>>,
+}
+
+impl BatchWriter {
+    /// Append to `file` from its current offset (the caller's only writer).
+    pub fn new(file: Arc<File>) -> Self {
+        Self {
+            file,
+            pending: Vec::new(),
+            pending_len: 0,
+            written: 0,
+            inflight: None,
         }
-        if sync { file.sync_all() } else { Ok(()) }
-    })
-    .await
-    .map_err(io::Error::other)?
+    }
+
+    /// Add a frame (kept as is, not copied).
+    pub async fn push(&mut self, frame: Bytes) -> io::Result<()> {
+        self.pending_len += frame.len();
+        self.pending.push(frame);
+        if self.pending_len >= WRITE_BATCH {
+            self.write_batch().await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_inflight(&mut self) -> io::Result<()> {
+        match self.inflight.take() {
+            Some(h) => h.await.map_err(io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+
+    async fn write_batch(&mut self) -> io::Result<()> {
+        self.wait_inflight().await?;
+        let frames = std::mem::take(&mut self.pending);
+        let (offset, len) = (self.written, self.pending_len as u64);
+        self.written += len;
+        self.pending_len = 0;
+        let file = self.file.clone();
+        self.inflight = Some(tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            for b in &frames {
+                (&*file).write_all(b)?;
+            }
+            start_writeback(&file, offset, len);
+            Ok(())
+        }));
+        Ok(())
+    }
+
+    /// Write the rest, wait for it, and fsync when `sync`; returns the bytes written.
+    pub async fn finish(mut self, sync: bool) -> io::Result<u64> {
+        if !self.pending.is_empty() {
+            self.write_batch().await?;
+        }
+        self.wait_inflight().await?;
+        if sync {
+            let file = self.file.clone();
+            tokio::task::spawn_blocking(move || file.sync_all())
+                .await
+                .map_err(io::Error::other)??;
+        }
+        Ok(self.written)
+    }
+}
+
+/// Ask the kernel to start writing `[offset, offset + len)` of `file` back to disk now, without
+/// waiting (advisory: a failure only means the final fsync has more to do).
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain system call on a descriptor `file` keeps open for its duration; it reads
+    // no memory of ours.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
 }
 
 /// Stream `spans` one after the other. A file shorter than its span is an error (the stream

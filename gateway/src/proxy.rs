@@ -104,8 +104,7 @@ impl Targets {
         opts: &ReadOptions,
         head: bool,
     ) -> Result<Response<ReadBody>, ClientError> {
-        if opts.etl.is_none()
-            && opts.archive.is_none()
+        if opts.archive.is_none()
             && let Some(resp) = self.client.read_local(&t.url, q, opts, head).await
         {
             return Ok(resp);

@@ -25,7 +25,7 @@ use hyper::body::Frame;
 use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 
-use crate::server::{ApiError, Resp, State, api_err, error_resp, full_body, stream_body};
+use crate::server::{ApiError, Resp, State, api_err, error_resp, full_body};
 use crate::store::{StoreError, StoredObject};
 
 /// The target's ETL state: the registry of transforms (built-ins plus this node's instance of
@@ -380,6 +380,19 @@ impl Cache {
     }
 }
 
+/// What a transformed read answers.
+pub(crate) enum Transformed {
+    /// A deterministic output from the cache: answer `head` with `spans` of the cached file.
+    Cached {
+        head: Response<()>,
+        spans: Vec<crate::files::Span>,
+    },
+    /// Anything else, ready to send.
+    Response(Resp),
+    /// Not answered: the output would have to be streamed and the caller cannot take a stream.
+    Declined,
+}
+
 /// The source object's bytes as a transform input.
 async fn source_stream(state: &State, rec: &StoredObject) -> Result<ByteStream, ApiError> {
     let files: Vec<_> = rec
@@ -401,7 +414,8 @@ pub(crate) async fn read_transformed(
     sel: &EtlSelection,
     opts: &ReadOptions,
     with_body: bool,
-) -> Result<Resp, ApiError> {
+    may_stream: bool,
+) -> Result<Transformed, ApiError> {
     if q.part.is_some() {
         return Err(api_err(
             400,
@@ -413,6 +427,9 @@ pub(crate) async fn read_transformed(
         .etl
         .registry
         .resolve(&sel.pipeline, sel.args.as_deref())?;
+    if !may_stream && !pipeline.deterministic() {
+        return Ok(Transformed::Declined);
+    }
     let fingerprint = pipeline.fingerprint();
     let key = hex::encode(sha2::Sha256::digest(format!(
         "{}\0{}\0{}",
@@ -444,7 +461,7 @@ pub(crate) async fn read_transformed(
         let mut r = error_resp(status, code, "condition not met");
         r.headers_mut()
             .insert(META_HEADER, proto::encode_header(&meta));
-        return Ok(r);
+        return Ok(Transformed::Response(r));
     }
     if pipeline.deterministic() {
         let built = state
@@ -503,12 +520,13 @@ pub(crate) async fn read_transformed(
                 format!("bytes {}-{}/{}", start, end.saturating_sub(1), size),
             );
         }
-        let body = if with_body && end > start {
-            stream_body(crate::files::open_span(&[(path, size)], start, end).await?)
+        let spans = if with_body && end > start {
+            crate::files::spans(&[(path, size)], start, end)?
         } else {
-            full_body(Bytes::new())
+            Vec::new()
         };
-        return Ok(b.body(body).expect("valid response"));
+        let head = b.body(()).expect("valid response");
+        return Ok(Transformed::Cached { head, spans });
     }
     if opts.range.is_some() {
         return Err(api_err(
@@ -522,7 +540,9 @@ pub(crate) async fn read_transformed(
         .header(META_HEADER, proto::encode_header(&meta))
         .header(ETL_APPLIED_HEADER, &applied);
     if !with_body {
-        return Ok(b.body(full_body(Bytes::new())).expect("valid response"));
+        return Ok(Transformed::Response(
+            b.body(full_body(Bytes::new())).expect("valid response"),
+        ));
     }
     let out = pipeline
         .run(source_stream(state, &rec).await?, &object_path)
@@ -546,6 +566,8 @@ pub(crate) async fn read_transformed(
         r.map(Frame::data)
             .map_err(|e| Box::new(e) as aisle_cluster::client::BoxError)
     });
-    Ok(b.body(BodyExt::boxed_unsync(StreamBody::new(frames)))
-        .expect("valid response"))
+    Ok(Transformed::Response(
+        b.body(BodyExt::boxed_unsync(StreamBody::new(frames)))
+            .expect("valid response"),
+    ))
 }

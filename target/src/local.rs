@@ -1,6 +1,6 @@
 //! Same-host calls answered with file descriptors (the protocol is
-//! [`aisle_cluster::local`]'s): plain reads get the open data files of their span, puts get a
-//! staged file to fill. Reads are resolved exactly as over HTTP ([`crate::server::plain_read`]);
+//! [`aisle_cluster::local`]'s): plain reads get the open data files of their span, transformed
+//! reads the cached output file, puts a staged file to fill. Reads are resolved exactly as over HTTP ([`crate::server::plain_read`]);
 //! puts are published exactly as over HTTP ([`crate::server::publish_put`]). Only the bytes
 //! travel differently.
 
@@ -12,9 +12,11 @@ use aisle_cluster::local::{LocalReply, LocalRequest, MAX_FDS, recv_frame, send_f
 use aisle_cluster::proto::{Commit, ErrorBody, ObjectAttrs, ObjectQuery, WriteOptions};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::etl::Transformed;
 use crate::files::Span;
 use crate::server::{ApiError, PlainRead, State, plain_read, segment_files};
 use crate::store::TempFile;
+use http::Response;
 
 /// Accept gateways on `listener` until the process stops.
 pub(crate) async fn serve(listener: UnixListener, state: Arc<State>) {
@@ -69,7 +71,7 @@ async fn connection(stream: UnixStream, state: Arc<State>) {
 
 /// Answer one call; a put leaves its staged file in `staged` for the commit that follows.
 async fn answer(
-    state: &State,
+    state: &Arc<State>,
     frame: &[u8],
     staged: &mut Option<Staged>,
 ) -> (LocalReply, Vec<Span>) {
@@ -82,7 +84,7 @@ async fn answer(
         }
         Ok(LocalRequest::Read {
             query, opts, head, ..
-        }) => read(state, &query, &opts, head),
+        }) => read(state, &query, &opts, head).await,
         Ok(LocalRequest::Put {
             query, attrs, opts, ..
         }) => {
@@ -125,24 +127,33 @@ async fn answer(
     }
 }
 
-/// Resolve a plain read and open its files.
-fn read(
-    state: &State,
+/// Resolve a read and open its files: a plain read, or a transformed one whose output is in
+/// the cache. Anything that would have to stream (a shard member, a non-deterministic
+/// transform) is declined (status 0) and goes over HTTP.
+async fn read(
+    state: &Arc<State>,
     q: &ObjectQuery,
     opts: &aisle_cluster::proto::ReadOptions,
     head: bool,
 ) -> (LocalReply, Vec<Span>) {
-    if opts.etl.is_some() || opts.archive.is_some() {
-        return (LocalReply::default(), Vec::new()); // status 0: ask over HTTP
+    if opts.archive.is_some() {
+        return (LocalReply::default(), Vec::new());
     }
-    let resolved = state
-        .store
-        .get(&q.bucket, &q.key)
-        .map_err(ApiError::from)
-        .and_then(|rec| Ok((plain_read(&rec, q, opts)?, rec)));
-    match resolved {
+    let rec = match state.store.get(&q.bucket, &q.key) {
+        Ok(rec) => rec,
+        Err(e) => return (error(e.into()), Vec::new()),
+    };
+    if let Some(sel) = &opts.etl {
+        return match crate::etl::read_transformed(state, rec, q, sel, opts, !head, false).await {
+            Ok(Transformed::Cached { head, spans }) => (reply_of(&head, &spans), spans),
+            Ok(Transformed::Response(r)) => (answered(r).await, Vec::new()),
+            Ok(Transformed::Declined) => (LocalReply::default(), Vec::new()),
+            Err(e) => (error(e), Vec::new()),
+        };
+    }
+    match plain_read(&rec, q, opts) {
         Err(e) => (error(e), Vec::new()),
-        Ok((PlainRead::ConditionFailed { error: e, meta }, _)) => {
+        Ok(PlainRead::ConditionFailed { error: e, meta }) => {
             let mut reply = error(e);
             reply.headers.push((
                 aisle_cluster::proto::META_HEADER.into(),
@@ -150,14 +161,11 @@ fn read(
             ));
             (reply, Vec::new())
         }
-        Ok((
-            PlainRead::Span {
-                head: h,
-                start,
-                end,
-            },
-            rec,
-        )) => {
+        Ok(PlainRead::Span {
+            head: h,
+            start,
+            end,
+        }) => {
             let spans = if head || end <= start {
                 Vec::new()
             } else {
@@ -168,18 +176,45 @@ fn read(
                     Err(e) => return (error(e.into()), Vec::new()),
                 }
             };
-            let reply = LocalReply {
-                status: h.status().as_u16(),
-                headers: h
-                    .headers()
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
-                    .collect(),
-                body: String::new(),
-                spans: spans.iter().map(|s| (s.from, s.to)).collect(),
-            };
-            (reply, spans)
+            (reply_of(&h, &spans), spans)
         }
+    }
+}
+
+/// The reply for a response head whose body is `spans`.
+fn reply_of(head: &Response<()>, spans: &[Span]) -> LocalReply {
+    LocalReply {
+        status: head.status().as_u16(),
+        headers: head
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        body: String::new(),
+        spans: spans.iter().map(|s| (s.from, s.to)).collect(),
+    }
+}
+
+/// An answer made as an HTTP response (a failed condition: a small error body) as a reply;
+/// a success would carry a body to stream, so it is declined.
+async fn answered(r: crate::server::Resp) -> LocalReply {
+    if r.status().is_success() {
+        return LocalReply::default();
+    }
+    let (parts, body) = r.into_parts();
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .map(|c| String::from_utf8_lossy(&c.to_bytes()).into_owned())
+        .unwrap_or_default();
+    LocalReply {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        body,
+        spans: Vec::new(),
     }
 }
 

@@ -486,7 +486,20 @@ async fn get_object(
     // the async worker, instead of paying two thread hand-offs to the blocking pool.
     let rec = state.store.get(&q.bucket, &q.key).map_err(store_error)?;
     if let Some(sel) = &opts.etl {
-        return crate::etl::read_transformed(state, rec, &q, sel, &opts, with_body).await;
+        return match crate::etl::read_transformed(state, rec, &q, sel, &opts, with_body, true)
+            .await?
+        {
+            crate::etl::Transformed::Cached { head, spans } => {
+                let (parts, ()) = head.into_parts();
+                Ok(Response::from_parts(parts, spans_body(spans)?))
+            }
+            crate::etl::Transformed::Response(r) => Ok(r),
+            crate::etl::Transformed::Declined => Err(api_err(
+                500,
+                "InternalError",
+                "a transformed read was declined",
+            )),
+        };
     }
     if let Some(sel) = &opts.archive {
         if opts.range.is_some() || q.part.is_some() {
@@ -587,8 +600,16 @@ async fn span_body(
     start: u64,
     end: u64,
 ) -> Result<RespBody, ApiError> {
-    let spans = crate::files::spans(&segment_files(store, segments), start, end)?;
-    if end - start <= crate::files::SMALL_READ {
+    spans_body(crate::files::spans(
+        &segment_files(store, segments),
+        start,
+        end,
+    )?)
+}
+
+/// The body of open file spans: read at once when small, else streamed.
+pub(crate) fn spans_body(spans: Vec<crate::files::Span>) -> Result<RespBody, ApiError> {
+    if aisle_cluster::files::total(&spans) <= crate::files::SMALL_READ {
         let bytes = aisle_cluster::files::read_now(&spans)
             .map_err(StoreError::io("reading a data file".to_string()))?;
         return Ok(full_body(bytes));

@@ -141,9 +141,15 @@ impl ImageT {
                     (None, None) => unreachable!("checked in params"),
                 };
                 let filter = image::imageops::FilterType::Triangle;
+                // Shrinking by 2x or more: area averaging (the `thumbnail` integer algorithm),
+                // which is what a good downscale needs and several times cheaper than a
+                // triangle filter whose support grows with the ratio.
+                let shrink = img.width() >= 2 * w && img.height() >= 2 * h;
                 match p.mode.as_str() {
+                    "fit" if shrink => img.thumbnail(w, h),
                     "fit" => img.resize(w, h, filter),
                     "fill" => img.resize_to_fill(w, h, filter),
+                    _ if shrink => img.thumbnail_exact(w, h),
                     _ => img.resize_exact(w, h, filter),
                 }
             }

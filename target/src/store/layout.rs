@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 use super::StoreError;
 
-use aisle_cluster::files::WRITE_BATCH;
+use aisle_cluster::files::BatchWriter;
 
 pub(super) struct Mountpath {
     root: PathBuf,
@@ -32,8 +32,7 @@ pub struct TempFile {
     id: String,
     path: PathBuf,
     file: Option<Arc<std::fs::File>>,
-    pending: Vec<Bytes>,
-    pending_len: usize,
+    writer: Option<BatchWriter>,
     installed: bool,
 }
 
@@ -61,34 +60,27 @@ impl TempFile {
         self.mp
     }
 
-    /// Append bytes (gathered, then written in batches of [`WRITE_BATCH`]).
+    /// Append bytes (gathered, then written in batches: [`BatchWriter`]).
     pub async fn write(&mut self, data: impl Into<Bytes>) -> Result<(), StoreError> {
-        let data = data.into();
-        self.pending_len += data.len();
-        self.pending.push(data);
-        if self.pending_len >= WRITE_BATCH {
-            self.flush(false).await?;
-        }
-        Ok(())
-    }
-
-    /// Write what is pending (and fsync when `sync`) on the blocking pool.
-    async fn flush(&mut self, sync: bool) -> Result<(), StoreError> {
-        let f = self.file.clone().expect("temp file is open until finished");
-        let frames = std::mem::take(&mut self.pending);
-        self.pending_len = 0;
-        aisle_cluster::files::write_frames(f, frames, sync)
+        let file = self.file.clone().expect("temp file is open until finished");
+        self.writer
+            .get_or_insert_with(|| BatchWriter::new(file))
+            .push(data.into())
             .await
             .map_err(StoreError::io(format!("writing {}", self.path.display())))
     }
 
     /// Write the rest and fsync; after this the file is ready to be published.
     pub async fn finish(&mut self) -> Result<(), StoreError> {
-        if self.file.is_some() {
-            self.flush(true).await?;
-            self.file = None;
-        }
-        Ok(())
+        let Some(file) = self.file.take() else {
+            return Ok(());
+        };
+        let writer = self.writer.take().unwrap_or_else(|| BatchWriter::new(file));
+        writer
+            .finish(true)
+            .await
+            .map(drop)
+            .map_err(StoreError::io(format!("syncing {}", self.path.display())))
     }
 }
 
@@ -144,8 +136,7 @@ impl Mountpath {
             id,
             path,
             file: Some(Arc::new(file)),
-            pending: Vec::new(),
-            pending_len: 0,
+            writer: None,
             installed: false,
         })
     }
