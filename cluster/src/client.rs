@@ -14,7 +14,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::local::{Connector, LocalPool, LocalReply, LocalRequest, LocalRoutes};
 use crate::proto::{
-    COMMIT_TRAILER, Commit, ObjectAttrs, ObjectMeta, ObjectQuery, ReadOptions, WriteOptions,
+    COMMIT_TRAILER, Commit, ObjectAttrs, ObjectMeta, ObjectQuery, PartInfo, ReadOptions,
+    UploadQuery, WriteOptions,
 };
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
@@ -187,7 +188,38 @@ impl NodeClient {
             attrs: attrs.clone(),
             opts: opts.clone(),
         };
-        let url = format!("{}{}", socket.display(), " (put)");
+        self.stage_fill_commit(socket, req, body).await
+    }
+
+    /// An UploadPart through a same-host target's descriptor socket; as [`Self::put_local`].
+    pub async fn put_part_local(
+        &self,
+        base_url: &str,
+        query: &UploadQuery,
+        body: ReqBody,
+    ) -> Result<Result<PartInfo, ClientError>, ReqBody> {
+        let Some(socket) = self.routes.fd_socket(base_url) else {
+            return Err(body);
+        };
+        let Ok(secret) = self.secret.to_str() else {
+            return Err(body);
+        };
+        let req = LocalRequest::Part {
+            secret: secret.to_string(),
+            query: query.clone(),
+        };
+        self.stage_fill_commit(socket, req, body).await
+    }
+
+    /// Stage on `socket` with `req`, fill the staged file with `body`, commit, and parse the
+    /// answer. `Err(body)`: staging was not possible and nothing of the body was read.
+    async fn stage_fill_commit<T: DeserializeOwned>(
+        &self,
+        socket: std::path::PathBuf,
+        req: LocalRequest,
+        body: ReqBody,
+    ) -> Result<Result<T, ClientError>, ReqBody> {
+        let url = format!("{} (staged write)", socket.display());
         let staged = match self.local.stage(&socket, &req).await {
             Ok(Ok(staged)) => staged,
             Ok(Err(reply)) if reply.status != 0 => return Ok(Err(reply_error(url, reply))),
@@ -200,12 +232,12 @@ impl NodeClient {
         Ok(self.fill_and_commit(url, staged, body).await)
     }
 
-    async fn fill_and_commit(
+    async fn fill_and_commit<T: DeserializeOwned>(
         &self,
         url: String,
         staged: crate::local::StagedPut,
         mut body: ReqBody,
-    ) -> Result<ObjectMeta, ClientError> {
+    ) -> Result<T, ClientError> {
         let fail = |message: String| ClientError::Body {
             url: url.clone(),
             message,

@@ -40,7 +40,7 @@ use tokio::net::{TcpStream, UnixStream};
 use crate::client::BoxError;
 use crate::files::Span;
 use crate::map::TargetInfo;
-use crate::proto::{Commit, ObjectAttrs, ObjectQuery, ReadOptions, WriteOptions};
+use crate::proto::{Commit, ObjectAttrs, ObjectQuery, ReadOptions, UploadQuery, WriteOptions};
 
 /// A target's Unix socket, advertised next to its URL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,8 +252,16 @@ pub enum LocalRequest {
         /// Write conditions.
         opts: WriteOptions,
     },
-    /// The body of the staged put is complete and verified: publish it (status 200, the
-    /// [`crate::proto::ObjectMeta`] as JSON body).
+    /// An UploadPart: like [`LocalRequest::Put`], for part `query.part` of upload
+    /// `query.upload_id`; the commit answers the [`crate::proto::PartInfo`].
+    Part {
+        /// The cluster secret.
+        secret: String,
+        /// Which upload and part.
+        query: UploadQuery,
+    },
+    /// The body of the staged put or part is complete and verified: publish it (status 200,
+    /// the [`crate::proto::ObjectMeta`] or [`crate::proto::PartInfo`] as JSON body).
     Commit(Commit),
 }
 

@@ -160,6 +160,10 @@ impl Targets {
         q: &UploadQuery,
         body: ReqBody,
     ) -> Result<PartInfo, ClientError> {
+        let body = match self.client.put_part_local(&t.url, q, body).await {
+            Ok(done) => return done,
+            Err(body) => body,
+        };
         let url = Self::url(t, proto::T_MPU_PART, q);
         let resp = self
             .upload(Method::PUT, url.clone(), None, None, body)

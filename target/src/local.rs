@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use aisle_cluster::auth::constant_time_eq;
 use aisle_cluster::local::{LocalReply, LocalRequest, MAX_FDS, recv_frame, send_frame};
-use aisle_cluster::proto::{Commit, ErrorBody, ObjectAttrs, ObjectQuery, WriteOptions};
+use aisle_cluster::proto::{
+    Commit, ErrorBody, ObjectAttrs, ObjectQuery, UploadQuery, WriteOptions,
+};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::etl::Transformed;
@@ -30,12 +32,24 @@ pub(crate) async fn serve(listener: UnixListener, state: Arc<State>) {
     }
 }
 
-/// A put waiting for its commit on this connection (dropped, it removes the staged file).
+/// A put or part waiting for its commit on this connection (dropped, it removes the staged
+/// file).
 struct Staged {
-    query: ObjectQuery,
-    attrs: ObjectAttrs,
-    opts: WriteOptions,
+    what: StagedWhat,
     temp: TempFile,
+}
+
+enum StagedWhat {
+    Object {
+        query: ObjectQuery,
+        attrs: ObjectAttrs,
+        opts: WriteOptions,
+    },
+    Part {
+        query: UploadQuery,
+        upload_id: String,
+        number: u32,
+    },
 }
 
 /// One call after another until the peer hangs up or breaks the protocol.
@@ -77,11 +91,11 @@ async fn answer(
 ) -> (LocalReply, Vec<Span>) {
     let authorized = |secret: &str| constant_time_eq(secret.as_bytes(), state.secret.as_bytes());
     match serde_json::from_slice::<LocalRequest>(frame) {
-        Ok(LocalRequest::Read { secret, .. } | LocalRequest::Put { secret, .. })
-            if !authorized(&secret) =>
-        {
-            (error(ApiError::denied()), Vec::new())
-        }
+        Ok(
+            LocalRequest::Read { secret, .. }
+            | LocalRequest::Put { secret, .. }
+            | LocalRequest::Part { secret, .. },
+        ) if !authorized(&secret) => (error(ApiError::denied()), Vec::new()),
         Ok(LocalRequest::Read {
             query, opts, head, ..
         }) => read(state, &query, &opts, head).await,
@@ -89,29 +103,35 @@ async fn answer(
             query, attrs, opts, ..
         }) => {
             *staged = None;
-            match stage(state, &query, &opts).await {
-                Ok(temp) => {
-                    *staged = Some(Staged {
+            let temp = stage(state, &query, &opts).await;
+            staged_reply(staged, temp, |temp| Staged {
+                what: StagedWhat::Object { query, attrs, opts },
+                temp,
+            })
+        }
+        Ok(LocalRequest::Part { query, .. }) => {
+            *staged = None;
+            let part = stage_part(state, &query).await;
+            let what = part.as_ref().ok().map(|(id, n, _)| (id.clone(), *n));
+            let temp = part.map(|(_, _, temp)| temp);
+            staged_reply(staged, temp, |temp| {
+                let (upload_id, number) = what.expect("staged");
+                Staged {
+                    what: StagedWhat::Part {
                         query,
-                        attrs,
-                        opts,
-                        temp,
-                    });
-                    let go = LocalReply {
-                        status: 100,
-                        ..Default::default()
-                    };
-                    (go, Vec::new())
+                        upload_id,
+                        number,
+                    },
+                    temp,
                 }
-                Err(e) => (error(e), Vec::new()),
-            }
+            })
         }
         Ok(LocalRequest::Commit(commit)) => {
             let reply = match staged.take() {
-                Some(s) => match commit_put(state, s, commit).await {
-                    Ok(meta) => LocalReply {
+                Some(s) => match commit_staged(state, s, commit).await {
+                    Ok(body) => LocalReply {
                         status: 200,
-                        body: serde_json::to_string(&meta).expect("protocol types serialize"),
+                        body,
                         ..Default::default()
                     },
                     Err(e) => error(e),
@@ -225,12 +245,34 @@ async fn stage(state: &State, q: &ObjectQuery, opts: &WriteOptions) -> Result<Te
     Ok(state.store.create_temp(mp).await?)
 }
 
-/// The gateway filled the staged file: check its size, fsync, publish.
-async fn commit_put(
-    state: &State,
-    mut s: Staged,
-    commit: Commit,
-) -> Result<aisle_cluster::proto::ObjectMeta, ApiError> {
+/// Keep a staged file (status 100: the caller fills it) or answer the error.
+fn staged_reply(
+    staged: &mut Option<Staged>,
+    temp: Result<TempFile, ApiError>,
+    make: impl FnOnce(TempFile) -> Staged,
+) -> (LocalReply, Vec<Span>) {
+    match temp {
+        Ok(temp) => {
+            *staged = Some(make(temp));
+            let go = LocalReply {
+                status: 100,
+                ..Default::default()
+            };
+            (go, Vec::new())
+        }
+        Err(e) => (error(e), Vec::new()),
+    }
+}
+
+/// Stage a part: the upload must exist; the file goes on the object's mountpath.
+async fn stage_part(state: &State, q: &UploadQuery) -> Result<(String, u32, TempFile), ApiError> {
+    let (id, number) = crate::server::check_part(state, q).await?;
+    let mp = state.store.mountpath_for(&q.bucket, &q.key);
+    Ok((id, number, state.store.create_temp(mp).await?))
+}
+
+/// The gateway filled the staged file: check its size, fsync, publish; the answer's JSON.
+async fn commit_staged(state: &State, mut s: Staged, commit: Commit) -> Result<String, ApiError> {
     let written = s.temp.len_on_disk()?;
     if written != commit.size {
         return Err(ApiError::incomplete(format!(
@@ -239,7 +281,23 @@ async fn commit_put(
         )));
     }
     s.temp.finish().await?;
-    crate::server::publish_put(state, s.query, s.attrs, s.opts, s.temp, commit).await
+    let json = |r: serde_json::Result<String>| r.expect("protocol types serialize");
+    Ok(match s.what {
+        StagedWhat::Object { query, attrs, opts } => {
+            let meta =
+                crate::server::publish_put(state, query, attrs, opts, s.temp, commit).await?;
+            json(serde_json::to_string(&meta))
+        }
+        StagedWhat::Part {
+            query,
+            upload_id,
+            number,
+        } => {
+            let info = crate::server::publish_part(state, query, upload_id, number, s.temp, commit)
+                .await?;
+            json(serde_json::to_string(&info))
+        }
+    })
 }
 
 fn error(e: ApiError) -> LocalReply {

@@ -676,23 +676,38 @@ async fn abort_upload(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp
 
 async fn put_part(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q: UploadQuery = query(&req)?;
-    let id = upload_id(&q)?;
-    let number = q.part.ok_or_else(|| bad("part is required"))?;
-    {
-        let (s, b, k, i) = (
-            state.store.clone(),
-            q.bucket.clone(),
-            q.key.clone(),
-            id.clone(),
-        );
-        blocking(move || s.upload(&b, &k, &i)).await?;
-    }
+    let (id, number) = check_part(state, &q).await?;
     let mp = state.store.mountpath_for(&q.bucket, &q.key);
     let (temp, commit) = receive_body(state, mp, req.into_body()).await?;
-    let store = state.store.clone();
-    let info =
-        blocking(move || store.publish_part(&q.bucket, &q.key, &id, number, temp, &commit)).await?;
+    let info = publish_part(state, q, id, number, temp, commit).await?;
     Ok(json_resp(StatusCode::OK, &info))
+}
+
+/// The upload id and part number of an UploadPart, once the upload is known to exist.
+pub(crate) async fn check_part(state: &State, q: &UploadQuery) -> Result<(String, u32), ApiError> {
+    let id = upload_id(q)?;
+    let number = q.part.ok_or_else(|| bad("part is required"))?;
+    let (s, b, k, i) = (
+        state.store.clone(),
+        q.bucket.clone(),
+        q.key.clone(),
+        id.clone(),
+    );
+    blocking(move || s.upload(&b, &k, &i)).await?;
+    Ok((id, number))
+}
+
+/// Publish a received, fsynced part.
+pub(crate) async fn publish_part(
+    state: &State,
+    q: UploadQuery,
+    id: String,
+    number: u32,
+    temp: crate::store::TempFile,
+    commit: Commit,
+) -> Result<proto::PartInfo, ApiError> {
+    let store = state.store.clone();
+    blocking(move || store.publish_part(&q.bucket, &q.key, &id, number, temp, &commit)).await
 }
 
 async fn read_json_body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
