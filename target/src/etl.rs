@@ -19,13 +19,13 @@ use aisle_cluster::proto::{
 use aisle_etl_runtime::{ByteStream, EtlError, Pipeline, Registry};
 use bytes::Bytes;
 use futures::StreamExt;
-use http::{Response, StatusCode, header};
+use http::{Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 
-use crate::server::{ApiError, Resp, State, api_err, error_resp, full_body};
+use crate::server::{ApiError, ReadAnswer, State, api_err, full_body};
 use crate::store::{StoreError, StoredObject};
 
 /// The target's ETL state: the registry of transforms (built-ins plus this node's instance of
@@ -380,26 +380,9 @@ impl Cache {
     }
 }
 
-/// What a transformed read answers.
-pub(crate) enum Transformed {
-    /// A deterministic output from the cache: answer `head` with `spans` of the cached file.
-    Cached {
-        head: Response<()>,
-        spans: Vec<crate::files::Span>,
-    },
-    /// Anything else, ready to send.
-    Response(Resp),
-    /// Not answered: the output would have to be streamed and the caller cannot take a stream.
-    Declined,
-}
-
 /// The source object's bytes as a transform input.
 async fn source_stream(state: &State, rec: &StoredObject) -> Result<ByteStream, ApiError> {
-    let files: Vec<_> = rec
-        .segments
-        .iter()
-        .map(|s| (state.store.segment_path(s), s.size))
-        .collect();
+    let files = state.store.segment_files(&rec.segments);
     let s = crate::files::open_span(&files, 0, rec.meta.size).await?;
     Ok(Box::pin(
         s.map(|r| r.map_err(|e| EtlError::Source(e.to_string()))),
@@ -415,7 +398,7 @@ pub(crate) async fn read_transformed(
     opts: &ReadOptions,
     with_body: bool,
     may_stream: bool,
-) -> Result<Transformed, ApiError> {
+) -> Result<ReadAnswer, ApiError> {
     if q.part.is_some() {
         return Err(api_err(
             400,
@@ -428,7 +411,7 @@ pub(crate) async fn read_transformed(
         .registry
         .resolve(&sel.pipeline, sel.args.as_deref())?;
     if !may_stream && !pipeline.deterministic() {
-        return Ok(Transformed::Declined);
+        return Ok(ReadAnswer::Declined);
     }
     let fingerprint = pipeline.fingerprint();
     let key = hex::encode(sha2::Sha256::digest(format!(
@@ -450,18 +433,8 @@ pub(crate) async fn read_transformed(
     };
     let applied = pipeline.applied();
     let object_path = format!("{}/{}", q.bucket, q.key);
-    if let Err(failed) = opts
-        .conditions
-        .check(&meta.etag, meta.mtime_ms.div_euclid(1000))
-    {
-        let (status, code) = match failed {
-            proto::ConditionFailed::NotModified => (304, "NotModified"),
-            proto::ConditionFailed::Precondition => (412, "PreconditionFailed"),
-        };
-        let mut r = error_resp(status, code, "condition not met");
-        r.headers_mut()
-            .insert(META_HEADER, proto::encode_header(&meta));
-        return Ok(Transformed::Response(r));
+    if let Some(r) = crate::server::condition_failed(opts, &meta) {
+        return Ok(ReadAnswer::Response(r));
     }
     if pipeline.deterministic() {
         let built = state
@@ -492,41 +465,16 @@ pub(crate) async fn read_transformed(
             }
         })?;
         meta.size = size;
-        let (start, end, partial) = match &opts.range {
-            None => (0, size, false),
-            Some(spec) => {
-                let r = proto::resolve_range(spec, size).map_err(|_| {
-                    api_err(
-                        416,
-                        "InvalidRange",
-                        "the requested range is not satisfiable",
-                    )
-                })?;
-                (r.start, r.end, true)
-            }
-        };
-        let mut b = Response::builder()
-            .status(if partial {
-                StatusCode::PARTIAL_CONTENT
-            } else {
-                StatusCode::OK
-            })
-            .header(META_HEADER, proto::encode_header(&meta))
-            .header(ETL_APPLIED_HEADER, &applied)
-            .header(header::CONTENT_LENGTH, end - start);
-        if partial {
-            b = b.header(
-                header::CONTENT_RANGE,
-                format!("bytes {}-{}/{}", start, end.saturating_sub(1), size),
-            );
-        }
+        let (start, end, partial) = crate::server::range_of(opts, size, false)?;
+        let b = crate::server::span_head(&meta, start, end, size, partial)
+            .header(ETL_APPLIED_HEADER, &applied);
         let spans = if with_body && end > start {
             crate::files::spans(&[(path, size)], start, end)?
         } else {
             Vec::new()
         };
         let head = b.body(()).expect("valid response");
-        return Ok(Transformed::Cached { head, spans });
+        return Ok(ReadAnswer::Files { head, spans });
     }
     if opts.range.is_some() {
         return Err(api_err(
@@ -540,7 +488,7 @@ pub(crate) async fn read_transformed(
         .header(META_HEADER, proto::encode_header(&meta))
         .header(ETL_APPLIED_HEADER, &applied);
     if !with_body {
-        return Ok(Transformed::Response(
+        return Ok(ReadAnswer::Response(
             b.body(full_body(Bytes::new())).expect("valid response"),
         ));
     }
@@ -566,7 +514,7 @@ pub(crate) async fn read_transformed(
         r.map(Frame::data)
             .map_err(|e| Box::new(e) as aisle_cluster::client::BoxError)
     });
-    Ok(Transformed::Response(
+    Ok(ReadAnswer::Response(
         b.body(BodyExt::boxed_unsync(StreamBody::new(frames)))
             .expect("valid response"),
     ))

@@ -1,8 +1,9 @@
 //! Same-host calls answered with file descriptors (the protocol is
-//! [`aisle_cluster::local`]'s): plain reads get the open data files of their span, transformed
-//! reads the cached output file, puts a staged file to fill. Reads are resolved exactly as over HTTP ([`crate::server::plain_read`]);
-//! puts are published exactly as over HTTP ([`crate::server::publish_put`]). Only the bytes
-//! travel differently.
+//! [`aisle_cluster::local`]'s): reads get the open files of their span (a stored object, or a
+//! cached transform output), puts and parts a staged file to fill. Reads are resolved exactly
+//! as over HTTP ([`crate::server::answer_read`]), puts and parts published exactly as over HTTP
+//! ([`crate::server::publish_put`], [`crate::server::publish_part`]). Only the bytes travel
+//! differently.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -14,11 +15,9 @@ use aisle_cluster::proto::{
 };
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::etl::Transformed;
 use crate::files::Span;
-use crate::server::{ApiError, PlainRead, State, plain_read, segment_files};
+use crate::server::{ApiError, ReadAnswer, State, answer_read};
 use crate::store::TempFile;
-use http::Response;
 
 /// Accept gateways on `listener` until the process stops.
 pub(crate) async fn serve(listener: UnixListener, state: Arc<State>) {
@@ -147,80 +146,39 @@ async fn answer(
     }
 }
 
-/// Resolve a read and open its files: a plain read, or a transformed one whose output is in
-/// the cache. Anything that would have to stream (a shard member, a non-deterministic
-/// transform) is declined (status 0) and goes over HTTP.
+/// Answer a read as over HTTP ([`answer_read`]), with the files' descriptors for the body.
+/// Whatever would have to stream (a shard member, a non-deterministic transform, a span over
+/// more than [`MAX_FDS`] files) is declined (status 0) and goes over HTTP.
 async fn read(
     state: &Arc<State>,
     q: &ObjectQuery,
     opts: &aisle_cluster::proto::ReadOptions,
     head: bool,
 ) -> (LocalReply, Vec<Span>) {
-    if opts.archive.is_some() {
-        return (LocalReply::default(), Vec::new());
-    }
-    let rec = match state.store.get(&q.bucket, &q.key) {
-        Ok(rec) => rec,
-        Err(e) => return (error(e.into()), Vec::new()),
-    };
-    if let Some(sel) = &opts.etl {
-        return match crate::etl::read_transformed(state, rec, q, sel, opts, !head, false).await {
-            Ok(Transformed::Cached { head, spans }) => (reply_of(&head, &spans), spans),
-            Ok(Transformed::Response(r)) => (answered(r).await, Vec::new()),
-            Ok(Transformed::Declined) => (LocalReply::default(), Vec::new()),
-            Err(e) => (error(e), Vec::new()),
-        };
-    }
-    match plain_read(&rec, q, opts) {
-        Err(e) => (error(e), Vec::new()),
-        Ok(PlainRead::ConditionFailed { error: e, meta }) => {
-            let mut reply = error(e);
-            reply.headers.push((
-                aisle_cluster::proto::META_HEADER.into(),
-                meta.to_str().unwrap_or_default().into(),
-            ));
-            (reply, Vec::new())
-        }
-        Ok(PlainRead::Span {
-            head: h,
-            start,
-            end,
-        }) => {
-            let spans = if head || end <= start {
-                Vec::new()
-            } else {
-                let files = segment_files(&state.store, &rec.segments);
-                match crate::files::spans(&files, start, end) {
-                    Ok(s) if s.len() <= MAX_FDS => s,
-                    Ok(_) => return (LocalReply::default(), Vec::new()),
-                    Err(e) => return (error(e.into()), Vec::new()),
-                }
+    match answer_read(state, q, opts, !head, false).await {
+        Ok(ReadAnswer::Files { head, spans }) if spans.len() <= MAX_FDS => {
+            let reply = LocalReply {
+                status: head.status().as_u16(),
+                headers: header_pairs(head.headers()),
+                body: String::new(),
+                spans: spans.iter().map(|s| (s.from, s.to)).collect(),
             };
-            (reply_of(&h, &spans), spans)
+            (reply, spans)
         }
+        Ok(ReadAnswer::Response(r)) if !r.status().is_success() => (answered(r).await, Vec::new()),
+        Ok(_) => (LocalReply::default(), Vec::new()),
+        Err(e) => (error(e), Vec::new()),
     }
 }
 
-/// The reply for a response head whose body is `spans`.
-fn reply_of(head: &Response<()>, spans: &[Span]) -> LocalReply {
-    LocalReply {
-        status: head.status().as_u16(),
-        headers: head
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
-            .collect(),
-        body: String::new(),
-        spans: spans.iter().map(|s| (s.from, s.to)).collect(),
-    }
+fn header_pairs(h: &http::HeaderMap) -> Vec<(String, String)> {
+    h.iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+        .collect()
 }
 
-/// An answer made as an HTTP response (a failed condition: a small error body) as a reply;
-/// a success would carry a body to stream, so it is declined.
+/// A complete error response (a failed condition, say: a small JSON body) as a reply.
 async fn answered(r: crate::server::Resp) -> LocalReply {
-    if r.status().is_success() {
-        return LocalReply::default();
-    }
     let (parts, body) = r.into_parts();
     let body = http_body_util::BodyExt::collect(body)
         .await
@@ -228,11 +186,7 @@ async fn answered(r: crate::server::Resp) -> LocalReply {
         .unwrap_or_default();
     LocalReply {
         status: parts.status.as_u16(),
-        headers: parts
-            .headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
-            .collect(),
+        headers: header_pairs(&parts.headers),
         body,
         spans: Vec::new(),
     }

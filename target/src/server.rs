@@ -1,7 +1,6 @@
 //! The target's intra-cluster HTTP API (see [`aisle_cluster::proto`] for the contract).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -25,7 +24,7 @@ use serde::de::DeserializeOwned;
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::config::TargetConfig;
-use crate::store::{Segment, Store, StoreError, StoredObject};
+use crate::store::{Store, StoreError, StoredObject};
 
 pub(crate) type RespBody = UnsyncBoxBody<Bytes, BoxError>;
 pub(crate) type Resp = Response<RespBody>;
@@ -460,8 +459,19 @@ fn select_span(
             }
         }
     };
+    let (start, end, partial) = range_of(opts, len, part.is_some())?;
+    Ok((base + start, base + end, partial))
+}
+
+/// `[start, end)` of `len` bytes that `opts`' Range selects, and whether the answer is partial
+/// (a range, or `partial` already).
+pub(crate) fn range_of(
+    opts: &ReadOptions,
+    len: u64,
+    partial: bool,
+) -> Result<(u64, u64, bool), ApiError> {
     match &opts.range {
-        None => Ok((base, base + len, part.is_some())),
+        None => Ok((0, len, partial)),
         Some(spec) => {
             let r = proto::resolve_range(spec, len).map_err(|_| {
                 api_err(
@@ -470,7 +480,7 @@ fn select_span(
                     "the requested range is not satisfiable",
                 )
             })?;
-            Ok((base + r.start, base + r.end, true))
+            Ok((r.start, r.end, true))
         }
     }
 }
@@ -482,26 +492,49 @@ async fn get_object(
 ) -> Result<Resp, ApiError> {
     let q: ObjectQuery = query(&req)?;
     let opts: ReadOptions = header_json(req.headers(), READ_HEADER)?;
+    match answer_read(state, &q, &opts, with_body, true).await? {
+        ReadAnswer::Files { head, spans } => {
+            let (parts, ()) = head.into_parts();
+            Ok(Response::from_parts(parts, spans_body(spans)?))
+        }
+        ReadAnswer::Response(r) => Ok(r),
+        ReadAnswer::Declined => unreachable!("a read that may stream is never declined"),
+    }
+}
+
+/// How a GET or HEAD is answered, whichever way it arrived (HTTP, or a same-host descriptor
+/// call, [`crate::local`]).
+pub(crate) enum ReadAnswer {
+    /// `head` (status, metadata, length, range) with the concatenation of `spans` as the body
+    /// (none for a HEAD): a stored object, a part or range of it, or a cached transform output.
+    Files {
+        head: Response<()>,
+        spans: Vec<crate::files::Span>,
+    },
+    /// A complete response: a failed condition, a shard member, a streamed transform.
+    Response(Resp),
+    /// Not answered: it would have to stream and the caller (`may_stream: false`) cannot.
+    Declined,
+}
+
+/// Resolve a read of `q`: record, transform or shard selection, conditions, part and range.
+pub(crate) async fn answer_read(
+    state: &Arc<State>,
+    q: &ObjectQuery,
+    opts: &ReadOptions,
+    with_body: bool,
+    may_stream: bool,
+) -> Result<ReadAnswer, ApiError> {
     // A point read of the index is a few microseconds against the page cache: made here, on
     // the async worker, instead of paying two thread hand-offs to the blocking pool.
-    let rec = state.store.get(&q.bucket, &q.key).map_err(store_error)?;
+    let rec = state.store.get(&q.bucket, &q.key)?;
     if let Some(sel) = &opts.etl {
-        return match crate::etl::read_transformed(state, rec, &q, sel, &opts, with_body, true)
-            .await?
-        {
-            crate::etl::Transformed::Cached { head, spans } => {
-                let (parts, ()) = head.into_parts();
-                Ok(Response::from_parts(parts, spans_body(spans)?))
-            }
-            crate::etl::Transformed::Response(r) => Ok(r),
-            crate::etl::Transformed::Declined => Err(api_err(
-                500,
-                "InternalError",
-                "a transformed read was declined",
-            )),
-        };
+        return crate::etl::read_transformed(state, rec, q, sel, opts, with_body, may_stream).await;
     }
     if let Some(sel) = &opts.archive {
+        if !may_stream {
+            return Ok(ReadAnswer::Declined);
+        }
         if opts.range.is_some() || q.part.is_some() {
             return Err(api_err(
                 501,
@@ -509,102 +542,65 @@ async fn get_object(
                 "Range and partNumber are not supported inside a shard",
             ));
         }
-        return crate::shards::read(state, rec, &q, sel, with_body).await;
+        let r = crate::shards::read(state, rec, q, sel, with_body).await?;
+        return Ok(ReadAnswer::Response(r));
     }
-    match plain_read(&rec, &q, &opts)? {
-        PlainRead::ConditionFailed { error, meta } => {
-            let mut r = error_resp(error.status, error.code, error.message);
-            r.headers_mut().insert(META_HEADER, meta);
-            Ok(r)
-        }
-        PlainRead::Span { head, start, end } => {
-            let body = if with_body && end > start {
-                span_body(&state.store, &rec.segments, start, end).await?
-            } else {
-                full_body(Bytes::new())
-            };
-            Ok(head.map(|()| body))
-        }
+    if let Some(r) = condition_failed(opts, &rec.meta) {
+        return Ok(ReadAnswer::Response(r));
     }
+    let (start, end, partial) = select_span(&rec, q.part, opts)?;
+    let head = span_head(&rec.meta, start, end, rec.meta.size, partial)
+        .body(())
+        .expect("valid response");
+    let spans = if with_body && end > start {
+        crate::files::spans(&state.store.segment_files(&rec.segments), start, end)?
+    } else {
+        Vec::new()
+    };
+    Ok(ReadAnswer::Files { head, spans })
 }
 
-/// A plain read (no transform, no shard member) resolved against the stored record.
-pub(crate) enum PlainRead {
-    /// A condition failed: answer `error` with the object's metadata header.
-    ConditionFailed {
-        error: ApiError,
-        meta: http::HeaderValue,
-    },
-    /// Answer `head` (status, metadata, length, range) with `[start, end)` of the object.
-    Span {
-        head: Response<()>,
-        start: u64,
-        end: u64,
-    },
-}
-
-/// Resolve conditions, part and range of a plain read of `rec`.
-pub(crate) fn plain_read(
-    rec: &StoredObject,
-    q: &ObjectQuery,
-    opts: &ReadOptions,
-) -> Result<PlainRead, ApiError> {
-    let meta = proto::encode_header(&rec.meta);
-    if let Err(failed) = opts
+/// The 304 or 412 answer (with the metadata header) when `opts`' conditions fail on `meta`.
+pub(crate) fn condition_failed(opts: &ReadOptions, meta: &proto::ObjectMeta) -> Option<Resp> {
+    let failed = opts
         .conditions
-        .check(&rec.meta.etag, rec.meta.mtime_ms.div_euclid(1000))
-    {
-        let (status, code) = match failed {
-            proto::ConditionFailed::NotModified => (304, "NotModified"),
-            proto::ConditionFailed::Precondition => (412, "PreconditionFailed"),
-        };
-        let error = api_err(status, code, "condition not met");
-        return Ok(PlainRead::ConditionFailed { error, meta });
-    }
-    let (start, end, partial) = select_span(rec, q.part, opts)?;
-    let mut builder = Response::builder()
+        .check(&meta.etag, meta.mtime_ms.div_euclid(1000))
+        .err()?;
+    let (status, code) = match failed {
+        proto::ConditionFailed::NotModified => (304, "NotModified"),
+        proto::ConditionFailed::Precondition => (412, "PreconditionFailed"),
+    };
+    let mut r = error_resp(status, code, "condition not met");
+    r.headers_mut()
+        .insert(META_HEADER, proto::encode_header(meta));
+    Some(r)
+}
+
+/// Status and headers of `[start, end)` of `total` bytes described by `meta` (206 with a
+/// Content-Range when `partial`).
+pub(crate) fn span_head(
+    meta: &proto::ObjectMeta,
+    start: u64,
+    end: u64,
+    total: u64,
+    partial: bool,
+) -> http::response::Builder {
+    let b = Response::builder()
         .status(if partial {
             StatusCode::PARTIAL_CONTENT
         } else {
             StatusCode::OK
         })
-        .header(META_HEADER, meta)
+        .header(META_HEADER, proto::encode_header(meta))
         .header(header::CONTENT_LENGTH, end - start);
     if partial {
-        builder = builder.header(
+        b.header(
             header::CONTENT_RANGE,
-            format!(
-                "bytes {}-{}/{}",
-                start,
-                end.saturating_sub(1),
-                rec.meta.size
-            ),
-        );
+            format!("bytes {}-{}/{}", start, end.saturating_sub(1), total),
+        )
+    } else {
+        b
     }
-    let head = builder.body(()).expect("valid response");
-    Ok(PlainRead::Span { head, start, end })
-}
-
-/// The data files of `segments`, with their sizes.
-pub(crate) fn segment_files(store: &Store, segments: &[Segment]) -> Vec<(PathBuf, u64)> {
-    segments
-        .iter()
-        .map(|s| (store.segment_path(s), s.size))
-        .collect()
-}
-
-/// The body of a span of a stored object.
-async fn span_body(
-    store: &Store,
-    segments: &[Segment],
-    start: u64,
-    end: u64,
-) -> Result<RespBody, ApiError> {
-    spans_body(crate::files::spans(
-        &segment_files(store, segments),
-        start,
-        end,
-    )?)
 }
 
 /// The body of open file spans: read at once when small, else streamed.

@@ -302,11 +302,7 @@ pub(crate) async fn read(
                     .ok_or_else(|| ApiError::from(ShardError::NoSuchMember(name.clone())))?;
                 let meta = member_meta(&rec, name, m.size, &content_type);
                 let body = if with_body && m.size > 0 {
-                    let files: Vec<_> = rec
-                        .segments
-                        .iter()
-                        .map(|s| (state.store.segment_path(s), s.size))
-                        .collect();
+                    let files = state.store.segment_files(&rec.segments);
                     stream_body(crate::files::open_span(&files, m.offset, m.offset + m.size).await?)
                 } else {
                     full_body(Bytes::new())

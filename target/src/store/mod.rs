@@ -200,6 +200,14 @@ impl Store {
         self.mountpaths[seg.mp as usize].root().join(&seg.file)
     }
 
+    /// The data files of `segments` with their sizes, in object order.
+    pub fn segment_files(&self, segments: &[Segment]) -> Vec<(PathBuf, u64)> {
+        segments
+            .iter()
+            .map(|s| (self.segment_path(s), s.size))
+            .collect()
+    }
+
     fn install(&self, temp: TempFile, size: u64) -> Result<Segment, StoreError> {
         let mp = temp.mountpath();
         let file = self.mountpaths[mp as usize].install(temp)?;
