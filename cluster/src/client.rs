@@ -114,6 +114,13 @@ impl NodeClient {
         &self.routes
     }
 
+    /// The descriptor socket of the target at `base_url` when it is on this host, and the
+    /// secret every call on it carries.
+    fn fd_socket(&self, base_url: &str) -> Option<(std::path::PathBuf, String)> {
+        let socket = self.routes.fd_socket(base_url)?;
+        Some((socket, self.secret.to_str().ok()?.to_string()))
+    }
+
     /// A plain GET or HEAD of an object from the target at `base_url` through its descriptor
     /// socket, when it is on this host ([`crate::local`]). `None`: not possible here (no route,
     /// the target declined, or the exchange failed); the caller asks over HTTP instead.
@@ -124,9 +131,9 @@ impl NodeClient {
         opts: &ReadOptions,
         head: bool,
     ) -> Option<Response<ReadBody>> {
-        let socket = self.routes.fd_socket(base_url)?;
+        let (socket, secret) = self.fd_socket(base_url)?;
         let req = LocalRequest::Read {
-            secret: self.secret.to_str().ok()?.to_string(),
+            secret,
             query: query.clone(),
             opts: opts.clone(),
             head,
@@ -143,23 +150,21 @@ impl NodeClient {
         for (k, v) in &reply.headers {
             b = b.header(k, v);
         }
+        let whole = |b: Bytes| Full::new(b).map_err(|e| match e {}).boxed();
         let body = if spans.is_empty() {
-            Full::new(Bytes::from(reply.body))
-                .map_err(|e| match e {})
-                .boxed()
-        } else if crate::files::total(&spans) <= crate::files::SMALL_READ {
-            match crate::files::read_now(&spans) {
-                Ok(bytes) => Full::new(bytes).map_err(|e| match e {}).boxed(),
+            whole(Bytes::from(reply.body))
+        } else {
+            match crate::files::body(spans) {
+                Ok(crate::files::Body::Whole(bytes)) => whole(bytes),
+                Ok(crate::files::Body::Stream(s)) => {
+                    StreamBody::new(s.map_ok(Frame::data).map_err(|e| Box::new(e) as BoxError))
+                        .boxed()
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "reading a passed descriptor failed; using HTTP");
                     return None;
                 }
             }
-        } else {
-            let frames = crate::files::stream(spans)
-                .map_ok(Frame::data)
-                .map_err(|e| Box::new(e) as BoxError);
-            StreamBody::new(frames).boxed()
         };
         b.body(body).ok()
     }
@@ -176,14 +181,11 @@ impl NodeClient {
         opts: &WriteOptions,
         body: ReqBody,
     ) -> Result<Result<ObjectMeta, ClientError>, ReqBody> {
-        let Some(socket) = self.routes.fd_socket(base_url) else {
-            return Err(body);
-        };
-        let Ok(secret) = self.secret.to_str() else {
+        let Some((socket, secret)) = self.fd_socket(base_url) else {
             return Err(body);
         };
         let req = LocalRequest::Put {
-            secret: secret.to_string(),
+            secret,
             query: query.clone(),
             attrs: attrs.clone(),
             opts: opts.clone(),
@@ -198,14 +200,11 @@ impl NodeClient {
         query: &UploadQuery,
         body: ReqBody,
     ) -> Result<Result<PartInfo, ClientError>, ReqBody> {
-        let Some(socket) = self.routes.fd_socket(base_url) else {
-            return Err(body);
-        };
-        let Ok(secret) = self.secret.to_str() else {
+        let Some((socket, secret)) = self.fd_socket(base_url) else {
             return Err(body);
         };
         let req = LocalRequest::Part {
-            secret: secret.to_string(),
+            secret,
             query: query.clone(),
         };
         self.stage_fill_commit(socket, req, body).await
@@ -220,7 +219,7 @@ impl NodeClient {
         body: ReqBody,
     ) -> Result<Result<T, ClientError>, ReqBody> {
         let url = format!("{} (staged write)", socket.display());
-        let staged = match self.local.stage(&socket, &req).await {
+        let (staged, file) = match self.local.stage(&socket, &req).await {
             Ok(Ok(staged)) => staged,
             Ok(Err(reply)) if reply.status != 0 => return Ok(Err(reply_error(url, reply))),
             Ok(Err(_)) => return Err(body),
@@ -229,21 +228,21 @@ impl NodeClient {
                 return Err(body);
             }
         };
-        Ok(self.fill_and_commit(url, staged, body).await)
+        Ok(self.fill_and_commit(url, staged, file, body).await)
     }
 
     async fn fill_and_commit<T: DeserializeOwned>(
         &self,
         url: String,
         staged: crate::local::StagedPut,
+        file: std::fs::File,
         mut body: ReqBody,
     ) -> Result<T, ClientError> {
         let fail = |message: String| ClientError::Body {
             url: url.clone(),
             message,
         };
-        let file = std::sync::Arc::new(staged.file.try_clone().map_err(|e| fail(e.to_string()))?);
-        let mut out = crate::files::BatchWriter::new(file);
+        let mut out = crate::files::BatchWriter::new(std::sync::Arc::new(file));
         let mut commit: Option<Commit> = None;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| fail(format!("upload aborted: {e}")))?;

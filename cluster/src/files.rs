@@ -71,6 +71,24 @@ pub fn read_now(spans: &[Span]) -> io::Result<Bytes> {
     Ok(out.into())
 }
 
+/// The body of a span: read at once when small, else a stream.
+pub enum Body {
+    /// At most [`SMALL_READ`] bytes, already read.
+    Whole(Bytes),
+    /// Larger: read chunk by chunk as it is sent.
+    Stream(FileStream),
+}
+
+/// The body of `spans`: small ones read now (no hand-off to the blocking pool), larger ones
+/// streamed.
+pub fn body(spans: Vec<Span>) -> io::Result<Body> {
+    if total(&spans) <= SMALL_READ {
+        read_now(&spans).map(Body::Whole)
+    } else {
+        Ok(Body::Stream(stream(spans)))
+    }
+}
+
 /// Appends upload frames to a file in batches of [`WRITE_BATCH`] on the blocking pool, with one
 /// batch in flight: receiving (and hashing) the next batch overlaps writing this one. Each
 /// written batch is handed to the kernel's writeback at once (`sync_file_range`), so the fsync

@@ -373,12 +373,11 @@ pub struct LocalPool {
     idle: Arc<std::sync::Mutex<HashMap<PathBuf, Vec<UnixStream>>>>,
 }
 
-/// A put staged on a target: fill `file`, then [`LocalPool::commit`].
+/// A put staged on a target (the connection it waits on): fill the file [`LocalPool::stage`]
+/// gave, then [`LocalPool::commit`].
 pub struct StagedPut {
     socket: PathBuf,
     stream: UnixStream,
-    /// The staged file, open for writing.
-    pub file: std::fs::File,
 }
 
 impl LocalPool {
@@ -455,7 +454,7 @@ impl LocalPool {
         &self,
         socket: &Path,
         req: &LocalRequest,
-    ) -> io::Result<Result<StagedPut, LocalReply>> {
+    ) -> io::Result<Result<(StagedPut, std::fs::File), LocalReply>> {
         let stream = self.checkout(socket).await?;
         let (reply, mut fds, stream) = self.call(stream, req).await?;
         if reply.status != 100 {
@@ -463,11 +462,13 @@ impl LocalPool {
             return Ok(Err(reply));
         }
         match (fds.pop(), fds.is_empty()) {
-            (Some(fd), true) => Ok(Ok(StagedPut {
-                socket: socket.to_path_buf(),
-                stream,
-                file: std::fs::File::from(fd),
-            })),
+            (Some(fd), true) => {
+                let staged = StagedPut {
+                    socket: socket.to_path_buf(),
+                    stream,
+                };
+                Ok(Ok((staged, std::fs::File::from(fd))))
+            }
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "a staged put comes with exactly one descriptor",
@@ -477,12 +478,7 @@ impl LocalPool {
 
     /// Publish a filled staged put ([`LocalRequest::Commit`]).
     pub async fn commit(&self, staged: StagedPut, commit: Commit) -> io::Result<LocalReply> {
-        let StagedPut {
-            socket,
-            stream,
-            file,
-        } = staged;
-        drop(file);
+        let StagedPut { socket, stream } = staged;
         let (reply, _, stream) = self.call(stream, &LocalRequest::Commit(commit)).await?;
         self.checkin(&socket, stream);
         Ok(reply)

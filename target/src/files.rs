@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-pub use aisle_cluster::files::{FileStream, SMALL_READ, Span};
+pub use aisle_cluster::files::{FileStream, Span};
 
 use crate::store::StoreError;
 

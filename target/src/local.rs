@@ -100,30 +100,9 @@ async fn answer(
         }) => read(state, &query, &opts, head).await,
         Ok(LocalRequest::Put {
             query, attrs, opts, ..
-        }) => {
-            *staged = None;
-            let temp = stage(state, &query, &opts).await;
-            staged_reply(staged, temp, |temp| Staged {
-                what: StagedWhat::Object { query, attrs, opts },
-                temp,
-            })
-        }
+        }) => staged_reply(staged, stage_object(state, query, attrs, opts).await),
         Ok(LocalRequest::Part { query, .. }) => {
-            *staged = None;
-            let part = stage_part(state, &query).await;
-            let what = part.as_ref().ok().map(|(id, n, _)| (id.clone(), *n));
-            let temp = part.map(|(_, _, temp)| temp);
-            staged_reply(staged, temp, |temp| {
-                let (upload_id, number) = what.expect("staged");
-                Staged {
-                    what: StagedWhat::Part {
-                        query,
-                        upload_id,
-                        number,
-                    },
-                    temp,
-                }
-            })
+            staged_reply(staged, stage_part(state, query).await)
         }
         Ok(LocalRequest::Commit(commit)) => {
             let reply = match staged.take() {
@@ -193,21 +172,42 @@ async fn answered(r: crate::server::Resp) -> LocalReply {
 }
 
 /// Stage a put: check its condition, create the staged file on the object's mountpath.
-async fn stage(state: &State, q: &ObjectQuery, opts: &WriteOptions) -> Result<TempFile, ApiError> {
-    crate::server::check_put(state, q, opts).await?;
-    let mp = state.store.mountpath_for(&q.bucket, &q.key);
-    Ok(state.store.create_temp(mp).await?)
+async fn stage_object(
+    state: &State,
+    query: ObjectQuery,
+    attrs: ObjectAttrs,
+    opts: WriteOptions,
+) -> Result<Staged, ApiError> {
+    crate::server::check_put(state, &query, &opts).await?;
+    let mp = state.store.mountpath_for(&query.bucket, &query.key);
+    let temp = state.store.create_temp(mp).await?;
+    let what = StagedWhat::Object { query, attrs, opts };
+    Ok(Staged { what, temp })
 }
 
-/// Keep a staged file (status 100: the caller fills it) or answer the error.
+/// Stage a part: the upload must exist; the file goes on the object's mountpath.
+async fn stage_part(state: &State, query: UploadQuery) -> Result<Staged, ApiError> {
+    let (upload_id, number) = crate::server::check_part(state, &query).await?;
+    let mp = state.store.mountpath_for(&query.bucket, &query.key);
+    let temp = state.store.create_temp(mp).await?;
+    let what = StagedWhat::Part {
+        query,
+        upload_id,
+        number,
+    };
+    Ok(Staged { what, temp })
+}
+
+/// Keep a staged file for the commit that follows (status 100: the caller fills it; an
+/// earlier uncommitted one is discarded), or answer the error.
 fn staged_reply(
     staged: &mut Option<Staged>,
-    temp: Result<TempFile, ApiError>,
-    make: impl FnOnce(TempFile) -> Staged,
+    result: Result<Staged, ApiError>,
 ) -> (LocalReply, Vec<Span>) {
-    match temp {
-        Ok(temp) => {
-            *staged = Some(make(temp));
+    *staged = None;
+    match result {
+        Ok(s) => {
+            *staged = Some(s);
             let go = LocalReply {
                 status: 100,
                 ..Default::default()
@@ -216,13 +216,6 @@ fn staged_reply(
         }
         Err(e) => (error(e), Vec::new()),
     }
-}
-
-/// Stage a part: the upload must exist; the file goes on the object's mountpath.
-async fn stage_part(state: &State, q: &UploadQuery) -> Result<(String, u32, TempFile), ApiError> {
-    let (id, number) = crate::server::check_part(state, q).await?;
-    let mp = state.store.mountpath_for(&q.bucket, &q.key);
-    Ok((id, number, state.store.create_temp(mp).await?))
 }
 
 /// The gateway filled the staged file: check its size, fsync, publish; the answer's JSON.

@@ -605,12 +605,13 @@ pub(crate) fn span_head(
 
 /// The body of open file spans: read at once when small, else streamed.
 pub(crate) fn spans_body(spans: Vec<crate::files::Span>) -> Result<RespBody, ApiError> {
-    if aisle_cluster::files::total(&spans) <= crate::files::SMALL_READ {
-        let bytes = aisle_cluster::files::read_now(&spans)
-            .map_err(StoreError::io("reading a data file".to_string()))?;
-        return Ok(full_body(bytes));
+    use aisle_cluster::files::Body;
+    match aisle_cluster::files::body(spans)
+        .map_err(StoreError::io("reading a data file".to_string()))?
+    {
+        Body::Whole(bytes) => Ok(full_body(bytes)),
+        Body::Stream(s) => Ok(stream_body(s)),
     }
-    Ok(stream_body(aisle_cluster::files::stream(spans)))
 }
 
 /// A response body from a file stream.
