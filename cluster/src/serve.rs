@@ -1,6 +1,6 @@
-//! The accept loops every aisle node runs: HTTP/1 and HTTP/2 on one listener, one task per
-//! connection, `TCP_NODELAY`, and a bound on the request head. [`serve`] takes TCP,
-//! [`serve_unix`] a target's same-host socket ([`crate::local`]).
+//! The accept loop every aisle node runs: HTTP/1 and HTTP/2 on one listener, one task per
+//! connection, `TCP_NODELAY`, and a bound on the request head, on TCP or on a target's
+//! same-host Unix socket ([`crate::local`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,32 +9,38 @@ use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
-/// Serve `handler` on `listener` until the process stops. `max_head` bounds the request line and
-/// headers (beyond it: 431), when given.
-pub async fn serve<F, Fut, B>(listener: TcpListener, max_head: Option<usize>, handler: F)
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<B>> + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let _ = stream.set_nodelay(true);
-                connection(stream, max_head, handler.clone());
-            }
-            Err(e) => tracing::warn!(error = %e, "accept failed"),
-        }
+/// A listener the accept loop takes connections from: TCP (with `TCP_NODELAY`) or a Unix
+/// socket.
+pub trait Listener: Send + 'static {
+    /// A connection.
+    type Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The next connection.
+    fn next_conn(&self) -> impl Future<Output = std::io::Result<Self::Conn>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Conn = TcpStream;
+    async fn next_conn(&self) -> std::io::Result<TcpStream> {
+        let (stream, _) = self.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
     }
 }
 
-/// [`serve`] on a Unix socket.
-pub async fn serve_unix<F, Fut, B>(listener: UnixListener, max_head: Option<usize>, handler: F)
+impl Listener for UnixListener {
+    type Conn = UnixStream;
+    async fn next_conn(&self) -> std::io::Result<UnixStream> {
+        Ok(self.accept().await?.0)
+    }
+}
+
+/// Serve `handler` on `listener` until the process stops. `max_head` bounds the request line and
+/// headers (beyond it: 431), when given.
+pub async fn serve<L, F, Fut, B>(listener: L, max_head: Option<usize>, handler: F)
 where
+    L: Listener,
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
     B: Body + Send + 'static,
@@ -42,8 +48,8 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => connection(stream, max_head, handler.clone()),
+        match listener.next_conn().await {
+            Ok(stream) => connection(stream, max_head, handler.clone()),
             Err(e) => tracing::warn!(error = %e, "accept failed"),
         }
     }

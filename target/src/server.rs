@@ -114,7 +114,7 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
     ));
     if let Some((unix, fds, _)) = local {
         let s = state.clone();
-        tokio::spawn(aisle_cluster::serve::serve_unix(unix, None, move |req| {
+        tokio::spawn(aisle_cluster::serve::serve(unix, None, move |req| {
             handle(s.clone(), req)
         }));
         if let Some(fds) = fds {
