@@ -113,6 +113,11 @@ impl BatchWriter {
         }
     }
 
+    /// The file written to.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Add a frame (kept as is, not copied).
     pub async fn push(&mut self, frame: Bytes) -> io::Result<()> {
         self.pending_len += frame.len();
@@ -148,8 +153,8 @@ impl BatchWriter {
         Ok(())
     }
 
-    /// Write the rest, wait for it, and fsync when `sync`; returns the bytes written.
-    pub async fn finish(mut self, sync: bool) -> io::Result<u64> {
+    /// Write the rest, wait for it, and fsync when `sync`.
+    pub async fn finish(mut self, sync: bool) -> io::Result<()> {
         if !self.pending.is_empty() {
             self.write_batch().await?;
         }
@@ -160,7 +165,7 @@ impl BatchWriter {
                 .await
                 .map_err(io::Error::other)??;
         }
-        Ok(self.written)
+        Ok(())
     }
 }
 

@@ -31,7 +31,7 @@ pub struct TempFile {
     mp: u16,
     id: String,
     path: PathBuf,
-    file: Option<Arc<std::fs::File>>,
+    /// Open until [`TempFile::finish`].
     writer: Option<BatchWriter>,
     installed: bool,
 }
@@ -45,7 +45,7 @@ impl TempFile {
     /// The staged file (to pass its descriptor to a same-host writer; call
     /// [`TempFile::finish`] after it wrote).
     pub fn file(&self) -> Option<&std::fs::File> {
-        self.file.as_deref()
+        self.writer.as_ref().map(BatchWriter::file)
     }
 
     /// Bytes in the staged file (what was written through any descriptor of it).
@@ -62,25 +62,27 @@ impl TempFile {
 
     /// Append bytes (gathered, then written in batches: [`BatchWriter`]).
     pub async fn write(&mut self, data: impl Into<Bytes>) -> Result<(), StoreError> {
-        let file = self.file.clone().expect("temp file is open until finished");
-        self.writer
-            .get_or_insert_with(|| BatchWriter::new(file))
-            .push(data.into())
-            .await
-            .map_err(StoreError::io(format!("writing {}", self.path.display())))
+        let writer = self
+            .writer
+            .as_mut()
+            .expect("temp file is open until finished");
+        match writer.push(data.into()).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(StoreError::io(format!("writing {}", self.path.display()))(
+                e,
+            )),
+        }
     }
 
     /// Write the rest and fsync; after this the file is ready to be published.
     pub async fn finish(&mut self) -> Result<(), StoreError> {
-        let Some(file) = self.file.take() else {
-            return Ok(());
-        };
-        let writer = self.writer.take().unwrap_or_else(|| BatchWriter::new(file));
-        writer
-            .finish(true)
-            .await
-            .map(drop)
-            .map_err(StoreError::io(format!("syncing {}", self.path.display())))
+        match self.writer.take() {
+            Some(w) => w
+                .finish(true)
+                .await
+                .map_err(StoreError::io(format!("syncing {}", self.path.display()))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -135,8 +137,7 @@ impl Mountpath {
             mp,
             id,
             path,
-            file: Some(Arc::new(file)),
-            writer: None,
+            writer: Some(BatchWriter::new(Arc::new(file))),
             installed: false,
         })
     }
