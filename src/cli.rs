@@ -198,18 +198,8 @@ pub enum EtlCommand {
     Run {
         /// Stages, comma-separated (e.g. `resize,jpeg`).
         pipeline: String,
-        /// Bucket of the source objects.
-        #[arg(long)]
-        source: String,
-        /// Only objects under this prefix.
-        #[arg(long, conflicts_with_all = ["template", "list"])]
-        prefix: Option<String>,
-        /// The keys of a range template, e.g. `img-{0000..9999}.jpg`.
-        #[arg(long, conflicts_with = "list")]
-        template: Option<String>,
-        /// A file with one key per line.
-        #[arg(long)]
-        list: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        sources: SourceArgs,
         /// Bucket for the outputs (same keys).
         #[arg(long)]
         output_bucket: String,
@@ -262,18 +252,8 @@ async fn etl_show(conn: &Connection, name: &str) -> anyhow::Result<aisle_gateway
 pub enum ArchiveCommand {
     /// Build shards from many objects, server-side (a job).
     Build {
-        /// Bucket of the source objects.
-        #[arg(long)]
-        source: String,
-        /// Every object under this prefix.
-        #[arg(long, conflicts_with_all = ["template", "list"])]
-        prefix: Option<String>,
-        /// The keys of a range template, e.g. `img-{0000..9999}.jpg`.
-        #[arg(long, conflicts_with = "list")]
-        template: Option<String>,
-        /// A file with one key per line.
-        #[arg(long)]
-        list: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        sources: SourceArgs,
         /// Bucket for the shards.
         #[arg(long)]
         output_bucket: String,
@@ -376,31 +356,46 @@ async fn follow(conn: &Connection, id: &str) -> anyhow::Result<aisle_gateway::jo
     }
 }
 
-/// A job's sources from the command line (a `--list` file holds one key per line).
-fn sources(
+/// Which objects a job reads: every object under a prefix, the keys of a range template, or
+/// the keys listed in a file.
+#[derive(clap::Args)]
+pub struct SourceArgs {
+    /// Bucket of the source objects.
+    #[arg(long)]
     source: String,
+    /// Every object under this prefix.
+    #[arg(long, conflicts_with_all = ["template", "list"])]
     prefix: Option<String>,
+    /// The keys of a range template, e.g. `img-{0000..9999}.jpg`.
+    #[arg(long, conflicts_with = "list")]
     template: Option<String>,
+    /// A file with one key per line.
+    #[arg(long)]
     list: Option<std::path::PathBuf>,
-) -> anyhow::Result<aisle_gateway::jobs::Sources> {
-    let list = match list {
-        Some(p) => Some(
-            std::fs::read_to_string(&p)
-                .with_context(|| format!("reading {}", p.display()))?
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(str::to_string)
-                .collect(),
-        ),
-        None => None,
-    };
-    Ok(aisle_gateway::jobs::Sources {
-        source,
-        prefix,
-        list,
-        template,
-    })
+}
+
+impl SourceArgs {
+    /// The job's sources (reading the `--list` file).
+    fn into_sources(self) -> anyhow::Result<aisle_gateway::jobs::Sources> {
+        let list = match self.list {
+            Some(p) => Some(
+                std::fs::read_to_string(&p)
+                    .with_context(|| format!("reading {}", p.display()))?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            None => None,
+        };
+        Ok(aisle_gateway::jobs::Sources {
+            source: self.source,
+            prefix: self.prefix,
+            list,
+            template: self.template,
+        })
+    }
 }
 
 /// Start a job; with `wait`, follow it to its end (failing unless it is `done`).
@@ -477,10 +472,7 @@ pub async fn job(cmd: JobCommand) -> anyhow::Result<()> {
 pub async fn archive(cmd: ArchiveCommand) -> anyhow::Result<()> {
     match cmd {
         ArchiveCommand::Build {
-            source,
-            prefix,
-            template,
-            list,
+            sources,
             output_bucket,
             output_prefix,
             shard_size,
@@ -491,7 +483,7 @@ pub async fn archive(cmd: ArchiveCommand) -> anyhow::Result<()> {
                 .parse()
                 .map_err(|e| anyhow::anyhow!("--shard-size {shard_size:?}: {e}"))?;
             let spec = aisle_gateway::jobs::ShardJobSpec {
-                sources: sources(source, prefix, template, list)?,
+                sources: sources.into_sources()?,
                 output_bucket,
                 output_prefix,
                 shard_size: size.as_u64(),
@@ -640,10 +632,7 @@ pub async fn etl(cmd: EtlCommand) -> anyhow::Result<()> {
         }
         EtlCommand::Run {
             pipeline,
-            source,
-            prefix,
-            template,
-            list,
+            sources,
             output_bucket,
             args,
             dry_run,
@@ -651,7 +640,7 @@ pub async fn etl(cmd: EtlCommand) -> anyhow::Result<()> {
             conn,
         } => {
             let spec = aisle_gateway::jobs::EtlJobSpec {
-                sources: sources(source, prefix, template, list)?,
+                sources: sources.into_sources()?,
                 etl: aisle_cluster::proto::EtlSelection {
                     pipeline: pipeline.split(',').map(|s| s.trim().to_string()).collect(),
                     args,
