@@ -96,12 +96,7 @@ async fn entry(
             err.message().unwrap_or("")
         ));
     }
-    let size: u64 = resp
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .ok_or("the target gave no length")?;
+    let size = crate::proxy::content_length(&resp).ok_or("the target gave no length")?;
     let header = member_header(&e.name(), size).map_err(|x| x.to_string())?;
     if !send(tx, header).await {
         return Ok(false);

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::meta::MetaOwner;
-use crate::proxy::Targets;
+use crate::proxy::{Targets, content_length};
 use crate::s3::upload::{Expect, MAX_PUT_SIZE, verified_body};
 
 /// Most objects one job may name.
@@ -299,28 +299,16 @@ impl Jobs {
 
     /// One object of an offline ETL job: only transformed bytes leave the source's target.
     async fn transform_one(&self, spec: &EtlJobSpec, key: &str) -> Result<u64, String> {
-        let owner = self
-            .targets
-            .owner(&spec.sources.source, key)
-            .map_err(|e| e.to_string())?;
-        let q = ObjectQuery {
-            bucket: spec.sources.source.clone(),
-            key: key.to_string(),
-            part: None,
-        };
         let opts = ReadOptions {
             etl: Some(spec.etl.clone()),
             ..Default::default()
         };
-        let resp = self
-            .targets
-            .read_object(&owner, &q, &opts, false)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (resp, owner_url) = self
+            .read_key(&spec.sources.source, key, &opts, false)
+            .await?;
         if !resp.status().is_success() {
-            let err = crate::s3::from_client(
-                aisle_cluster::client::status_error(owner.url.clone(), resp).await,
-            );
+            let err =
+                crate::s3::from_client(aisle_cluster::client::status_error(owner_url, resp).await);
             return Err(format!(
                 "{}: {}",
                 err.code().as_str(),
@@ -417,6 +405,29 @@ impl Jobs {
         }
     }
 
+    /// GET or HEAD `bucket/key` from its owning target; any status comes back as is, with the
+    /// owner's URL for error reports.
+    async fn read_key(
+        &self,
+        bucket: &str,
+        key: &str,
+        opts: &ReadOptions,
+        head: bool,
+    ) -> Result<(http::Response<aisle_cluster::client::ReadBody>, String), String> {
+        let owner = self.targets.owner(bucket, key).map_err(|e| e.to_string())?;
+        let q = ObjectQuery {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            part: None,
+        };
+        let resp = self
+            .targets
+            .read_object(&owner, &q, opts, head)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((resp, owner.url))
+    }
+
     /// Transform one object into its target's cache (a HEAD through the pipeline).
     async fn materialize_one(
         &self,
@@ -424,30 +435,15 @@ impl Jobs {
         etl: EtlSelection,
         key: &str,
     ) -> Result<u64, String> {
-        let owner = self.targets.owner(source, key).map_err(|e| e.to_string())?;
-        let q = ObjectQuery {
-            bucket: source.to_string(),
-            key: key.to_string(),
-            part: None,
-        };
         let opts = ReadOptions {
             etl: Some(etl),
             ..Default::default()
         };
-        let resp = self
-            .targets
-            .read_object(&owner, &q, &opts, true)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (resp, _) = self.read_key(source, key, &opts, true).await?;
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status()));
         }
-        Ok(resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0))
+        Ok(content_length(&resp).unwrap_or(0))
     }
 
     async fn keys(&self, spec: &Sources) -> Result<Vec<String>, String> {
@@ -618,29 +614,14 @@ impl Jobs {
         tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
     ) -> Result<(u64, u64), MemberError> {
         use MemberError::{Fatal, Skip};
-        let owner = self
-            .targets
-            .owner(&spec.sources.source, key)
-            .map_err(|e| Skip(e.to_string()))?;
-        let q = ObjectQuery {
-            bucket: spec.sources.source.clone(),
-            key: key.to_string(),
-            part: None,
-        };
-        let resp = self
-            .targets
-            .read_object(&owner, &q, &ReadOptions::default(), false)
+        let (resp, _) = self
+            .read_key(&spec.sources.source, key, &ReadOptions::default(), false)
             .await
-            .map_err(|e| Skip(e.to_string()))?;
+            .map_err(Skip)?;
         if !resp.status().is_success() {
             return Err(Skip(format!("HTTP {}", resp.status())));
         }
-        let size: u64 = resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| Skip("no length".into()))?;
+        let size = content_length(&resp).ok_or_else(|| Skip("no length".into()))?;
         let header = member_header(key, size).map_err(|e| Skip(e.to_string()))?;
         let tar_bytes = header.len() as u64 + size + padding(size) as u64;
         let gone = |_| Fatal("the shard's upload ended".into());

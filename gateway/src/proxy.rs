@@ -266,3 +266,11 @@ impl Targets {
         self.client.json::<(), _>(Method::GET, &url, None).await
     }
 }
+
+/// The Content-Length of a target's answer, when it has one (a streamed transform has none).
+pub fn content_length<B>(resp: &Response<B>) -> Option<u64> {
+    resp.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}

@@ -114,10 +114,7 @@ pub(super) async fn read(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     // A transform that streams has no length up front: the response is chunked.
-    let content_length = h
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
+    let content_length = crate::proxy::content_length(&resp).map(|n| n as i64);
     let content_range = h
         .get(header::CONTENT_RANGE)
         .and_then(|v| v.to_str().ok())
