@@ -14,7 +14,7 @@
 //! * [`auth`] and [`client`] — the shared cluster secret and the pooled HTTP client that carries it;
 //! * [`local`] — the same-host shortcut: a target's Unix socket, taken instead of loopback TCP;
 //! * [`files`] — byte spans of open files, read at once or streamed;
-//! * [`serve`] — the accept loops every node runs.
+//! * [`serve`] — the accept loop every node runs (TCP or Unix socket).
 //!
 //! It is not for S3 (no XML, no SigV4: that is the gateway's job) and holds no storage code
 //! (that is the target's).
