@@ -46,6 +46,12 @@ pub struct UpArgs {
     /// Base domain for virtual-hosted-style requests (`bucket.DOMAIN`); repeatable.
     #[arg(long)]
     domain: Vec<String>,
+    /// Copies of every object new buckets keep, on distinct targets (1–3, at most --targets).
+    #[arg(long, default_value_t = 2)]
+    copies: u8,
+    /// Seconds a target may be down before its copies are re-made on the others.
+    #[arg(long, default_value_t = 60)]
+    heal_after: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -179,6 +185,44 @@ async fn wait_for_targets(
     }
 }
 
+/// Decommission `ids` and wait until each has drained and left the map.
+async fn drain(client: &NodeClient, gateway: &str, ids: &[String]) -> anyhow::Result<()> {
+    let meta_url = format!("{gateway}/_aisle/cluster/v1/meta");
+    for id in ids {
+        eprintln!("aisle: shrinking the cluster: decommissioning {id} (its objects move first)");
+        let url = format!("{gateway}{}?id={id}", proto::G_DECOMMISSION);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        // A rebalance may still be running (the targets just started): wait for it.
+        loop {
+            match client
+                .json::<(), serde_json::Value>(Method::POST, &url, None)
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "decommission not taken yet");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => bail!("decommissioning {id}: {e}"),
+            }
+        }
+        loop {
+            let meta = client
+                .json::<(), ClusterMeta>(Method::GET, &meta_url, None)
+                .await?;
+            if !meta.targets.contains_key(id) {
+                eprintln!("aisle: {id} drained and removed from the cluster");
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{id} did not drain within 10 minutes (see aisle cluster show)");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    Ok(())
+}
+
 /// Run the embedded cluster until Ctrl-C / SIGTERM.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if args.targets == 0 || args.mountpaths == 0 {
@@ -213,6 +257,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         region: creds.region.clone(),
         domains: args.domain.clone(),
         ready_file: Some(ready_file.clone()),
+        default_copies: Some(args.copies.clamp(1, args.targets.min(3) as u8)),
+        health: aisle_gateway::config::HealthConfig {
+            heal_after_secs: args.heal_after,
+            ..Default::default()
+        },
     };
     let gw_cfg_path = data.join("gateway").join("config.json");
     write_private(&gw_cfg_path, &serde_json::to_vec_pretty(&gw_cfg)?)?;
@@ -238,8 +287,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     write_private(&nodes[0].config, &serde_json::to_vec_pretty(&gw_cfg)?)?;
 
+    // Targets of an earlier, larger run are started too, then drained (shrinking the cluster
+    // is a decommission): their objects move before they leave.
+    let mut extra = Vec::new();
+    while data
+        .join(format!("t{}", args.targets + extra.len() + 1))
+        .join("config.json")
+        .exists()
+    {
+        extra.push(format!("t{}", args.targets + extra.len() + 1));
+    }
     let mut ids = Vec::new();
-    for i in 0..args.targets {
+    for i in 0..args.targets + extra.len() {
         let id = format!("t{}", i + 1);
         let root = data.join(&id);
         let cfg = TargetConfig {
@@ -271,6 +330,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let client = NodeClient::new(&creds.cluster_secret);
     wait_for_targets(&client, &endpoint, &ids, Duration::from_secs(60)).await?;
+    if !extra.is_empty() {
+        drain(&client, &endpoint, &extra).await?;
+        for node in nodes.iter_mut().filter(|n| extra.contains(&n.name)) {
+            if let Some(c) = node.child.as_mut() {
+                let _ = c.kill().await;
+            }
+        }
+        nodes.retain(|n| !extra.contains(&n.name));
+        for id in &extra {
+            let dir = data.join(id);
+            let _ = std::fs::rename(&dir, data.join(format!("{id}.decommissioned")));
+        }
+    }
 
     let env = format!(
         "export AWS_ENDPOINT_URL={endpoint}\nexport AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY={}\nexport AWS_DEFAULT_REGION={}\n",

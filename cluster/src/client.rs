@@ -61,6 +61,12 @@ pub enum ClientError {
         /// Its error body.
         body: ErrorBody,
     },
+    /// The peer is marked down (or went down while the call waited).
+    #[error("{url} is down")]
+    Down {
+        /// What was called.
+        url: String,
+    },
     /// The answer body could not be read or parsed.
     #[error("reading the answer of {url}: {message}")]
     Body {

@@ -5,6 +5,7 @@
 //!
 //! * [`map`] — the versioned cluster map (targets and their URLs) and bucket map that the
 //!   primary gateway owns and pushes to every node;
+//! * [`copies`] — which targets hold an object's copies, take its writes, and answer its reads;
 //! * [`placement`] — highest-random-weight (rendezvous) placement of `(bucket, key)` over targets
 //!   and over the mountpaths inside a target;
 //! * [`proto`] — the intra-cluster HTTP protocol: paths, query structs, headers and the object
@@ -29,6 +30,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 pub mod client;
+pub mod copies;
 pub mod files;
 pub mod listing;
 pub mod local;

@@ -538,6 +538,7 @@ mod tests {
                 path: "/x/target.sock".into(),
                 fds: Some("/x/target-fd.sock".into()),
             }),
+            ..TargetInfo::new("t1", "")
         };
         let elsewhere = TargetInfo {
             id: "t2".into(),
@@ -547,6 +548,7 @@ mod tests {
                 path: "/y/target.sock".into(),
                 fds: Some("/y/target-fd.sock".into()),
             }),
+            ..TargetInfo::new("t2", "")
         };
         routes.set([&here, &elsewhere]);
         assert_eq!(

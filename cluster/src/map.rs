@@ -8,8 +8,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::placement::{hrw_index, object_name_hash};
-
 /// One storage target as the cluster knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetInfo {
@@ -20,6 +18,66 @@ pub struct TargetInfo {
     /// The same API on a Unix socket, for nodes on the same host ([`crate::local`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<crate::local::LocalSocket>,
+    /// What the operator made of it (active, maintenance, decommissioning).
+    #[serde(default)]
+    pub admin: AdminState,
+    /// What the gateway last saw of it (up, down since when, out, catching up).
+    #[serde(default)]
+    pub health: Health,
+}
+
+impl TargetInfo {
+    /// A newly registered active target, seen alive now.
+    pub fn new(id: impl Into<String>, url: impl Into<String>) -> Self {
+        TargetInfo {
+            id: id.into(),
+            url: url.into(),
+            local: None,
+            admin: AdminState::Active,
+            health: Health::default(),
+        }
+    }
+
+    /// The target should hold copies: active, and not out for good. (A target down for less
+    /// than the grace period still counts: its copies are not re-made elsewhere yet.)
+    pub fn is_member(&self) -> bool {
+        self.admin == AdminState::Active && !self.health.out
+    }
+
+    /// The target answers requests (as far as the gateway knows).
+    pub fn is_alive(&self) -> bool {
+        self.health.down_since_ms.is_none()
+    }
+}
+
+/// What an operator made of a target (`aisle cluster maintenance|decommission`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminState {
+    /// Holds copies and takes writes.
+    #[default]
+    Active,
+    /// Takes no new data; its objects get their copies elsewhere, its own stay (it may come
+    /// back); going down does not start re-replication.
+    Maintenance,
+    /// Being drained: its objects move to their other holders, then it leaves the map.
+    Decommissioning,
+}
+
+/// Liveness of a target as the primary gateway's prober sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Set while the target does not answer: since when, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_since_ms: Option<i64>,
+    /// Down longer than the grace period: it no longer counts as a holder, and its copies are
+    /// re-made on the others (self-heal). Cleared when it answers again.
+    #[serde(default)]
+    pub out: bool,
+    /// Came back after being down: it may hold stale copies, so reads prefer the others
+    /// until the rebalance that follows its return has finished.
+    #[serde(default)]
+    pub catching_up: bool,
 }
 
 /// Properties of one bucket.
@@ -27,6 +85,26 @@ pub struct TargetInfo {
 pub struct BucketProps {
     /// Creation time, Unix milliseconds.
     pub created_ms: i64,
+    /// Copies of every object, on distinct targets (1–3).
+    #[serde(default = "one")]
+    pub copies: u8,
+}
+
+fn one() -> u8 {
+    1
+}
+
+/// Most copies a bucket may keep.
+pub const MAX_COPIES: u8 = 3;
+
+/// The rebalance that follows every placement change (see [`ClusterMeta::placement_key`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rebalance {
+    /// Generation: bumped by every change of where objects belong. Targets walk their objects
+    /// once per generation; a newer one supersedes a running walk.
+    pub generation: u64,
+    /// Every live target finished the walk of this generation.
+    pub settled: bool,
 }
 
 /// Versioned cluster map + bucket map.
@@ -44,6 +122,12 @@ pub struct ClusterMeta {
     /// Registered transforms (beyond the built-ins) by name; every target runs each running one.
     #[serde(default)]
     pub etls: BTreeMap<String, EtlSpec>,
+    /// Copies a new bucket keeps when its creator does not say (capped by the target count).
+    #[serde(default = "one")]
+    pub default_copies: u8,
+    /// The current rebalance.
+    #[serde(default)]
+    pub rebalance: Rebalance,
 }
 
 /// A registered transform, as `aisle etl init` takes it (YAML or JSON).
@@ -168,23 +252,6 @@ pub struct AliasBucket {
 }
 
 impl ClusterMeta {
-    /// The target that owns `(bucket, key)`, by HRW over target ids.
-    ///
-    /// ```
-    /// use aisle_cluster::map::{ClusterMeta, TargetInfo};
-    /// let mut m = ClusterMeta::default();
-    /// for id in ["t1", "t2"] {
-    ///     m.targets.insert(id.into(), TargetInfo { id: id.into(), url: format!("http://{id}"), local: None });
-    /// }
-    /// let owner = m.owner("b", "k").unwrap();
-    /// assert!(owner.id == "t1" || owner.id == "t2");
-    /// ```
-    pub fn owner(&self, bucket: &str, key: &str) -> Option<&TargetInfo> {
-        let h = object_name_hash(bucket, key);
-        let i = hrw_index(h, self.targets.keys().map(String::as_str))?;
-        self.targets.values().nth(i)
-    }
-
     /// The alias buckets with their names, for listings.
     pub fn alias_views(&self) -> Vec<AliasView> {
         self.aliases

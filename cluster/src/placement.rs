@@ -40,6 +40,17 @@ pub fn hrw_index<'a>(name_hash: u64, seeds: impl IntoIterator<Item = &'a str>) -
         .map(|(_, i)| i)
 }
 
+/// Indices of `seeds` (in iteration order), best score first.
+pub fn rank<'a>(name_hash: u64, seeds: impl IntoIterator<Item = &'a str>) -> Vec<usize> {
+    let mut scored: Vec<(u64, usize)> = seeds
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| (score(name_hash, s), i))
+        .collect();
+    scored.sort_unstable_by(|a, b| b.cmp(a));
+    scored.into_iter().map(|(_, i)| i).collect()
+}
+
 /// Index of the mountpath that holds `(bucket, key)` inside a target with `count` mountpaths.
 pub fn mountpath_index(bucket: &str, key: &str, count: usize) -> usize {
     let h = object_name_hash(bucket, key);
@@ -75,6 +86,24 @@ mod tests {
             if before != "t2" {
                 assert_eq!(before, after);
             }
+        }
+    }
+
+    #[test]
+    fn the_first_ranked_is_the_hrw_winner_and_ranks_survive_a_removal() {
+        let all = ["t1", "t2", "t3", "t4"];
+        for i in 0..500 {
+            let h = object_name_hash("b", &format!("k{i}"));
+            let r = rank(h, all.iter().copied());
+            assert_eq!(r[0], hrw_index(h, all.iter().copied()).unwrap());
+            // Dropping t4 keeps the relative order of the others.
+            let without: Vec<&str> = r.iter().map(|&i| all[i]).filter(|s| *s != "t4").collect();
+            let fewer = ["t1", "t2", "t3"];
+            let r2: Vec<&str> = rank(h, fewer.iter().copied())
+                .iter()
+                .map(|&i| fewer[i])
+                .collect();
+            assert_eq!(without, r2);
         }
     }
 

@@ -85,6 +85,10 @@ pub struct EtlNodeStatus {
 /// Liveness and placement facts of a target: GET → JSON [`TargetStatus`].
 pub const T_STATUS: &str = "/_aisle/t/v1/status";
 
+/// Gateway endpoint that drains a target and removes it from the map: POST `?id=ID` (the
+/// embedded supervisor shrinking the cluster; operators use the admin API).
+pub const G_DECOMMISSION: &str = "/_aisle/cluster/v1/decommission";
+
 /// Gateway endpoint a target calls to join: POST JSON [`crate::map::TargetInfo`] → ClusterMeta.
 pub const G_JOIN: &str = "/_aisle/cluster/v1/join";
 
@@ -250,6 +254,10 @@ pub struct ObjectMeta {
     /// Part sizes of a multipart object, in order; empty for a single-part object.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<u64>,
+    /// Write stamp: orders every write of one key cluster-wide (the primary gateway's clock,
+    /// nanoseconds, strictly increasing). Copies compare it; the newer one wins.
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// Sent by the gateway as the [`COMMIT_TRAILER`] once it verified an uploaded body.
@@ -285,6 +293,9 @@ pub struct CompleteRequest {
     /// Final checksums (composite ones end in `-N`).
     #[serde(default)]
     pub checksums: Checksums,
+    /// Write stamp and copies, as for a put.
+    #[serde(default)]
+    pub write: WriteOptions,
 }
 
 /// One uploaded part.
@@ -344,6 +355,9 @@ pub struct TargetStatus {
     pub mountpaths: Vec<String>,
     /// Version of the cluster metadata the target holds.
     pub meta_version: u64,
+    /// Its walk of the current (or last) rebalance generation.
+    #[serde(default)]
+    pub rebalance: RebalanceReport,
 }
 
 /// Error answer of any intra-cluster call.
@@ -566,12 +580,79 @@ pub struct EtlSelection {
 /// Response header naming the stages applied.
 pub const ETL_APPLIED_HEADER: &str = "x-ais-etl-applied";
 
-/// Parameters of a PUT beyond the object's name.
+/// Parameters of a write (put, complete, append) beyond the object's name.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WriteOptions {
     /// `If-None-Match: *`: fail with 412 if the key exists.
     #[serde(default)]
     pub if_absent: bool,
+    /// The write's stamp ([`ObjectMeta::version`]).
+    #[serde(default)]
+    pub version: u64,
+    /// Base URLs of the other targets that must hold a copy before the write is acknowledged:
+    /// the target that publishes pushes it to each ([`T_REPLICA`]) and answers only then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<String>,
+}
+
+/// A copy of an object pushed from one target to another: PUT with [`ObjectQuery`], the full
+/// [`ObjectMeta`] (with its version) in [`META_HEADER`], the bytes streamed with the commit
+/// trailer. The receiver verifies the bytes against the ETag and publishes them only when the
+/// version is newer than whatever it holds (object or tombstone) → JSON [`Have`].
+pub const T_REPLICA: &str = "/_aisle/t/v1/replica";
+/// Which versions a target holds: POST JSON `Vec<`[`ObjectQuery`]`>` → JSON `Vec<`[`Have`]`>`.
+pub const T_REPLICA_CHECK: &str = "/_aisle/t/v1/replica/check";
+
+/// What a target holds of one key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Have {
+    /// Version of the object or tombstone held (0: nothing).
+    pub version: u64,
+    /// The version held is a deletion.
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+/// DELETE of an object on a target ([`T_OBJECT`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeleteQuery {
+    /// Bucket name.
+    pub bucket: String,
+    /// Object key.
+    pub key: String,
+    /// The deletion's stamp: a copy newer than this survives it.
+    #[serde(default)]
+    pub version: u64,
+    /// Keep a tombstone (the target holds the key): a stale copy elsewhere that comes back
+    /// (after an outage) is then deleted instead of restored.
+    #[serde(default)]
+    pub tombstone: bool,
+}
+
+/// A target's progress through one rebalance generation (in its [`TargetStatus`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RebalanceReport {
+    /// Target id.
+    pub id: String,
+    /// The generation walked.
+    pub generation: u64,
+    /// Records looked at.
+    pub walked: u64,
+    /// Records held here in all.
+    pub total: u64,
+    /// Copies pushed to other targets.
+    pub pushed: u64,
+    /// Local copies removed after their holders confirmed them.
+    pub removed: u64,
+    /// Records that could not be placed (a holder unreachable, a push failed).
+    pub failed: u64,
+    /// Objects still held here that belong elsewhere (a drained target is empty at 0).
+    pub misplaced: u64,
+    /// The walk finished.
+    pub done: bool,
+    /// Recent failures.
+    #[serde(default)]
+    pub errors: Vec<String>,
 }
 
 /// Header carrying base64url(JSON [`ReadOptions`]) on GET/HEAD.

@@ -42,6 +42,15 @@ pub struct TargetView {
     pub status: Option<TargetStatus>,
     /// Why it did not answer.
     pub error: Option<String>,
+    /// What an operator made of it.
+    #[serde(default)]
+    pub admin: aisle_cluster::map::AdminState,
+    /// Liveness as the gateway sees it.
+    #[serde(default)]
+    pub health: aisle_cluster::map::Health,
+    /// Last answer to a probe, Unix milliseconds.
+    #[serde(default)]
+    pub last_seen_ms: i64,
 }
 
 /// `GET /_aisle/v1/cluster`.
@@ -62,6 +71,41 @@ pub struct ClusterView {
     /// Object bytes this gateway received from clients (PUT/UploadPart bodies) since it started.
     #[serde(default)]
     pub gateway_bytes_in: u64,
+    /// Copies each bucket keeps.
+    #[serde(default)]
+    pub bucket_copies: std::collections::BTreeMap<String, u8>,
+    /// Copies new buckets get.
+    #[serde(default)]
+    pub default_copies: u8,
+    /// The current rebalance generation and whether it settled.
+    #[serde(default)]
+    pub rebalance: aisle_cluster::map::Rebalance,
+}
+
+/// Body of `PUT /_aisle/v1/bucket/<name>`: bucket properties to change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BucketPropsChange {
+    /// Copies of every object (1–3).
+    pub copies: u8,
+}
+
+/// `POST /_aisle/v1/cluster/target/<id>/<action>`: maintenance, decommission, removal.
+pub const TARGET_PREFIX: &str = "/_aisle/v1/cluster/target/";
+/// `PUT /_aisle/v1/bucket/<name>`: bucket properties ([`BucketPropsChange`]).
+pub const BUCKET_PREFIX: &str = "/_aisle/v1/bucket/";
+
+fn bad(msg: String) -> s3s::S3Error {
+    s3_error(s3s::S3ErrorCode::InvalidArgument, msg)
+}
+
+fn membership_error(e: crate::membership::MembershipError) -> s3s::S3Error {
+    use crate::membership::MembershipError as M;
+    match e {
+        M::Busy(m) => conflict(m),
+        M::Refused(m) => bad(m),
+        M::NotFound(m) => s3_error(s3s::S3ErrorCode::NoSuchKey, m),
+        M::Persist(e) => s3_error(s3s::S3ErrorCode::InternalError, e.to_string()),
+    }
 }
 
 /// Path prefix of alias buckets: `PUT|DELETE /_aisle/v1/etl/alias/<name>`.
@@ -117,6 +161,8 @@ pub struct AdminRoute {
     pub stats: Arc<Stats>,
     /// Running and finished jobs.
     pub jobs: Arc<crate::jobs::Jobs>,
+    /// Membership changes.
+    pub membership: Arc<crate::membership::Membership>,
 }
 
 fn json<T: Serialize>(v: &T) -> S3Response<Body> {
@@ -164,8 +210,6 @@ fn no_such_etl(name: &str) -> s3s::S3Error {
 
 impl AdminRoute {
     async fn init(&self, name: String, spec: EtlSpec) -> S3Result<()> {
-        use s3s::S3ErrorCode as C;
-        let bad = |m: String| s3_error(C::InvalidArgument, m);
         if spec.name != name {
             return Err(bad(format!(
                 "the spec names {:?}, the path {name:?}",
@@ -319,16 +363,23 @@ impl S3Route for AdminRoute {
         match (&req.method, req.uri.path()) {
             (&Method::GET, "/_aisle/v1/cluster") => {
                 let meta = self.meta.snapshot();
-                let views = futures::future::join_all(meta.targets.values().map(|t| async move {
-                    let (status, error) = match self.targets.status(t).await {
-                        Ok(s) => (Some(s), None),
-                        Err(e) => (None, Some(e.to_string())),
-                    };
+                let observed = self.membership.observed();
+                let views = futures::future::join_all(meta.targets.values().map(|t| async {
+                    let ask = self.targets.status(t);
+                    let (status, error) =
+                        match tokio::time::timeout(std::time::Duration::from_secs(2), ask).await {
+                            Ok(Ok(s)) => (Some(s), None),
+                            Ok(Err(e)) => (None, Some(e.to_string())),
+                            Err(_) => (None, Some("no answer within 2 s".into())),
+                        };
                     TargetView {
                         id: t.id.clone(),
                         url: t.url.clone(),
                         status,
                         error,
+                        admin: t.admin,
+                        health: t.health.clone(),
+                        last_seen_ms: observed.get(&t.id).map_or(0, |o| o.last_seen_ms),
                     }
                 }))
                 .await;
@@ -339,7 +390,44 @@ impl S3Route for AdminRoute {
                     aliases: meta.alias_views(),
                     gateway_bytes_out: self.stats.bytes_out.load(Ordering::Relaxed),
                     gateway_bytes_in: self.stats.bytes_in.load(Ordering::Relaxed),
+                    bucket_copies: meta
+                        .buckets
+                        .iter()
+                        .map(|(n, b)| (n.clone(), b.copies))
+                        .collect(),
+                    default_copies: meta.default_copies.max(1),
+                    rebalance: meta.rebalance.clone(),
                 }))
+            }
+            (&Method::POST, path) if path.starts_with(TARGET_PREFIX) => {
+                use crate::membership::TargetAction as A;
+                let rest = &path[TARGET_PREFIX.len()..];
+                let (id, action) = rest
+                    .split_once('/')
+                    .ok_or_else(|| bad("expected /cluster/target/<id>/<action>".into()))?;
+                let action = match action {
+                    "maintenance-start" => A::StartMaintenance,
+                    "maintenance-stop" => A::StopMaintenance,
+                    "decommission" => A::Decommission,
+                    "remove" => A::Remove,
+                    other => return Err(bad(format!("unknown action {other:?}"))),
+                };
+                self.membership
+                    .act(id, action)
+                    .await
+                    .map_err(membership_error)?;
+                Ok(json(&serde_json::json!({"target": id, "action": action})))
+            }
+            (&Method::PUT, path) if path.starts_with(BUCKET_PREFIX) => {
+                let name = &path[BUCKET_PREFIX.len()..];
+                let change: BucketPropsChange = json_body(req.input, 64 * 1024).await?;
+                self.membership
+                    .set_copies(name, change.copies)
+                    .await
+                    .map_err(membership_error)?;
+                Ok(json(
+                    &serde_json::json!({"bucket": name, "copies": change.copies}),
+                ))
             }
             (&Method::POST, "/_aisle/v1/jobs/shard") => {
                 let spec: crate::jobs::ShardJobSpec =
@@ -423,17 +511,13 @@ impl S3Route for AdminRoute {
                         format!("no bucket {bucket}"),
                     ));
                 }
-                let owner = self.targets.owner(bucket, key)?;
                 let members = self
                     .targets
-                    .archive_members(
-                        &owner,
-                        &aisle_cluster::proto::ObjectQuery {
-                            bucket: bucket.clone(),
-                            key: key.clone(),
-                            part: None,
-                        },
-                    )
+                    .archive_members(&aisle_cluster::proto::ObjectQuery {
+                        bucket: bucket.clone(),
+                        key: key.clone(),
+                        part: None,
+                    })
                     .await
                     .map_err(crate::s3::from_client)?;
                 Ok(json(&members))

@@ -72,9 +72,6 @@ async fn entry(
     e: &BatchEntry,
     tx: &mpsc::Sender<Chunk>,
 ) -> Result<bool, String> {
-    let owner = targets
-        .owner(&e.bucket, &e.key)
-        .map_err(|x| x.to_string())?;
     let q = ObjectQuery {
         bucket: e.bucket.clone(),
         key: e.key.clone(),
@@ -84,8 +81,8 @@ async fn entry(
         archive: e.archpath.clone().map(ArchiveSelection::Path),
         ..Default::default()
     };
-    let resp = targets
-        .read_object(&owner, &q, &opts, false)
+    let (resp, owner) = targets
+        .read(&q, &opts, false)
         .await
         .map_err(|x| x.to_string())?;
     if !resp.status().is_success() {

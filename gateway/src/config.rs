@@ -27,6 +27,53 @@ pub struct GatewayConfig {
     /// When set, the gateway writes its bound address here once it serves.
     #[serde(default)]
     pub ready_file: Option<PathBuf>,
+    /// Copies a new bucket keeps unless its creator says otherwise (1–3, capped by the number
+    /// of targets). Unset: keep what the cluster metadata says (1 for a new cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_copies: Option<u8>,
+    /// Liveness: how often the gateway probes each target, and how many missed probes in a
+    /// row mark it down.
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+/// How targets are watched ([`crate::membership`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthConfig {
+    /// Milliseconds between probes of one target.
+    #[serde(default = "probe_ms")]
+    pub probe_interval_ms: u64,
+    /// Milliseconds a probe may take.
+    #[serde(default = "probe_ms")]
+    pub probe_timeout_ms: u64,
+    /// Missed probes in a row that mark a target down.
+    #[serde(default = "misses")]
+    pub down_after_misses: u32,
+    /// Seconds a target may stay down before its copies are re-made on the others
+    /// (self-heal). A target in maintenance never goes out.
+    #[serde(default = "grace")]
+    pub heal_after_secs: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            probe_interval_ms: probe_ms(),
+            probe_timeout_ms: probe_ms(),
+            down_after_misses: misses(),
+            heal_after_secs: grace(),
+        }
+    }
+}
+
+fn probe_ms() -> u64 {
+    1000
+}
+fn misses() -> u32 {
+    2
+}
+fn grace() -> u64 {
+    60
 }
 
 fn default_region() -> String {

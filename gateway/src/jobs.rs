@@ -10,9 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use aisle_cluster::listing::{ListItem, merge_pages};
 use aisle_cluster::now_ms;
-use aisle_cluster::proto::{
-    EtlSelection, ListQuery, ObjectAttrs, ObjectQuery, ReadOptions, WriteOptions,
-};
+use aisle_cluster::proto::{EtlSelection, ListQuery, ObjectAttrs, ObjectQuery, ReadOptions};
 use aisle_shard::{END_OF_ARCHIVE, member_header, padding, wds_split};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -343,7 +341,7 @@ impl Jobs {
         };
         let out = self
             .targets
-            .owner(&spec.output_bucket, key)
+            .write_plan(&spec.output_bucket, key)
             .map_err(|e| e.to_string())?;
         let oq = ObjectQuery {
             bucket: spec.output_bucket.clone(),
@@ -352,7 +350,7 @@ impl Jobs {
         };
         let written = self
             .targets
-            .put_object(&out, &oq, &attrs, &WriteOptions::default(), upload)
+            .put_object(&out, &oq, &attrs, upload)
             .await
             .map_err(|e| {
                 failure
@@ -414,15 +412,14 @@ impl Jobs {
         opts: &ReadOptions,
         head: bool,
     ) -> Result<(http::Response<aisle_cluster::client::ReadBody>, String), String> {
-        let owner = self.targets.owner(bucket, key).map_err(|e| e.to_string())?;
         let q = ObjectQuery {
             bucket: bucket.to_string(),
             key: key.to_string(),
             part: None,
         };
-        let resp = self
+        let (resp, owner) = self
             .targets
-            .read_object(&owner, &q, opts, head)
+            .read(&q, opts, head)
             .await
             .map_err(|e| e.to_string())?;
         Ok((resp, owner.url))
@@ -469,7 +466,10 @@ impl Jobs {
                 after: after.clone(),
                 limit: 1000,
             };
-            let targets = self.targets.all();
+            let targets = self
+                .targets
+                .listing_targets(bucket)
+                .map_err(|e| e.to_string())?;
             let pages =
                 futures::future::try_join_all(targets.iter().map(|t| self.targets.list(t, &q)))
                     .await
@@ -532,7 +532,7 @@ impl Jobs {
         );
         let owner = self
             .targets
-            .owner(&spec.output_bucket, name)
+            .write_plan(&spec.output_bucket, name)
             .map_err(|e| e.to_string())?;
         let attrs = ObjectAttrs {
             content_type: Some("application/x-tar".into()),
@@ -544,11 +544,7 @@ impl Jobs {
             part: None,
         };
         let targets = self.targets.clone();
-        let put = tokio::spawn(async move {
-            targets
-                .put_object(&owner, &q, &attrs, &WriteOptions::default(), body)
-                .await
-        });
+        let put = tokio::spawn(async move { targets.put_object(&owner, &q, &attrs, body).await });
         let mut size = 0u64;
         let mut i = start;
         let mut packed = 0u64;

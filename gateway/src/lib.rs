@@ -12,6 +12,7 @@ pub mod admin;
 pub mod batch;
 pub mod config;
 pub mod jobs;
+pub mod membership;
 pub mod meta;
 pub mod proxy;
 pub mod s3;

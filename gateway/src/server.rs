@@ -71,6 +71,7 @@ impl S3Host for Hosts {
 struct Gateway {
     s3: S3Service,
     meta: Arc<MetaOwner>,
+    membership: Arc<crate::membership::Membership>,
     secret: String,
 }
 
@@ -80,6 +81,14 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
     std::fs::create_dir_all(&cfg.root).map_err(io(format!("creating {}", cfg.root.display())))?;
     let client = NodeClient::new(&cfg.cluster_secret);
     let meta = MetaOwner::load(&cfg.root, client.clone());
+    let membership =
+        crate::membership::Membership::new(meta.clone(), client.clone(), cfg.health.clone());
+    if let Some(n) = cfg.default_copies
+        && let Err(e) = membership.set_default_copies(n).await
+    {
+        tracing::error!(error = %e, "default copies not set");
+    }
+    membership.spawn_prober();
     let targets = Targets::new(client, meta.clone());
     let token_key = sha2::Sha256::digest(format!("list-token\0{}", cfg.cluster_secret)).to_vec();
     let stats = Arc::new(Stats::default());
@@ -88,6 +97,7 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
         targets: targets.clone(),
         stats: stats.clone(),
         jobs: crate::jobs::Jobs::new(targets.clone(), meta.clone()),
+        membership: membership.clone(),
     };
     let s3 = AisleS3::new(
         targets,
@@ -110,6 +120,7 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
     let gw = Arc::new(Gateway {
         s3: builder.build(),
         meta,
+        membership,
         secret: cfg.cluster_secret.clone(),
     });
     let listener = TcpListener::bind(cfg.listen)
@@ -261,7 +272,7 @@ async fn cluster_api(gw: &Gateway, req: Request<Incoming>) -> Response<s3s::Body
                     return cluster_error(StatusCode::BAD_REQUEST, "InvalidRequest", e.to_string());
                 }
             };
-            match gw.meta.join(target).await {
+            match gw.membership.join(target).await {
                 Ok(meta) => json(StatusCode::OK, &*meta),
                 Err(e) => cluster_error(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -271,6 +282,22 @@ async fn cluster_api(gw: &Gateway, req: Request<Incoming>) -> Response<s3s::Body
             }
         }
         (&Method::GET, "/_aisle/cluster/v1/meta") => json(StatusCode::OK, &*gw.meta.snapshot()),
+        (&Method::POST, proto::G_DECOMMISSION) => {
+            let id = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("id="))
+                .unwrap_or_default()
+                .to_string();
+            match gw
+                .membership
+                .act(&id, crate::membership::TargetAction::Decommission)
+                .await
+            {
+                Ok(()) => json(StatusCode::OK, &serde_json::json!({ "target": id })),
+                Err(e) => cluster_error(StatusCode::CONFLICT, "Refused", e.to_string()),
+            }
+        }
         _ => cluster_error(
             StatusCode::NOT_FOUND,
             "NotImplemented",

@@ -430,6 +430,7 @@ pub(crate) async fn read_transformed(
         attrs,
         checksums: Default::default(),
         parts: Vec::new(),
+        version: rec.meta.version,
     };
     let applied = pipeline.applied();
     let object_path = format!("{}/{}", q.bucket, q.key);

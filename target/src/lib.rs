@@ -11,6 +11,8 @@ pub mod config;
 mod etl;
 mod files;
 mod local;
+mod rebalance;
+mod replica;
 pub mod server;
 mod shards;
 pub mod store;

@@ -47,11 +47,14 @@ pub enum TargetError {
 }
 
 pub(crate) struct State {
-    id: String,
+    pub(crate) id: String,
+    /// Calls to other targets (copies, rebalance).
+    pub(crate) client: NodeClient,
+    pub(crate) rebalance: crate::rebalance::Rebalancer,
     pub(crate) store: Arc<Store>,
     pub(crate) secret: String,
-    meta: RwLock<ClusterMeta>,
-    meta_path: std::path::PathBuf,
+    pub(crate) meta: RwLock<Arc<ClusterMeta>>,
+    pub(crate) meta_path: std::path::PathBuf,
     pub(crate) etl: crate::etl::Etl,
     pub(crate) shards: crate::shards::Shards,
 }
@@ -65,7 +68,7 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
     })?;
     let store = Store::open(&cfg.root.join("index.redb"), &cfg.mountpaths)?;
     let meta_path = cfg.root.join("cluster-meta.json");
-    let meta = std::fs::read(&meta_path)
+    let meta: ClusterMeta = std::fs::read(&meta_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
@@ -86,9 +89,11 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
     let url = format!("http://{host}:{}", local.port());
     let state = Arc::new(State {
         id: cfg.id.clone(),
+        client: NodeClient::new(&cfg.cluster_secret),
+        rebalance: crate::rebalance::Rebalancer::default(),
         store,
         secret: cfg.cluster_secret.clone(),
-        meta: RwLock::new(meta),
+        meta: RwLock::new(Arc::new(meta)),
         meta_path,
         etl: crate::etl::Etl::new(
             &cfg.mountpaths[0].join("etl-cache"),
@@ -100,6 +105,8 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
     {
         let meta = state.meta.read().expect("meta lock").clone();
         state.etl.reconcile(&meta.etls);
+        // A rebalance this target had not finished before it stopped resumes now.
+        crate::rebalance::on_meta(&state, &meta);
     }
     let local = bind_local_sockets(&cfg.root);
     tracing::info!(id = %cfg.id, %url, local = ?local.as_ref().map(|(_, _, s)| &s.path), "target listening");
@@ -107,9 +114,8 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
         state.clone(),
         cfg.gateway_url.clone(),
         TargetInfo {
-            id: cfg.id.clone(),
-            url,
             local: local.as_ref().map(|(_, _, s)| s.clone()),
+            ..TargetInfo::new(cfg.id.clone(), url)
         },
     ));
     if let Some((unix, fds, _)) = local {
@@ -152,11 +158,11 @@ fn bind_local_sockets(root: &std::path::Path) -> Option<LocalListeners> {
 
 /// Register with the gateway until it answers; the answer is the current cluster metadata.
 async fn join_loop(state: Arc<State>, gateway: String, me: TargetInfo) {
-    let client = NodeClient::new(&state.secret);
     let url = format!("{gateway}{}", proto::G_JOIN);
     let mut delay = Duration::from_millis(50);
     loop {
-        match client
+        match state
+            .client
             .json::<_, ClusterMeta>(Method::POST, &url, Some(&me))
             .await
         {
@@ -174,18 +180,23 @@ async fn join_loop(state: Arc<State>, gateway: String, me: TargetInfo) {
     }
 }
 
-fn install_meta(state: &State, meta: ClusterMeta) {
-    let mut cur = state.meta.write().expect("meta lock");
-    if meta.version >= cur.version {
+fn install_meta(state: &Arc<State>, meta: ClusterMeta) {
+    let meta = Arc::new(meta);
+    {
+        let mut cur = state.meta.write().expect("meta lock");
+        if meta.version < cur.version {
+            return;
+        }
         if let Err(e) = std::fs::write(
             &state.meta_path,
-            serde_json::to_vec(&meta).expect("meta serializes"),
+            serde_json::to_vec(&*meta).expect("meta serializes"),
         ) {
             tracing::warn!(error = %e, "could not persist cluster metadata");
         }
         state.etl.reconcile(&meta.etls);
-        *cur = meta;
+        *cur = meta.clone();
     }
+    crate::rebalance::on_meta(state, &meta);
 }
 
 pub(crate) fn full_body(b: impl Into<Bytes>) -> RespBody {
@@ -308,6 +319,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
         (Method::GET, proto::T_MPU_UPLOADS) => list_uploads(&state, req).await,
         (Method::DELETE, proto::T_BUCKET) => drop_bucket(&state, req).await,
         (Method::PUT, proto::T_META) => put_meta(&state, req).await,
+        (Method::PUT, proto::T_REPLICA) => crate::replica::receive(&state, req).await,
+        (Method::POST, proto::T_REPLICA_CHECK) => crate::replica::answer_check(&state, req).await,
         (Method::GET, proto::T_STATUS) => status(&state, req).await,
         (Method::GET, proto::T_ARCHIVE) => archive_list(&state, req).await,
         (Method::PUT, proto::T_ARCHIVE_APPEND) => crate::shards::append(&state, req).await,
@@ -415,7 +428,7 @@ pub(crate) async fn check_put(
     Ok(())
 }
 
-/// Publish a received, fsynced put.
+/// Publish a received, fsynced put, then make its other copies durable.
 pub(crate) async fn publish_put(
     state: &State,
     q: ObjectQuery,
@@ -425,8 +438,17 @@ pub(crate) async fn publish_put(
     commit: Commit,
 ) -> Result<proto::ObjectMeta, ApiError> {
     let store = state.store.clone();
-    blocking(move || store.publish_object(&q.bucket, &q.key, temp, &commit, attrs, opts.if_absent))
-        .await
+    let (b, k, if_absent, version) = (
+        q.bucket.clone(),
+        q.key.clone(),
+        opts.if_absent,
+        opts.version,
+    );
+    let meta =
+        blocking(move || store.publish_object(&b, &k, temp, &commit, attrs, if_absent, version))
+            .await?;
+    crate::replica::make_copies(state, &q.bucket, &q.key, &opts).await?;
+    Ok(meta)
 }
 
 /// Byte span `[start, end)` of the object (or of one of its parts) to send.
@@ -502,6 +524,16 @@ async fn get_object(
     }
 }
 
+/// A key this target does not hold: `NoSuchKey`, or `NoSuchKeyDeleted` when it holds a
+/// tombstone (the gateway then looks no further: no other copy may bring it back).
+fn missing(state: &State, q: &ObjectQuery) -> ApiError {
+    match state.store.have(&q.bucket, &q.key) {
+        Ok(h) if h.deleted => api_err(404, "NoSuchKeyDeleted", "the key was deleted"),
+        Ok(_) => StoreError::NoSuchKey.into(),
+        Err(e) => e.into(),
+    }
+}
+
 /// How a GET or HEAD is answered, whichever way it arrived (HTTP, or a same-host descriptor
 /// call, [`crate::local`]).
 pub(crate) enum ReadAnswer {
@@ -527,7 +559,11 @@ pub(crate) async fn answer_read(
 ) -> Result<ReadAnswer, ApiError> {
     // A point read of the index is a few microseconds against the page cache: made here, on
     // the async worker, instead of paying two thread hand-offs to the blocking pool.
-    let rec = state.store.get(&q.bucket, &q.key)?;
+    let rec = match state.store.get(&q.bucket, &q.key) {
+        Ok(rec) => rec,
+        Err(StoreError::NoSuchKey) => return Err(missing(state, q)),
+        Err(e) => return Err(e.into()),
+    };
     if let Some(sel) = &opts.etl {
         return crate::etl::read_transformed(state, rec, q, sel, opts, with_body, may_stream).await;
     }
@@ -630,9 +666,9 @@ async fn archive_list(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp
 }
 
 async fn delete_object(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let q: ObjectQuery = query(&req)?;
+    let q: proto::DeleteQuery = query(&req)?;
     let store = state.store.clone();
-    blocking(move || store.delete(&q.bucket, &q.key)).await?;
+    blocking(move || store.delete(&q.bucket, &q.key, q.version, q.tombstone)).await?;
     Ok(Response::builder()
         .status(StatusCode::NO_CONTENT)
         .body(full_body(Bytes::new()))
@@ -707,7 +743,9 @@ pub(crate) async fn publish_part(
     blocking(move || store.publish_part(&q.bucket, &q.key, &id, number, temp, &commit)).await
 }
 
-async fn read_json_body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+pub(crate) async fn read_json_body<T: DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, ApiError> {
     const MAX: usize = 4 * 1024 * 1024;
     let limited = http_body_util::Limited::new(req.into_body(), MAX);
     let bytes = limited
@@ -723,7 +761,10 @@ async fn complete(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Ap
     let id = upload_id(&q)?;
     let body: CompleteRequest = read_json_body(req).await?;
     let store = state.store.clone();
-    let meta = blocking(move || store.complete(&q.bucket, &q.key, &id, &body)).await?;
+    let write = body.write.clone();
+    let (b, k) = (q.bucket.clone(), q.key.clone());
+    let meta = blocking(move || store.complete(&b, &k, &id, &body)).await?;
+    crate::replica::make_copies(state, &q.bucket, &q.key, &write).await?;
     Ok(json_resp(StatusCode::OK, &meta))
 }
 
@@ -776,6 +817,7 @@ async fn status(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiE
                 .map(|p| p.display().to_string())
                 .collect(),
             meta_version: state.meta.read().expect("meta lock").version,
+            rebalance: state.rebalance.report(),
         },
     ))
 }

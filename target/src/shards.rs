@@ -218,6 +218,7 @@ fn member_meta(rec: &StoredObject, name: &str, size: u64, content_type: &str) ->
         },
         checksums: Default::default(),
         parts: Vec::new(),
+        version: rec.meta.version,
     }
 }
 
@@ -432,6 +433,7 @@ pub(crate) async fn append(
 ) -> Result<Resp, ApiError> {
     use crate::server::{blocking as store_blocking, json_resp, query, receive_framed};
     let q: proto::AppendQuery = query(&req)?;
+    let opts: proto::WriteOptions = crate::server::header_json(req.headers(), proto::WRITE_HEADER)?;
     let header = aisle_shard::member_header(&q.archpath, q.size)?;
     let _guard = state.shards.append_locks[stripe(&q.bucket, &q.key)]
         .lock()
@@ -450,7 +452,7 @@ pub(crate) async fn append(
             let (format, list) = members(state, rec, &q.key).await?;
             if format != Format::Tar {
                 drop(list);
-                return rewrite_append(state, req, q, rec.clone(), format).await;
+                return rewrite_append(state, req, q, opts, rec.clone(), format).await;
             }
             if list.iter().any(|m| m.name == q.archpath) {
                 return Err(api_err(
@@ -519,12 +521,14 @@ pub(crate) async fn append(
             }),
         checksums: Default::default(),
         parts: Vec::new(),
+        version: opts.version,
     };
     let store = state.store.clone();
     let (b, k) = (q.bucket.clone(), q.key.clone());
     let meta =
         store_blocking(move || store.publish_append(&b, &k, old_etag.as_deref(), kept, temp, meta))
             .await?;
+    crate::replica::make_copies(state, &q.bucket, &q.key, &opts).await?;
     Ok(json_resp(StatusCode::OK, &meta))
 }
 
@@ -558,6 +562,7 @@ async fn rewrite_append(
     state: &Arc<State>,
     req: http::Request<hyper::body::Incoming>,
     q: proto::AppendQuery,
+    opts: proto::WriteOptions,
     rec: StoredObject,
     format: Format,
 ) -> Result<Resp, ApiError> {
@@ -679,11 +684,13 @@ async fn rewrite_append(
         attrs: rec.meta.attrs.clone(),
         checksums: Default::default(),
         parts: Vec::new(),
+        version: opts.version,
     };
     let store = state.store.clone();
     let (b, k, old) = (q.bucket.clone(), q.key.clone(), rec.meta.etag.clone());
     let meta =
         store_blocking(move || store.publish_append(&b, &k, Some(&old), Vec::new(), out, meta))
             .await?;
+    crate::replica::make_copies(state, &q.bucket, &q.key, &opts).await?;
     Ok(json_resp(StatusCode::OK, &meta))
 }

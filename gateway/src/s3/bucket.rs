@@ -63,7 +63,13 @@ pub(super) async fn create_bucket(
                     format!("you already own the bucket {name}"),
                 ));
             }
-            m.buckets.insert(name.clone(), BucketProps { created_ms });
+            m.buckets.insert(
+                name.clone(),
+                BucketProps {
+                    created_ms,
+                    copies: m.new_bucket_copies(),
+                },
+            );
             Ok((true, ()))
         })
         .await?;
@@ -110,7 +116,7 @@ pub(super) async fn delete_bucket(
         after: None,
         limit: 1,
     };
-    let targets = s3.targets.all();
+    let targets = s3.targets.listing_targets(&name)?;
     let pages = futures::future::try_join_all(targets.iter().map(|t| s3.targets.list(t, &q)))
         .await
         .map_err(from_client)?;

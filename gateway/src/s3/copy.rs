@@ -1,7 +1,7 @@
 //! CopyObject: read the source from its owner, stream it through the upload verifier (which
 //! computes the new ETag and checksum) to the destination's owner.
 
-use aisle_cluster::proto::{ObjectQuery, WriteOptions};
+use aisle_cluster::proto::ObjectQuery;
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
 
@@ -130,7 +130,7 @@ pub(super) async fn copy_object(
     };
     let blob = StreamingBlob::wrap(aisle_cluster::client::data_stream(src.body));
     let (body, failure) = verified_body(blob, expect);
-    let target = s3.targets.owner(&input.bucket, &input.key)?;
+    let plan = s3.targets.write_plan(&input.bucket, &input.key)?;
     let q = ObjectQuery {
         bucket: input.bucket.clone(),
         key: input.key.clone(),
@@ -138,7 +138,7 @@ pub(super) async fn copy_object(
     };
     let meta = s3
         .targets
-        .put_object(&target, &q, &attrs, &WriteOptions::default(), body)
+        .put_object(&plan, &q, &attrs, body)
         .await
         .map_err(|e| failure.take().unwrap_or_else(|| from_client(e)))?;
     let c = &meta.checksums;

@@ -1,6 +1,5 @@
 //! DeleteObject and DeleteObjects.
 
-use aisle_cluster::proto::ObjectQuery;
 use futures::StreamExt;
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
@@ -13,16 +12,7 @@ pub const MAX_DELETE_KEYS: usize = 1000;
 
 async fn delete_one(s3: &AisleS3, bucket: &str, key: &str) -> S3Result<()> {
     check_key(key)?;
-    let target = s3.targets.owner(bucket, key)?;
-    let q = ObjectQuery {
-        bucket: bucket.into(),
-        key: key.into(),
-        part: None,
-    };
-    s3.targets
-        .delete_object(&target, &q)
-        .await
-        .map_err(from_client)
+    s3.targets.delete(bucket, key).await.map_err(from_client)
 }
 
 pub(super) async fn delete_object(

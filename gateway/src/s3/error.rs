@@ -31,10 +31,11 @@ pub fn from_client(e: ClientError) -> S3Error {
         }
         ClientError::Transport { url, source } => {
             tracing::warn!(%url, error = %source, "target unreachable");
-            S3Error::with_message(
-                S3ErrorCode::ServiceUnavailable,
-                "the storage target that owns this object is unreachable; retry shortly",
-            )
+            slow_down("the storage target that holds this object is unreachable; retry shortly")
+        }
+        ClientError::Down { url } => {
+            tracing::warn!(%url, "target down");
+            slow_down("the storage target that holds this object is down; retry shortly")
         }
         ClientError::Body { url, message } => {
             tracing::error!(%url, %message, "bad answer from a target");
@@ -46,12 +47,22 @@ pub fn from_client(e: ClientError) -> S3Error {
     }
 }
 
+/// 503 SlowDown with Retry-After: S3 clients back off and retry.
+fn slow_down(message: &str) -> S3Error {
+    let mut err = S3Error::with_message(S3ErrorCode::SlowDown, message.to_string());
+    err.set_status_code(http::StatusCode::SERVICE_UNAVAILABLE);
+    let mut h = http::HeaderMap::new();
+    h.insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    err.set_headers(h);
+    err
+}
+
 impl From<NoTargets> for S3Error {
-    fn from(_: NoTargets) -> Self {
-        S3Error::with_message(
-            S3ErrorCode::ServiceUnavailable,
-            "no storage target has joined the cluster yet; retry shortly",
-        )
+    fn from(e: NoTargets) -> Self {
+        slow_down(&e.to_string())
     }
 }
 

@@ -51,7 +51,7 @@ pub(super) fn range_spec(range: Option<&Range>) -> Option<String> {
     })
 }
 
-/// Read `(bucket, key)` from its owner: a range, a part, or all of it, maybe transformed.
+/// Read `(bucket, key)` from a target that holds it: a range, a part, or all of it, maybe transformed.
 pub(super) async fn read(
     s3: &AisleS3,
     bucket: &str,
@@ -83,15 +83,14 @@ pub(super) async fn read(
             ));
         }
     };
-    let target = s3.targets.owner(bucket, key)?;
     let q = ObjectQuery {
         bucket: bucket.into(),
         key: key.into(),
         part,
     };
-    let resp = s3
+    let (resp, target) = s3
         .targets
-        .read_object(&target, &q, &opts, head)
+        .read(&q, &opts, head)
         .await
         .map_err(from_client)?;
     match resp.status() {

@@ -97,9 +97,9 @@ async fn merged_page(
         after,
         limit,
     };
-    let targets = s3.targets.all();
+    let targets = s3.targets.listing_targets(bucket)?;
     if targets.is_empty() {
-        return Err(crate::proxy::NoTargets.into());
+        return Err(crate::proxy::NoTargets::None.into());
     }
     let pages = futures::future::try_join_all(targets.iter().map(|t| s3.targets.list(t, &q)))
         .await

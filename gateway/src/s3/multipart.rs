@@ -58,7 +58,7 @@ pub(super) async fn create(
         ));
     }
     let attrs = attrs_of!(input)?;
-    let target = s3.targets.owner(&input.bucket, &input.key)?;
+    let target = s3.targets.upload_owner(&input.bucket, &input.key)?;
     let id = s3
         .targets
         .create_upload(
@@ -194,7 +194,7 @@ async fn store_part(
     blob: StreamingBlob,
     expect: Expect,
 ) -> S3Result<PartInfo> {
-    let target = s3.targets.owner(bucket, key)?;
+    let target = s3.targets.upload_owner(bucket, key)?;
     let (body, failure) = verified_body(blob, expect);
     let q = upload_query(bucket, key, Some(upload_id), Some(number));
     s3.targets
@@ -205,7 +205,7 @@ async fn store_part(
 
 /// All parts of an upload, in order.
 async fn all_parts(s3: &AisleS3, bucket: &str, key: &str, id: &str) -> S3Result<Vec<PartInfo>> {
-    let target = s3.targets.owner(bucket, key)?;
+    let target = s3.targets.upload_owner(bucket, key)?;
     let q = PartsQuery {
         bucket: bucket.into(),
         key: key.into(),
@@ -323,6 +323,8 @@ pub(super) async fn complete(
             ),
         ));
     }
+    // The upload lives on the first of the write set; the others get the object's copies.
+    let plan = s3.targets.write_plan(&input.bucket, &input.key)?;
     let body = CompleteRequest {
         parts: chosen
             .iter()
@@ -333,12 +335,12 @@ pub(super) async fn complete(
             .collect(),
         etag: multipart_etag(&chosen),
         checksums: composite_checksum(&chosen),
+        write: plan.opts,
     };
-    let target = s3.targets.owner(&input.bucket, &input.key)?;
     let q = upload_query(&input.bucket, &input.key, Some(&input.upload_id), None);
     let meta = s3
         .targets
-        .complete(&target, &q, &body)
+        .complete(&plan.target, &q, &body)
         .await
         .map_err(from_client)?;
     let c = &meta.checksums;
@@ -363,7 +365,7 @@ pub(super) async fn abort(
     let input = req.input;
     s3.check_bucket(&input.bucket)?;
     check_key(&input.key)?;
-    let target = s3.targets.owner(&input.bucket, &input.key)?;
+    let target = s3.targets.upload_owner(&input.bucket, &input.key)?;
     let q = upload_query(&input.bucket, &input.key, Some(&input.upload_id), None);
     s3.targets.abort(&target, &q).await.map_err(from_client)?;
     Ok(S3Response::new(AbortMultipartUploadOutput::default()))
@@ -378,7 +380,7 @@ pub(super) async fn list_parts(
     check_key(&input.key)?;
     let max = input.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
     let marker = input.part_number_marker.unwrap_or(0).max(0) as u32;
-    let target = s3.targets.owner(&input.bucket, &input.key)?;
+    let target = s3.targets.upload_owner(&input.bucket, &input.key)?;
     let q = PartsQuery {
         bucket: input.bucket.clone(),
         key: input.key.clone(),

@@ -1,6 +1,6 @@
 //! PutObject: stream the verified body to the owning target.
 
-use aisle_cluster::proto::{ObjectQuery, WriteOptions};
+use aisle_cluster::proto::ObjectQuery;
 use bytes::Bytes;
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
@@ -69,7 +69,8 @@ pub(super) async fn put_object(
     let declared = check_declared_len(input.content_length, MAX_PUT_SIZE)?;
     let attrs = attrs_of!(input)?;
     let (expect, algo) = upload_expect!(input, headers, trailing_headers, declared);
-    let target = s3.targets.owner(&input.bucket, &input.key)?;
+    let mut plan = s3.targets.write_plan(&input.bucket, &input.key)?;
+    plan.opts.if_absent = if_absent;
     let (body, failure) = verified_body(input.body.unwrap_or_else(empty_blob), expect);
     if let Some(archpath) = append {
         let size = declared.ok_or_else(|| {
@@ -86,7 +87,7 @@ pub(super) async fn put_object(
         };
         let meta = s3
             .targets
-            .append_member(&target, &q, body)
+            .append_member(&plan, &q, body)
             .await
             .map_err(|e| failure.take().unwrap_or_else(|| from_client(e)))?;
         return Ok(S3Response::new(PutObjectOutput {
@@ -101,7 +102,7 @@ pub(super) async fn put_object(
     };
     let meta = s3
         .targets
-        .put_object(&target, &q, &attrs, &WriteOptions { if_absent }, body)
+        .put_object(&plan, &q, &attrs, body)
         .await
         .map_err(|e| failure.take().unwrap_or_else(|| from_client(e)))?;
     s3.stats

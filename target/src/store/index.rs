@@ -10,14 +10,46 @@ use std::path::Path;
 use aisle_cluster::listing::{
     ListItem, ListPage, ObjectEntry, Start, common_prefix, prefix_successor, resume_start,
 };
-use aisle_cluster::proto::{CompleteRequest, ListQuery, ObjectMeta};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use aisle_cluster::proto::{CompleteRequest, Have, ListQuery, ObjectMeta};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{Segment, StoreError, StoredObject, StoredPart, UploadRecord, now_ms};
 
 const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
 const PARTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("parts");
+/// Deleted keys this target holds (`bucket 0x00 key` → the deletion's version), so a stale
+/// copy coming back after an outage is deleted instead of restored.
+const TOMBSTONES: TableDefinition<&[u8], u64> = TableDefinition::new("tombstones");
+
+/// When a put may replace what is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PutRule {
+    /// A client write: always (its stamp is the newest).
+    Always,
+    /// `If-None-Match: *`: only when no object is there.
+    IfAbsent,
+    /// A pushed copy: only when newer than the object or tombstone held.
+    IfNewer,
+}
+
+/// One record met by a walk over the index.
+#[derive(Debug, Clone)]
+pub(crate) struct WalkEntry {
+    /// Index key (`bucket 0x00 key`), to resume after.
+    pub raw: Vec<u8>,
+    pub bucket: String,
+    pub key: String,
+    pub have: Have,
+}
+
+fn split_key(raw: &[u8]) -> Option<(String, String)> {
+    let i = raw.iter().position(|b| *b == 0)?;
+    Some((
+        String::from_utf8(raw[..i].to_vec()).ok()?,
+        String::from_utf8(raw[i + 1..].to_vec()).ok()?,
+    ))
+}
 
 pub(super) struct Index {
     db: Database,
@@ -52,6 +84,7 @@ impl Index {
         txn.open_table(OBJECTS)?;
         txn.open_table(UPLOADS)?;
         txn.open_table(PARTS)?;
+        txn.open_table(TOMBSTONES)?;
         txn.commit()?;
         Ok(Index { db })
     }
@@ -61,21 +94,184 @@ impl Index {
         bucket: &str,
         key: &str,
         rec: &StoredObject,
-        if_absent: bool,
+        rule: PutRule,
     ) -> Result<Option<StoredObject>, StoreError> {
         let k = object_key(bucket, key);
         let txn = self.db.begin_write()?;
         let old = {
             let mut t = txn.open_table(OBJECTS)?;
+            let mut tombs = txn.open_table(TOMBSTONES)?;
             let old = decode::<StoredObject>(t.get(k.as_slice())?)?;
-            if if_absent && old.is_some() {
-                return Err(StoreError::PreconditionFailed);
+            match rule {
+                PutRule::Always => {}
+                PutRule::IfAbsent if old.is_some() => return Err(StoreError::PreconditionFailed),
+                PutRule::IfAbsent => {}
+                PutRule::IfNewer => {
+                    let tomb = tombs.get(k.as_slice())?.map(|v| v.value());
+                    let have = match (&old, tomb) {
+                        (_, Some(v)) if v >= rec.meta.version => Some(Have {
+                            version: v,
+                            deleted: true,
+                        }),
+                        (Some(o), _) if o.meta.version >= rec.meta.version => Some(Have {
+                            version: o.meta.version,
+                            deleted: false,
+                        }),
+                        _ => None,
+                    };
+                    if let Some(have) = have {
+                        return Err(StoreError::Stale(have));
+                    }
+                }
             }
             t.insert(k.as_slice(), encode(rec).as_slice())?;
+            tombs.remove(k.as_slice())?;
             old
         };
         txn.commit()?;
         Ok(old)
+    }
+
+    /// What this target holds of `(bucket, key)`: the newer of its object and its tombstone.
+    pub(super) fn have(&self, bucket: &str, key: &str) -> Result<Have, StoreError> {
+        let k = object_key(bucket, key);
+        let txn = self.db.begin_read()?;
+        let obj = decode::<StoredObject>(txn.open_table(OBJECTS)?.get(k.as_slice())?)?;
+        let tomb = txn
+            .open_table(TOMBSTONES)?
+            .get(k.as_slice())?
+            .map(|v| v.value());
+        Ok(match (obj, tomb) {
+            (Some(o), t) if t.is_none_or(|t| o.meta.version > t) => Have {
+                version: o.meta.version,
+                deleted: false,
+            },
+            (_, Some(t)) => Have {
+                version: t,
+                deleted: true,
+            },
+            _ => Have::default(),
+        })
+    }
+
+    /// Delete the object unless it is newer than `version`; with `tombstone`, remember the
+    /// deletion. Returns the removed record.
+    pub(super) fn delete_versioned(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: u64,
+        tombstone: bool,
+    ) -> Result<Option<StoredObject>, StoreError> {
+        let k = object_key(bucket, key);
+        let txn = self.db.begin_write()?;
+        let old = {
+            let mut t = txn.open_table(OBJECTS)?;
+            let cur = decode::<StoredObject>(t.get(k.as_slice())?)?;
+            let old = match cur {
+                Some(o) if o.meta.version > version => None,
+                Some(_) => decode::<StoredObject>(t.remove(k.as_slice())?)?,
+                None => None,
+            };
+            if tombstone {
+                let mut tombs = txn.open_table(TOMBSTONES)?;
+                let prev = tombs.get(k.as_slice())?.map(|v| v.value()).unwrap_or(0);
+                let still_there = t.get(k.as_slice())?.is_some();
+                if !still_there {
+                    tombs.insert(k.as_slice(), prev.max(version))?;
+                }
+            }
+            old
+        };
+        txn.commit()?;
+        Ok(old)
+    }
+
+    /// Remove this target's object or tombstone of `(bucket, key)` if it is still exactly
+    /// `have` (a newer write since leaves it be). Returns the removed object record.
+    pub(super) fn remove_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        have: Have,
+    ) -> Result<Option<StoredObject>, StoreError> {
+        let k = object_key(bucket, key);
+        let txn = self.db.begin_write()?;
+        let old = if have.deleted {
+            let mut tombs = txn.open_table(TOMBSTONES)?;
+            if tombs.get(k.as_slice())?.map(|v| v.value()) == Some(have.version) {
+                tombs.remove(k.as_slice())?;
+            }
+            None
+        } else {
+            let mut t = txn.open_table(OBJECTS)?;
+            let cur = decode::<StoredObject>(t.get(k.as_slice())?)?;
+            match cur {
+                Some(o) if o.meta.version == have.version => {
+                    t.remove(k.as_slice())?;
+                    Some(o)
+                }
+                _ => None,
+            }
+        };
+        txn.commit()?;
+        Ok(old)
+    }
+
+    /// Up to `limit` records after `after` (objects, or tombstones), in index order.
+    pub(super) fn walk(
+        &self,
+        tombstones: bool,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<WalkEntry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let range = (
+            after.map_or(Bound::Unbounded, Bound::Excluded),
+            Bound::<&[u8]>::Unbounded,
+        );
+        let mut out = Vec::new();
+        if tombstones {
+            let t = txn.open_table(TOMBSTONES)?;
+            for entry in t.range::<&[u8]>(range)?.take(limit) {
+                let (k, v) = entry?;
+                if let Some((bucket, key)) = split_key(k.value()) {
+                    out.push(WalkEntry {
+                        raw: k.value().to_vec(),
+                        bucket,
+                        key,
+                        have: Have {
+                            version: v.value(),
+                            deleted: true,
+                        },
+                    });
+                }
+            }
+        } else {
+            let t = txn.open_table(OBJECTS)?;
+            for entry in t.range::<&[u8]>(range)?.take(limit) {
+                let (k, v) = entry?;
+                let rec: StoredObject = serde_json::from_slice(v.value())?;
+                if let Some((bucket, key)) = split_key(k.value()) {
+                    out.push(WalkEntry {
+                        raw: k.value().to_vec(),
+                        bucket,
+                        key,
+                        have: Have {
+                            version: rec.meta.version,
+                            deleted: false,
+                        },
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records held: objects and tombstones.
+    pub(super) fn record_count(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(OBJECTS)?.len()? + txn.open_table(TOMBSTONES)?.len()?)
     }
 
     /// Replace the record only if the current one has `expected_etag` (None: absent).
@@ -109,21 +305,6 @@ impl Index {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(OBJECTS)?;
         decode(t.get(object_key(bucket, key).as_slice())?)
-    }
-
-    pub(super) fn delete_object(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> Result<Option<StoredObject>, StoreError> {
-        let k = object_key(bucket, key);
-        let txn = self.db.begin_write()?;
-        let old = {
-            let mut t = txn.open_table(OBJECTS)?;
-            decode::<StoredObject>(t.remove(k.as_slice())?)?
-        };
-        txn.commit()?;
-        Ok(old)
     }
 
     pub(super) fn list(&self, q: &ListQuery) -> Result<ListPage, StoreError> {
@@ -342,6 +523,7 @@ impl Index {
                 attrs: upload.attrs,
                 checksums: req.checksums.clone(),
                 parts: sizes,
+                version: req.write.version,
             };
             let rec = StoredObject {
                 meta: meta.clone(),
@@ -352,6 +534,7 @@ impl Index {
             let k = object_key(bucket, key);
             let old =
                 decode::<StoredObject>(objects.insert(k.as_slice(), encode(&rec).as_slice())?)?;
+            txn.open_table(TOMBSTONES)?.remove(k.as_slice())?;
             (meta, unused, old)
         };
         txn.commit()?;

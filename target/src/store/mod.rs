@@ -16,10 +16,13 @@ use std::sync::Arc;
 
 use aisle_cluster::listing::ListPage;
 use aisle_cluster::proto::{
-    Commit, CompleteRequest, ListQuery, ObjectAttrs, ObjectMeta, PartInfo, PartsPage, UploadInfo,
+    Commit, CompleteRequest, Have, ListQuery, ObjectAttrs, ObjectMeta, PartInfo, PartsPage,
+    UploadInfo,
 };
 use serde::{Deserialize, Serialize};
 
+use index::PutRule;
+pub(crate) use index::WalkEntry;
 pub use layout::TempFile;
 
 /// Where one piece of an object's bytes lives.
@@ -97,6 +100,9 @@ pub enum StoreError {
     /// The request is malformed.
     #[error("{0}")]
     Invalid(String),
+    /// A pushed copy is not newer than what this target holds.
+    #[error("this target holds version {} (deleted: {}) already", .0.version, .0.deleted)]
+    Stale(Have),
 }
 
 impl StoreError {
@@ -111,6 +117,7 @@ impl StoreError {
             StoreError::InvalidPart(_) => (400, "InvalidPart"),
             StoreError::PreconditionFailed => (412, "PreconditionFailed"),
             StoreError::Invalid(_) => (400, "InvalidArgument"),
+            StoreError::Stale(_) => (409, "Stale"),
         }
     }
 
@@ -223,7 +230,9 @@ impl Store {
         }
     }
 
-    /// Publish a fully written, fsynced staged file as `(bucket, key)`. Blocking.
+    /// Publish a fully written, fsynced staged file as `(bucket, key)`, a client's write
+    /// stamped `version`. Blocking.
+    #[allow(clippy::too_many_arguments)]
     pub fn publish_object(
         &self,
         bucket: &str,
@@ -232,8 +241,8 @@ impl Store {
         commit: &Commit,
         attrs: ObjectAttrs,
         if_absent: bool,
+        version: u64,
     ) -> Result<ObjectMeta, StoreError> {
-        let seg = self.install(temp, commit.size)?;
         let meta = ObjectMeta {
             size: commit.size,
             etag: commit.md5.clone(),
@@ -241,12 +250,42 @@ impl Store {
             attrs,
             checksums: commit.checksums.clone(),
             parts: Vec::new(),
+            version,
         };
+        let rule = if if_absent {
+            PutRule::IfAbsent
+        } else {
+            PutRule::Always
+        };
+        self.publish_file(bucket, key, temp, meta, rule)
+    }
+
+    /// Publish a copy pushed by another target (its metadata as the sender holds it) when it
+    /// is newer than what is here; otherwise [`StoreError::Stale`]. Blocking.
+    pub fn publish_copy(
+        &self,
+        bucket: &str,
+        key: &str,
+        temp: TempFile,
+        meta: ObjectMeta,
+    ) -> Result<ObjectMeta, StoreError> {
+        self.publish_file(bucket, key, temp, meta, PutRule::IfNewer)
+    }
+
+    fn publish_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        temp: TempFile,
+        meta: ObjectMeta,
+        rule: PutRule,
+    ) -> Result<ObjectMeta, StoreError> {
+        let seg = self.install(temp, meta.size)?;
         let rec = StoredObject {
             meta: meta.clone(),
             segments: vec![seg.clone()],
         };
-        match self.index.put_object(bucket, key, &rec, if_absent) {
+        match self.index.put_object(bucket, key, &rec, rule) {
             Ok(old) => {
                 if let Some(old) = old {
                     self.remove_segments(&old.segments);
@@ -312,12 +351,53 @@ impl Store {
             .ok_or(StoreError::NoSuchKey)
     }
 
-    /// Delete `(bucket, key)`; deleting a missing key succeeds. Blocking.
-    pub fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
-        if let Some(old) = self.index.delete_object(bucket, key)? {
+    /// Delete `(bucket, key)` unless the copy here is newer than `version`; with
+    /// `tombstone`, remember the deletion. Deleting a missing key succeeds. Blocking.
+    pub fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: u64,
+        tombstone: bool,
+    ) -> Result<(), StoreError> {
+        if let Some(old) = self
+            .index
+            .delete_versioned(bucket, key, version, tombstone)?
+        {
             self.remove_segments(&old.segments);
         }
         Ok(())
+    }
+
+    /// What this target holds of `(bucket, key)`.
+    pub fn have(&self, bucket: &str, key: &str) -> Result<Have, StoreError> {
+        self.index.have(bucket, key)
+    }
+
+    /// Remove the local object or tombstone if it is still exactly `have`. Blocking.
+    pub fn remove_if(&self, bucket: &str, key: &str, have: Have) -> Result<bool, StoreError> {
+        Ok(match self.index.remove_if(bucket, key, have)? {
+            Some(old) => {
+                self.remove_segments(&old.segments);
+                true
+            }
+            None => have.deleted,
+        })
+    }
+
+    /// Up to `limit` records after `after` — objects, or with `tombstones` the deletions kept.
+    pub(crate) fn walk(
+        &self,
+        tombstones: bool,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<WalkEntry>, StoreError> {
+        self.index.walk(tombstones, after, limit)
+    }
+
+    /// Objects and tombstones held.
+    pub fn record_count(&self) -> Result<u64, StoreError> {
+        self.index.record_count()
     }
 
     /// One page of a listing.

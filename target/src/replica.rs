@@ -1,0 +1,271 @@
+//! Copies of objects on other targets: pushing one (after a client's write, and in a
+//! rebalance), receiving one, and telling a peer what this target holds.
+//!
+//! A copy travels with the metadata the sender holds, version included. The receiver stages
+//! and fsyncs it, re-reads what it wrote to check it against the object's ETag (so a corrupt
+//! source copy never spreads), and publishes it only if it is newer than the object or
+//! tombstone it holds. Deletions travel as tombstones (a versioned DELETE).
+
+use std::io::Read;
+use std::sync::Arc;
+
+use aisle_cluster::client::{self, BoxError, ClientError, ReqBody, read_json};
+use aisle_cluster::proto::{
+    self, COMMIT_TRAILER, Commit, DeleteQuery, Have, META_HEADER, ObjectMeta, ObjectQuery,
+    WriteOptions,
+};
+use futures::StreamExt;
+use http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+
+use crate::server::{
+    ApiError, Resp, State, api_err, blocking, header_json, json_resp, query, receive_body,
+    store_error,
+};
+use crate::store::{StoreError, StoredObject};
+
+/// Make the other copies a client's write names durable before it is acknowledged: push the
+/// object just published to each of `opts.replicas`. A copy that cannot be made fails the
+/// write (503): the client retries, and the copy published here is harmless (it is the newest
+/// version, and the rebalance completes its copies).
+pub(crate) async fn make_copies(
+    state: &State,
+    bucket: &str,
+    key: &str,
+    opts: &WriteOptions,
+) -> Result<(), ApiError> {
+    let pushes = opts
+        .replicas
+        .iter()
+        .map(|peer| push(state, bucket, key, peer));
+    for (peer, r) in opts
+        .replicas
+        .iter()
+        .zip(futures::future::join_all(pushes).await)
+    {
+        if let Err(e) = r {
+            tracing::warn!(%peer, %bucket, %key, error = %e, "a copy could not be made");
+            return Err(api_err(
+                503,
+                "SlowDown",
+                format!("a copy of the object could not be made on {peer}: {e}; retry"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Failure to push a copy.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PushError {
+    /// The local record or its files.
+    #[error("{0}")]
+    Local(#[from] StoreError),
+    /// The peer.
+    #[error("{0}")]
+    Peer(#[from] ClientError),
+}
+
+/// Push this target's copy (object or tombstone) of `(bucket, key)` to the target at
+/// `peer_url`. Returns what the peer holds afterwards: this version, or a newer one it had.
+pub(crate) async fn push(
+    state: &State,
+    bucket: &str,
+    key: &str,
+    peer_url: &str,
+) -> Result<Have, PushError> {
+    let have = state.store.have(bucket, key)?;
+    if have.deleted {
+        let q = DeleteQuery {
+            bucket: bucket.into(),
+            key: key.into(),
+            version: have.version,
+            tombstone: true,
+        };
+        let url = format!("{peer_url}{}", proto::path_and_query(proto::T_OBJECT, &q));
+        let req = client::request(Method::DELETE, &url)
+            .body(client::empty())
+            .expect("valid request parts");
+        state.client.send_ok(req).await?;
+        return Ok(have);
+    }
+    let rec: StoredObject = state.store.get(bucket, key)?;
+    let files = state.store.segment_files(&rec.segments);
+    let stream = crate::files::open_span(&files, 0, rec.meta.size).await?;
+    let commit = Commit {
+        size: rec.meta.size,
+        md5: String::new(),
+        checksums: Default::default(),
+    };
+    let mut trailers = HeaderMap::new();
+    trailers.insert(COMMIT_TRAILER, proto::encode_header(&commit));
+    let frames = stream
+        .map(|r| r.map(Frame::data).map_err(|e| Box::new(e) as BoxError))
+        .chain(futures::stream::once(async move {
+            Ok::<_, BoxError>(Frame::trailers(trailers))
+        }));
+    let body: ReqBody = BodyExt::boxed_unsync(StreamBody::new(frames));
+    let q = ObjectQuery {
+        bucket: bucket.into(),
+        key: key.into(),
+        part: None,
+    };
+    let url = format!("{peer_url}{}", proto::path_and_query(proto::T_REPLICA, &q));
+    let req = client::request(Method::PUT, &url)
+        .header(header::TRAILER, COMMIT_TRAILER)
+        .header(META_HEADER, proto::encode_header(&rec.meta))
+        .body(body)
+        .expect("valid request parts");
+    let resp = state.client.send_ok(req).await?;
+    Ok(read_json(&url, resp).await?)
+}
+
+/// Ask the target at `peer_url` what it holds of each key.
+pub(crate) async fn check(
+    state: &State,
+    peer_url: &str,
+    keys: &[ObjectQuery],
+) -> Result<Vec<Have>, ClientError> {
+    let url = format!("{peer_url}{}", proto::T_REPLICA_CHECK);
+    state.client.json(Method::POST, &url, Some(&keys)).await
+}
+
+/// PUT [`proto::T_REPLICA`]: receive a copy.
+pub(crate) async fn receive(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let q: ObjectQuery = query(&req)?;
+    let meta: Option<ObjectMeta> = header_json(req.headers(), META_HEADER)?;
+    let meta = meta.ok_or_else(|| api_err(400, "InvalidRequest", "a copy needs its metadata"))?;
+    let have = state.store.have(&q.bucket, &q.key).map_err(store_error)?;
+    if have.version >= meta.version && have.version > 0 {
+        // Nothing to do; the body is dropped unread (the connection closes).
+        return Ok(json_resp(StatusCode::OK, &have));
+    }
+    let mp = state.store.mountpath_for(&q.bucket, &q.key);
+    let (temp, commit) = receive_body(state, mp, req.into_body()).await?;
+    if commit.size != meta.size {
+        return Err(api_err(
+            400,
+            "IncompleteBody",
+            format!(
+                "the copy has {} bytes, its record says {}",
+                commit.size, meta.size
+            ),
+        ));
+    }
+    let path = temp.path().to_path_buf();
+    let expected = meta.clone();
+    blocking(move || verify_file(&path, &expected)).await?;
+    let store = state.store.clone();
+    let version = meta.version;
+    let have = blocking(
+        move || match store.publish_copy(&q.bucket, &q.key, temp, meta) {
+            Ok(_) => Ok(Have {
+                version,
+                deleted: false,
+            }),
+            Err(StoreError::Stale(have)) => Ok(have),
+            Err(e) => Err(e),
+        },
+    )
+    .await?;
+    Ok(json_resp(StatusCode::OK, &have))
+}
+
+/// POST [`proto::T_REPLICA_CHECK`]: what this target holds of each key.
+pub(crate) async fn answer_check(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let keys: Vec<ObjectQuery> = crate::server::read_json_body(req).await?;
+    let store = state.store.clone();
+    let haves = blocking(move || {
+        keys.iter()
+            .map(|q| store.have(&q.bucket, &q.key))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await?;
+    Ok(json_resp(StatusCode::OK, &haves))
+}
+
+/// Check the bytes of `path` against `meta`: its size, and its ETag when that is an MD5 (a
+/// single-part object) or an MD5 of part MD5s (a multipart one). Other ETags (appended shards)
+/// are checked by size only.
+pub(crate) fn verify_file(path: &std::path::Path, meta: &ObjectMeta) -> Result<(), StoreError> {
+    let mut f =
+        std::fs::File::open(path).map_err(StoreError::io(format!("opening {}", path.display())))?;
+    match etag_kind(meta) {
+        EtagKind::Md5 => {
+            let sum = md5_of(&mut f, meta.size)?;
+            matches(hex::encode(sum) == meta.etag, meta, path)
+        }
+        EtagKind::Composite => {
+            let mut outer = Vec::with_capacity(16 * meta.parts.len());
+            for size in &meta.parts {
+                outer.extend_from_slice(&md5_of(&mut f, *size)?);
+            }
+            let etag = format!(
+                "{}-{}",
+                hex::encode(<md5::Md5 as md5::Digest>::digest(&outer)),
+                meta.parts.len()
+            );
+            matches(etag == meta.etag, meta, path)
+        }
+        EtagKind::Opaque => {
+            let len = f
+                .metadata()
+                .map_err(StoreError::io(format!("reading {}", path.display())))?
+                .len();
+            matches(len == meta.size, meta, path)
+        }
+    }
+}
+
+fn matches(ok: bool, meta: &ObjectMeta, path: &std::path::Path) -> Result<(), StoreError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "the bytes of {} do not match the object's ETag {} (corrupt copy)",
+            path.display(),
+            meta.etag
+        )))
+    }
+}
+
+enum EtagKind {
+    Md5,
+    Composite,
+    Opaque,
+}
+
+fn etag_kind(meta: &ObjectMeta) -> EtagKind {
+    let is_hex32 = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if meta.parts.is_empty() {
+        if is_hex32(&meta.etag) {
+            EtagKind::Md5
+        } else {
+            EtagKind::Opaque
+        }
+    } else {
+        match meta.etag.split_once('-') {
+            Some((h, n)) if is_hex32(h) && n.parse() == Ok(meta.parts.len()) => EtagKind::Composite,
+            _ => EtagKind::Opaque,
+        }
+    }
+}
+
+fn md5_of(f: &mut std::fs::File, len: u64) -> Result<[u8; 16], StoreError> {
+    use md5::Digest;
+    let mut h = md5::Md5::new();
+    let mut left = len;
+    let mut buf = vec![0u8; 256 * 1024];
+    while left > 0 {
+        let n = (buf.len() as u64).min(left) as usize;
+        f.read_exact(&mut buf[..n])
+            .map_err(StoreError::io("reading a copy back".to_string()))?;
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(h.finalize().into())
+}
