@@ -163,11 +163,11 @@ impl Membership {
                 match status {
                     Some(s) => {
                         misses.remove(&id);
-                        if s.meta_version < meta.version {
-                            behind.push(t.clone());
-                        }
                         if !t.is_alive() {
+                            // The change that marks it up pushes the metadata to it.
                             up_now.push(id.clone());
+                        } else if s.meta_version < meta.version {
+                            behind.push(t.clone());
                         }
                         let o = observed.entry(id).or_default();
                         o.last_seen_ms = now;

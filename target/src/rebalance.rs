@@ -179,7 +179,12 @@ fn note(r: &mut RebalanceReport, e: String) {
 /// Put one batch of records where they belong.
 async fn place_batch(state: &Arc<State>, meta: &ClusterMeta, batch: Vec<WalkEntry>) {
     let me = state.id.as_str();
-    let my_admin = meta.targets.get(me).map(|t| t.admin);
+    // Only an active member whose objects moved, or a target being drained, gives copies up.
+    // One that is out (or was, in a map older than its return) or in maintenance keeps them:
+    // it may be back, or be needed, any moment.
+    let may_remove = meta.targets.get(me).is_some_and(|t| {
+        t.admin == AdminState::Decommissioning || (t.admin == AdminState::Active && !t.health.out)
+    });
     // The holders (id, url, alive) of each record, and per live holder the records to check.
     let mut holders: Vec<Vec<(String, String, bool)>> = Vec::with_capacity(batch.len());
     let mut per_peer: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -273,8 +278,11 @@ async fn place_batch(state: &Arc<State>, meta: &ClusterMeta, batch: Vec<WalkEntr
             }
         }
     }
-    // Remove local copies that belong elsewhere and are confirmed there.
+    // Remove local copies that belong elsewhere and are confirmed there — unless a newer
+    // generation started meanwhile (its walk decides).
     let (mut removed, mut failed, mut misplaced) = (0, 0, 0);
+    let current = state.meta.read().expect("meta lock").rebalance.generation;
+    let may_remove = may_remove && current == meta.rebalance.generation;
     for (i, h) in holders.iter().enumerate() {
         let e = &batch[i];
         let all_confirmed = h.iter().all(|(id, _, alive)| {
@@ -291,8 +299,7 @@ async fn place_batch(state: &Arc<State>, meta: &ClusterMeta, batch: Vec<WalkEntr
         if here || h.is_empty() {
             continue;
         }
-        // Maintenance keeps its copies (the target may come back); a drained one gives them up.
-        if !all_confirmed || my_admin == Some(AdminState::Maintenance) {
+        if !all_confirmed || !may_remove {
             misplaced += 1;
             continue;
         }
