@@ -2,13 +2,15 @@
 //! (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, or flags) and sign every
 //! call with SigV4 (aws-sigv4).
 
-use aisle_gateway::admin::ClusterView;
 use anyhow::{Context, bail};
 use aws_sigv4::http_request::SignableBody;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+
+mod cluster;
+pub use cluster::{BucketCommand, ClusterCommand, bucket, cluster};
 
 /// Where the cluster is and how to sign for it.
 #[derive(clap::Args)]
@@ -25,19 +27,6 @@ pub struct Connection {
     /// Region to sign for.
     #[arg(long, env = "AWS_DEFAULT_REGION", default_value = "us-east-1")]
     region: String,
-}
-
-/// `aisle cluster ...`
-#[derive(clap::Subcommand)]
-pub enum ClusterCommand {
-    /// Show targets, mountpaths and how many objects each holds.
-    Show {
-        #[command(flatten)]
-        conn: Connection,
-        /// Print JSON (for scripts).
-        #[arg(long)]
-        json: bool,
-    },
 }
 
 /// GET an admin path, signed.
@@ -756,44 +745,6 @@ pub async fn etl(cmd: EtlCommand) -> anyhow::Result<()> {
             let path = format!("{}{alias}", aisle_gateway::admin::ALIAS_PREFIX);
             admin_call(&conn, "DELETE", &path, Bytes::new()).await?;
             println!("unbound {alias}");
-            Ok(())
-        }
-    }
-}
-
-/// Run an `aisle cluster` command.
-pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
-    match cmd {
-        ClusterCommand::Show { conn, json } => {
-            let body = admin_get(&conn, "/_aisle/v1/cluster").await?;
-            let view: ClusterView = serde_json::from_slice(&body).context("parsing the answer")?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
-                return Ok(());
-            }
-            println!(
-                "cluster map v{}: {} targets, {} buckets",
-                view.version,
-                view.targets.len(),
-                view.buckets.len()
-            );
-            for t in &view.targets {
-                match (&t.status, &t.error) {
-                    (Some(s), _) => {
-                        let total: u64 = s.objects_per_mountpath.iter().sum();
-                        println!("  {}  {}  {} objects", t.id, t.url, total);
-                        for (mp, n) in s.mountpaths.iter().zip(&s.objects_per_mountpath) {
-                            println!("      {mp}  {n} objects");
-                        }
-                    }
-                    (None, e) => println!(
-                        "  {}  {}  DOWN: {}",
-                        t.id,
-                        t.url,
-                        e.as_deref().unwrap_or("?")
-                    ),
-                }
-            }
             Ok(())
         }
     }

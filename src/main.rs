@@ -46,10 +46,15 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Inspect the cluster.
+    /// Inspect the cluster; maintenance, decommission and removal of targets.
     Cluster {
         #[command(subcommand)]
         command: cli::ClusterCommand,
+    },
+    /// Bucket properties (copies).
+    Bucket {
+        #[command(subcommand)]
+        command: cli::BucketCommand,
     },
     /// Load-test an S3 endpoint (aisle or any other): throughput and latency.
     Bench(bench::BenchArgs),
@@ -129,6 +134,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             serve_until_signal(aisle_target::run(cfg)).await
         }
         Command::Cluster { command } => cli::cluster(command).await,
+        Command::Bucket { command } => cli::bucket(command).await,
         Command::Etl { command } => cli::etl(command).await,
         Command::Archive { command } => cli::archive(command).await,
         Command::Batch(args) => cli::batch(args).await,

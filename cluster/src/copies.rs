@@ -115,6 +115,7 @@ impl ClusterMeta {
     pub fn start_rebalance(&mut self) {
         self.rebalance.generation += 1;
         self.rebalance.settled = false;
+        self.rebalance.retries = 0;
     }
 }
 

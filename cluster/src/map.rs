@@ -105,6 +105,9 @@ pub struct Rebalance {
     pub generation: u64,
     /// Every live target finished the walk of this generation.
     pub settled: bool,
+    /// Generations started again in a row because a walk left records unplaced.
+    #[serde(default)]
+    pub retries: u32,
 }
 
 /// Versioned cluster map + bucket map.

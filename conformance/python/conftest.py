@@ -22,9 +22,10 @@ def aisle_bin():
 class Cluster:
     """An `aisle up` on free loopback ports, in its own data directory."""
 
-    def __init__(self, data, targets=3):
+    def __init__(self, data, targets=3, extra=()):
         self.data = Path(data)
         self.targets = targets
+        self.extra = list(extra)
         self.proc = None
         self.env = {}
 
@@ -33,7 +34,7 @@ class Cluster:
         log = open(self.data / "up.log", "ab")
         self.proc = subprocess.Popen(
             [aisle_bin(), "up", "--port", "0", "--targets", str(self.targets), "--data", str(self.data),
-             "--domain", "s3.aisle.test"],
+             "--domain", "s3.aisle.test", *self.extra],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )
         env_file = self.data / "aisle.env"

@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::HealthConfig;
 use crate::meta::{MetaOwner, PersistError};
 
+/// Walks started again in a row when one left records unplaced with every target up.
+const MAX_REBALANCE_RETRIES: u32 = 3;
+
 /// A membership change that cannot be made.
 #[derive(Debug, thiserror::Error)]
 pub enum MembershipError {
@@ -368,6 +371,26 @@ fn settle(m: &mut ClusterMeta, observed: &BTreeMap<String, Observed>) -> bool {
         .all(|t| report(&t.id).is_some())
     {
         return false;
+    }
+    // Records a walk could not place while every target is up (a push that failed): walk
+    // again, a few times, rather than settle with copies out of place.
+    let failed: u64 = m
+        .targets
+        .values()
+        .filter_map(|t| report(&t.id))
+        .map(|r| r.failed)
+        .sum();
+    let all_up = m.targets.values().all(|t| t.is_alive());
+    if failed > 0 && all_up && m.rebalance.retries < MAX_REBALANCE_RETRIES {
+        tracing::warn!(
+            generation,
+            failed,
+            "rebalance left records unplaced: walking again"
+        );
+        let retries = m.rebalance.retries + 1;
+        m.start_rebalance();
+        m.rebalance.retries = retries;
+        return true;
     }
     m.rebalance.settled = true;
     for t in m.targets.values_mut() {

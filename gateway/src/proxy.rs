@@ -216,6 +216,20 @@ impl Targets {
                 Err(e) => return Err(e),
             }
         }
+        // A miss while a holder is down (or out) is not a miss: it may have the only copy.
+        let copies = meta.copies(&q.bucket);
+        if let Some(down) = meta
+            .ranked(&q.bucket, &q.key)
+            .into_iter()
+            .filter(|t| t.admin == aisle_cluster::map::AdminState::Active)
+            .take(copies)
+            .find(|t| !t.is_alive())
+            && !matches!(last, Some(ClientError::Status { ref body, .. }) if body.code != "NoSuchKey")
+        {
+            return Err(ClientError::Down {
+                url: down.url.clone(),
+            });
+        }
         Err(last.unwrap_or_else(|| match order.first() {
             Some(t) => not_found(t, "the specified key does not exist"),
             None => ClientError::Down {

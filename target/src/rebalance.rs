@@ -251,9 +251,13 @@ async fn place_batch(state: &Arc<State>, meta: &ClusterMeta, batch: Vec<WalkEntr
             let url = urls[&id].clone();
             let e = &batch[i];
             async move {
-                let r = crate::replica::push(state, &e.bucket, &e.key, &url)
-                    .await
-                    .map_err(|x| x.to_string());
+                // One retry: a pooled connection to a peer that was frozen or restarted
+                // fails once before a fresh one is made.
+                let mut r = crate::replica::push(state, &e.bucket, &e.key, &url).await;
+                if r.is_err() {
+                    r = crate::replica::push(state, &e.bucket, &e.key, &url).await;
+                }
+                let r = r.map_err(|x| x.to_string());
                 (i, id, r)
             }
         }))

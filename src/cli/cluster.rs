@@ -1,0 +1,252 @@
+//! `aisle cluster ...` and `aisle bucket ...`: membership, liveness, rebalance and copies.
+
+use std::time::Duration;
+
+use aisle_gateway::admin::{BucketPropsChange, ClusterView, TargetView};
+use anyhow::{Context, bail};
+use bytes::Bytes;
+
+use super::{Connection, admin_call, admin_get};
+
+/// `aisle cluster ...`
+#[derive(clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Show targets (state, liveness, objects per mountpath) and the rebalance.
+    Show {
+        #[command(flatten)]
+        conn: Connection,
+        /// Print JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a target in maintenance (no new data; its objects get copies elsewhere, so it may
+    /// be stopped) or take it out again.
+    Maintenance {
+        /// `start` or `stop`.
+        #[arg(value_parser = ["start", "stop"])]
+        action: String,
+        /// Target id.
+        target: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Drain a target: its objects move to their other holders, then it leaves the map (its
+    /// data directory can be deleted then).
+    Decommission {
+        /// Target id.
+        target: String,
+        #[command(flatten)]
+        conn: Connection,
+        /// Follow the drain until the target has left.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Remove a target that is gone for good; copies are re-made from the others.
+    Rm {
+        /// Target id.
+        target: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Wait until the current rebalance has settled.
+    Wait {
+        #[command(flatten)]
+        conn: Connection,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+}
+
+/// `aisle bucket ...`
+#[derive(clap::Subcommand)]
+pub enum BucketCommand {
+    /// Set a bucket property: `copies=N` (1–3 copies of every object on distinct targets).
+    Set {
+        /// Bucket name.
+        bucket: String,
+        /// `copies=N`.
+        property: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+async fn view(conn: &Connection) -> anyhow::Result<ClusterView> {
+    let body = admin_get(conn, "/_aisle/v1/cluster").await?;
+    serde_json::from_slice(&body).context("parsing the answer")
+}
+
+fn state(t: &TargetView) -> String {
+    let mut s = format!("{:?}", t.admin).to_lowercase();
+    if let Some(since) = t.health.down_since_ms {
+        let secs = (aisle_cluster::now_ms() - since) / 1000;
+        s.push_str(&format!(", DOWN for {secs}s"));
+        if t.health.out {
+            s.push_str(" (out: copies re-made elsewhere)");
+        }
+    } else {
+        s.push_str(", up");
+    }
+    if t.health.catching_up {
+        s.push_str(", catching up");
+    }
+    s
+}
+
+async fn target_action(conn: &Connection, target: &str, action: &str) -> anyhow::Result<()> {
+    let path = format!("{}{target}/{action}", aisle_gateway::admin::TARGET_PREFIX);
+    admin_call(conn, "POST", &path, Bytes::new()).await?;
+    Ok(())
+}
+
+async fn wait_settled(
+    conn: &Connection,
+    timeout: u64,
+    leaving: Option<&str>,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
+    let bar = indicatif::ProgressBar::new_spinner();
+    loop {
+        let v = view(conn).await?;
+        let gone = leaving.is_none_or(|id| v.targets.iter().all(|t| t.id != id));
+        if v.rebalance.settled && gone {
+            bar.finish_with_message(format!(
+                "rebalance generation {} settled",
+                v.rebalance.generation
+            ));
+            return Ok(());
+        }
+        let (mut walked, mut total) = (0, 0);
+        for t in &v.targets {
+            if let Some(s) = &t.status
+                && s.rebalance.generation == v.rebalance.generation
+            {
+                walked += s.rebalance.walked;
+                total += s.rebalance.total;
+            }
+        }
+        bar.set_message(format!(
+            "rebalance generation {}: {walked}/{total} records walked",
+            v.rebalance.generation
+        ));
+        bar.tick();
+        if std::time::Instant::now() > deadline {
+            bail!("the rebalance did not settle within {timeout} s (see aisle cluster show)");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Run an `aisle cluster` command.
+pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
+    match cmd {
+        ClusterCommand::Show { conn, json } => {
+            let view = view(&conn).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+                return Ok(());
+            }
+            println!(
+                "cluster map v{}: {} targets, {} buckets; rebalance generation {} {}",
+                view.version,
+                view.targets.len(),
+                view.buckets.len(),
+                view.rebalance.generation,
+                if view.rebalance.settled {
+                    "settled"
+                } else {
+                    "running"
+                },
+            );
+            for t in &view.targets {
+                match (&t.status, &t.error) {
+                    (Some(s), _) => {
+                        let total: u64 = s.objects_per_mountpath.iter().sum();
+                        let r = &s.rebalance;
+                        println!(
+                            "  {}  {}  [{}]  {} objects  rebalance g{}: {}/{} walked, {} pushed, {} removed, {} misplaced{}",
+                            t.id,
+                            t.url,
+                            state(t),
+                            total,
+                            r.generation,
+                            r.walked,
+                            r.total,
+                            r.pushed,
+                            r.removed,
+                            r.misplaced,
+                            if r.done { ", done" } else { "" }
+                        );
+                        for (mp, n) in s.mountpaths.iter().zip(&s.objects_per_mountpath) {
+                            println!("      {mp}  {n} objects");
+                        }
+                    }
+                    (None, e) => println!(
+                        "  {}  {}  [{}]  not answering: {}",
+                        t.id,
+                        t.url,
+                        state(t),
+                        e.as_deref().unwrap_or("?")
+                    ),
+                }
+            }
+            for (b, c) in &view.bucket_copies {
+                println!("  bucket {b}: {c} copies");
+            }
+            Ok(())
+        }
+        ClusterCommand::Maintenance {
+            action,
+            target,
+            conn,
+        } => {
+            let a = if action == "start" {
+                "maintenance-start"
+            } else {
+                "maintenance-stop"
+            };
+            target_action(&conn, &target, a).await?;
+            println!("{target}: maintenance {action}ed; a rebalance follows");
+            Ok(())
+        }
+        ClusterCommand::Decommission { target, conn, wait } => {
+            target_action(&conn, &target, "decommission").await?;
+            println!("{target}: decommissioning (its objects move, then it leaves the map)");
+            if wait {
+                wait_settled(&conn, 3600, Some(&target)).await?;
+                println!("{target} left the cluster; its data directory can be deleted");
+            }
+            Ok(())
+        }
+        ClusterCommand::Rm { target, conn } => {
+            target_action(&conn, &target, "remove").await?;
+            println!("{target} removed; its objects' copies are re-made from the others");
+            Ok(())
+        }
+        ClusterCommand::Wait { conn, timeout } => wait_settled(&conn, timeout, None).await,
+    }
+}
+
+/// Run an `aisle bucket` command.
+pub async fn bucket(cmd: BucketCommand) -> anyhow::Result<()> {
+    match cmd {
+        BucketCommand::Set {
+            bucket,
+            property,
+            conn,
+        } => {
+            let copies = match property.split_once('=') {
+                Some(("copies", n)) => n
+                    .parse::<u8>()
+                    .with_context(|| format!("copies must be a number, not {n:?}"))?,
+                _ => bail!("unknown property {property:?} (try copies=2)"),
+            };
+            let body = serde_json::to_vec(&BucketPropsChange { copies })?;
+            let path = format!("{}{bucket}", aisle_gateway::admin::BUCKET_PREFIX);
+            admin_call(&conn, "PUT", &path, Bytes::from(body)).await?;
+            println!("{bucket}: copies={copies}; a rebalance adds or removes copies");
+            Ok(())
+        }
+    }
+}
