@@ -95,14 +95,20 @@ impl ClusterMeta {
         self.rebalance.settled && self.targets.values().all(|t| t.is_alive() && trusted(t))
     }
 
-    /// What placement depends on: the member targets and each bucket's copies. The primary
+    /// What placement depends on: the member targets, the admin state of the others, and each
+    /// bucket's copies. The primary
     /// starts a rebalance whenever this changes (a target joins, leaves, goes out, enters or
     /// leaves maintenance; `copies` changes), and when a target returns from an outage.
     pub fn placement_key(&self) -> String {
         let mut k = String::new();
-        for t in self.targets.values().filter(|t| t.is_member()) {
-            k.push_str(&t.id);
-            k.push(';');
+        for t in self.targets.values() {
+            if t.is_member() {
+                k.push_str(&format!("{};", t.id));
+            } else if t.admin != AdminState::Active {
+                // Maintenance keeps its copies, a drained target gives them up: moving from one
+                // to the other is a new walk.
+                k.push_str(&format!("{}:{:?};", t.id, t.admin));
+            }
         }
         k.push('|');
         for (name, b) in &self.buckets {

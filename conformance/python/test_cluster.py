@@ -29,7 +29,8 @@ def up(data, targets, copies, heal_after=5):
 
 
 def aisle(c, *args, check=True):
-    r = subprocess.run([aisle_bin(), *args], env=c.shell_env(), capture_output=True, text=True)
+    r = subprocess.run([aisle_bin(), *args], env=c.shell_env(), capture_output=True, text=True,
+                       timeout=180)
     if check and r.returncode != 0:
         raise AssertionError(f"aisle {' '.join(args)} failed: {r.stdout}{r.stderr}")
     return r
@@ -63,7 +64,8 @@ def settled(c):
 
 
 def client(c):
-    return c.client(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=20,
+    return c.client(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5,
+                    read_timeout=20,
                     max_pool_connections=16)
 
 
