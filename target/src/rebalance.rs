@@ -253,9 +253,11 @@ async fn place_batch(state: &Arc<State>, meta: &ClusterMeta, batch: Vec<WalkEntr
             async move {
                 // One retry: a pooled connection to a peer that was frozen or restarted
                 // fails once before a fresh one is made.
-                let mut r = crate::replica::push(state, &e.bucket, &e.key, &url).await;
+                let push =
+                    || crate::replica::push(&state.store, &state.client, &e.bucket, &e.key, &url);
+                let mut r = push().await;
                 if r.is_err() {
-                    r = crate::replica::push(state, &e.bucket, &e.key, &url).await;
+                    r = push().await;
                 }
                 let r = r.map_err(|x| x.to_string());
                 (i, id, r)

@@ -9,7 +9,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use aisle_cluster::client::{self, BoxError, ClientError, ReqBody, read_json};
+use aisle_cluster::client::{self, BoxError, ClientError, NodeClient, ReqBody, read_json};
 use aisle_cluster::proto::{
     self, COMMIT_TRAILER, Commit, DeleteQuery, Have, META_HEADER, ObjectMeta, ObjectQuery,
     WriteOptions,
@@ -23,7 +23,7 @@ use crate::server::{
     ApiError, Resp, State, api_err, blocking, header_json, json_resp, query, receive_body,
     store_error,
 };
-use crate::store::{StoreError, StoredObject};
+use crate::store::{Store, StoreError, StoredObject};
 
 /// Make the other copies a client's write names durable before it is acknowledged: push the
 /// object just published to each of `opts.replicas`. A copy that cannot be made fails the
@@ -38,7 +38,7 @@ pub(crate) async fn make_copies(
     let pushes = opts
         .replicas
         .iter()
-        .map(|peer| push(state, bucket, key, peer));
+        .map(|peer| push(&state.store, &state.client, bucket, key, peer));
     for (peer, r) in opts
         .replicas
         .iter()
@@ -46,6 +46,7 @@ pub(crate) async fn make_copies(
     {
         if let Err(e) = r {
             tracing::warn!(%peer, %bucket, %key, error = %e, "a copy could not be made");
+            repair_later(state, bucket, key, peer);
             return Err(api_err(
                 503,
                 "SlowDown",
@@ -54,6 +55,29 @@ pub(crate) async fn make_copies(
         }
     }
     Ok(())
+}
+
+/// Keep trying, in the background, to make a copy a write could not make (the write failed,
+/// but the object it published here must not stay with fewer copies): every 2 s for 10
+/// minutes, until the peer holds this version or a newer one. The next rebalance covers what
+/// this misses (a restart of this target forgets the queue).
+fn repair_later(state: &State, bucket: &str, key: &str, peer: &str) {
+    let (store, client) = (state.store.clone(), state.client.clone());
+    let (bucket, key, peer) = (bucket.to_string(), key.to_string(), peer.to_string());
+    tokio::spawn(async move {
+        for _ in 0..300 {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            match push(&store, &client, &bucket, &key, &peer).await {
+                Ok(_) => {
+                    tracing::info!(%peer, %bucket, %key, "copy made on retry");
+                    return;
+                }
+                Err(PushError::Local(StoreError::NoSuchKey)) => return,
+                Err(e) => tracing::debug!(%peer, error = %e, "copy retry failed"),
+            }
+        }
+        tracing::warn!(%peer, %bucket, %key, "copy not made; the next rebalance will");
+    });
 }
 
 /// Failure to push a copy.
@@ -70,12 +94,13 @@ pub(crate) enum PushError {
 /// Push this target's copy (object or tombstone) of `(bucket, key)` to the target at
 /// `peer_url`. Returns what the peer holds afterwards: this version, or a newer one it had.
 pub(crate) async fn push(
-    state: &State,
+    store: &Store,
+    client: &NodeClient,
     bucket: &str,
     key: &str,
     peer_url: &str,
 ) -> Result<Have, PushError> {
-    let have = state.store.have(bucket, key)?;
+    let have = store.have(bucket, key)?;
     if have.deleted {
         let q = DeleteQuery {
             bucket: bucket.into(),
@@ -87,11 +112,11 @@ pub(crate) async fn push(
         let req = client::request(Method::DELETE, &url)
             .body(client::empty())
             .expect("valid request parts");
-        state.client.send_ok(req).await?;
+        client.send_ok(req).await?;
         return Ok(have);
     }
-    let rec: StoredObject = state.store.get(bucket, key)?;
-    let files = state.store.segment_files(&rec.segments);
+    let rec: StoredObject = store.get(bucket, key)?;
+    let files = store.segment_files(&rec.segments);
     let stream = crate::files::open_span(&files, 0, rec.meta.size).await?;
     let commit = Commit {
         size: rec.meta.size,
@@ -117,7 +142,7 @@ pub(crate) async fn push(
         .header(META_HEADER, proto::encode_header(&rec.meta))
         .body(body)
         .expect("valid request parts");
-    let resp = state.client.send_ok(req).await?;
+    let resp = client.send_ok(req).await?;
     Ok(read_json(&url, resp).await?)
 }
 

@@ -19,13 +19,8 @@ pub fn from_client(e: ClientError) -> S3Error {
                 err.set_status_code(s);
             }
             if status.as_u16() == 503 {
-                // A transformer that is still starting: tell clients when to come back.
-                let mut h = http::HeaderMap::new();
-                h.insert(
-                    http::header::RETRY_AFTER,
-                    http::HeaderValue::from_static("1"),
-                );
-                err.set_headers(h);
+                // A transformer still starting, a copy that could not be made: come back soon.
+                retry_after(&mut err);
             }
             err
         }
@@ -51,13 +46,17 @@ pub fn from_client(e: ClientError) -> S3Error {
 fn slow_down(message: &str) -> S3Error {
     let mut err = S3Error::with_message(S3ErrorCode::SlowDown, message.to_string());
     err.set_status_code(http::StatusCode::SERVICE_UNAVAILABLE);
+    retry_after(&mut err);
+    err
+}
+
+fn retry_after(err: &mut S3Error) {
     let mut h = http::HeaderMap::new();
     h.insert(
         http::header::RETRY_AFTER,
         http::HeaderValue::from_static("1"),
     );
     err.set_headers(h);
-    err
 }
 
 impl From<NoTargets> for S3Error {

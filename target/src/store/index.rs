@@ -231,38 +231,36 @@ impl Index {
             Bound::<&[u8]>::Unbounded,
         );
         let mut out = Vec::new();
+        let mut push = |raw: &[u8], have: Have| {
+            if let Some((bucket, key)) = split_key(raw) {
+                out.push(WalkEntry {
+                    raw: raw.to_vec(),
+                    bucket,
+                    key,
+                    have,
+                });
+            }
+        };
         if tombstones {
             let t = txn.open_table(TOMBSTONES)?;
             for entry in t.range::<&[u8]>(range)?.take(limit) {
                 let (k, v) = entry?;
-                if let Some((bucket, key)) = split_key(k.value()) {
-                    out.push(WalkEntry {
-                        raw: k.value().to_vec(),
-                        bucket,
-                        key,
-                        have: Have {
-                            version: v.value(),
-                            deleted: true,
-                        },
-                    });
-                }
+                let have = Have {
+                    version: v.value(),
+                    deleted: true,
+                };
+                push(k.value(), have);
             }
         } else {
             let t = txn.open_table(OBJECTS)?;
             for entry in t.range::<&[u8]>(range)?.take(limit) {
                 let (k, v) = entry?;
                 let rec: StoredObject = serde_json::from_slice(v.value())?;
-                if let Some((bucket, key)) = split_key(k.value()) {
-                    out.push(WalkEntry {
-                        raw: k.value().to_vec(),
-                        bucket,
-                        key,
-                        have: Have {
-                            version: rec.meta.version,
-                            deleted: false,
-                        },
-                    });
-                }
+                let have = Have {
+                    version: rec.meta.version,
+                    deleted: false,
+                };
+                push(k.value(), have);
             }
         }
         Ok(out)
