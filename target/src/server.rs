@@ -105,7 +105,9 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
     {
         let meta = state.meta.read().expect("meta lock").clone();
         state.etl.reconcile(&meta.etls);
-        // A rebalance this target had not finished before it stopped resumes now.
+        // Walk the current generation again at every start: a crash may have cut off copies
+        // of writes this target published (their retries were in memory).
+        let _ = std::fs::remove_file(state.meta_path.with_file_name("rebalance.json"));
         crate::rebalance::on_meta(&state, &meta);
     }
     let local = bind_local_sockets(&cfg.root);
