@@ -255,9 +255,19 @@ pub struct ObjectMeta {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<u64>,
     /// Write stamp: orders every write of one key cluster-wide (the primary gateway's clock,
-    /// nanoseconds, strictly increasing). Copies compare it; the newer one wins.
+    /// nanoseconds, strictly increasing). Copies compare it ([`ObjectMeta::stamp`]); the newer
+    /// one wins.
     #[serde(default)]
     pub version: u64,
+}
+
+impl ObjectMeta {
+    /// The version copies compare: the write stamp, and for an object written before stamps
+    /// existed 1 — older than any stamped write, and never 0, which [`Have`] keeps for
+    /// "nothing held".
+    pub fn stamp(&self) -> u64 {
+        self.version.max(1)
+    }
 }
 
 /// Sent by the gateway as the [`COMMIT_TRAILER`] once it verified an uploaded body.
@@ -606,7 +616,7 @@ pub const T_REPLICA_CHECK: &str = "/_aisle/t/v1/replica/check";
 /// What a target holds of one key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Have {
-    /// Version of the object or tombstone held (0: nothing).
+    /// Version ([`ObjectMeta::stamp`]) of the object or tombstone held; 0: nothing.
     pub version: u64,
     /// The version held is a deletion.
     #[serde(default)]

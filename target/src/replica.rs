@@ -162,7 +162,7 @@ pub(crate) async fn receive(state: &Arc<State>, req: Request<Incoming>) -> Resul
     let meta: Option<ObjectMeta> = header_json(req.headers(), META_HEADER)?;
     let meta = meta.ok_or_else(|| api_err(400, "InvalidRequest", "a copy needs its metadata"))?;
     let have = state.store.have(&q.bucket, &q.key).map_err(store_error)?;
-    if have.version >= meta.version && have.version > 0 {
+    if have.version >= meta.stamp() {
         // Nothing to do; the body is dropped unread (the connection closes).
         return Ok(json_resp(StatusCode::OK, &have));
     }
@@ -182,7 +182,7 @@ pub(crate) async fn receive(state: &Arc<State>, req: Request<Incoming>) -> Resul
     let expected = meta.clone();
     blocking(move || verify_file(&path, &expected)).await?;
     let store = state.store.clone();
-    let version = meta.version;
+    let version = meta.stamp();
     let have = blocking(
         move || match store.publish_copy(&q.bucket, &q.key, temp, meta) {
             Ok(_) => Ok(Have {

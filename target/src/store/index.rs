@@ -43,6 +43,21 @@ pub(crate) struct WalkEntry {
     pub have: Have,
 }
 
+/// What a target holds of a key, from its object record and its tombstone: the newer one.
+fn held(obj: Option<&StoredObject>, tomb: Option<u64>) -> Have {
+    match (obj.map(|o| o.meta.stamp()), tomb) {
+        (Some(v), t) if t.is_none_or(|t| v > t) => Have {
+            version: v,
+            deleted: false,
+        },
+        (_, Some(t)) => Have {
+            version: t,
+            deleted: true,
+        },
+        _ => Have::default(),
+    }
+}
+
 fn split_key(raw: &[u8]) -> Option<(String, String)> {
     let i = raw.iter().position(|b| *b == 0)?;
     Some((
@@ -107,19 +122,8 @@ impl Index {
                 PutRule::IfAbsent if old.is_some() => return Err(StoreError::PreconditionFailed),
                 PutRule::IfAbsent => {}
                 PutRule::IfNewer => {
-                    let tomb = tombs.get(k.as_slice())?.map(|v| v.value());
-                    let have = match (&old, tomb) {
-                        (_, Some(v)) if v >= rec.meta.version => Some(Have {
-                            version: v,
-                            deleted: true,
-                        }),
-                        (Some(o), _) if o.meta.version >= rec.meta.version => Some(Have {
-                            version: o.meta.version,
-                            deleted: false,
-                        }),
-                        _ => None,
-                    };
-                    if let Some(have) = have {
+                    let have = held(old.as_ref(), tombs.get(k.as_slice())?.map(|v| v.value()));
+                    if have.version >= rec.meta.stamp() {
                         return Err(StoreError::Stale(have));
                     }
                 }
@@ -141,17 +145,7 @@ impl Index {
             .open_table(TOMBSTONES)?
             .get(k.as_slice())?
             .map(|v| v.value());
-        Ok(match (obj, tomb) {
-            (Some(o), t) if t.is_none_or(|t| o.meta.version > t) => Have {
-                version: o.meta.version,
-                deleted: false,
-            },
-            (_, Some(t)) => Have {
-                version: t,
-                deleted: true,
-            },
-            _ => Have::default(),
-        })
+        Ok(held(obj.as_ref(), tomb))
     }
 
     /// Delete the object unless it is newer than `version`; with `tombstone`, remember the
@@ -168,20 +162,20 @@ impl Index {
         let old = {
             let mut t = txn.open_table(OBJECTS)?;
             let cur = decode::<StoredObject>(t.get(k.as_slice())?)?;
-            let old = match cur {
-                Some(o) if o.meta.version > version => None,
-                Some(_) => decode::<StoredObject>(t.remove(k.as_slice())?)?,
-                None => None,
-            };
+            // A copy newer than the deletion survives it, and needs no tombstone.
+            let newer = cur.as_ref().is_some_and(|o| o.meta.stamp() > version);
+            if newer {
+                return Ok(None);
+            }
+            if cur.is_some() {
+                t.remove(k.as_slice())?;
+            }
             if tombstone {
                 let mut tombs = txn.open_table(TOMBSTONES)?;
                 let prev = tombs.get(k.as_slice())?.map(|v| v.value()).unwrap_or(0);
-                let still_there = t.get(k.as_slice())?.is_some();
-                if !still_there {
-                    tombs.insert(k.as_slice(), prev.max(version))?;
-                }
+                tombs.insert(k.as_slice(), prev.max(version))?;
             }
-            old
+            cur
         };
         txn.commit()?;
         Ok(old)
@@ -207,7 +201,7 @@ impl Index {
             let mut t = txn.open_table(OBJECTS)?;
             let cur = decode::<StoredObject>(t.get(k.as_slice())?)?;
             match cur {
-                Some(o) if o.meta.version == have.version => {
+                Some(o) if o.meta.stamp() == have.version => {
                     t.remove(k.as_slice())?;
                     Some(o)
                 }
@@ -257,7 +251,7 @@ impl Index {
                 let (k, v) = entry?;
                 let rec: StoredObject = serde_json::from_slice(v.value())?;
                 let have = Have {
-                    version: rec.meta.version,
+                    version: rec.meta.stamp(),
                     deleted: false,
                 };
                 push(k.value(), have);

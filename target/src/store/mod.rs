@@ -575,4 +575,89 @@ mod tests {
         );
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    async fn staged(store: &Store, bytes: &[u8]) -> TempFile {
+        let mut t = store.create_temp(0).await.unwrap();
+        t.write(bytes.to_vec()).await.unwrap();
+        t.finish().await.unwrap();
+        t
+    }
+
+    fn meta(size: u64, version: u64) -> ObjectMeta {
+        ObjectMeta {
+            size,
+            etag: String::new(),
+            mtime_ms: 0,
+            attrs: Default::default(),
+            checksums: Default::default(),
+            parts: Vec::new(),
+            version,
+        }
+    }
+
+    #[tokio::test]
+    async fn copies_are_ordered_by_version_and_tombstones_win_over_older_copies() {
+        let dir = std::env::temp_dir().join(format!("aisle-store-{}", uuid::Uuid::new_v4()));
+        let store = Store::open(&dir.join("index.redb"), &[dir.join("mp0")]).unwrap();
+        let have = |k: &str| store.have("b", k).unwrap();
+        assert_eq!(have("k"), Have::default(), "nothing held is version 0");
+
+        // An object from before versions (0 on disk) is held as 1: not nothing.
+        let t = staged(&store, b"old").await;
+        store.publish_copy("b", "legacy", t, meta(3, 0)).unwrap();
+        assert_eq!(have("legacy").version, 1);
+
+        // A newer copy replaces an older one, never the other way round.
+        let t = staged(&store, b"v5").await;
+        store.publish_copy("b", "k", t, meta(2, 5)).unwrap();
+        let t = staged(&store, b"v4").await;
+        assert!(matches!(
+            store.publish_copy("b", "k", t, meta(2, 4)),
+            Err(StoreError::Stale(h)) if h.version == 5
+        ));
+        // A deletion older than the copy leaves it; a newer one leaves a tombstone that an
+        // older copy cannot overwrite.
+        store.delete("b", "k", 3, true).unwrap();
+        assert_eq!(have("k").version, 5);
+        store.delete("b", "k", 7, true).unwrap();
+        assert_eq!(
+            have("k"),
+            Have {
+                version: 7,
+                deleted: true
+            }
+        );
+        let t = staged(&store, b"v6").await;
+        assert!(matches!(
+            store.publish_copy("b", "k", t, meta(2, 6)),
+            Err(StoreError::Stale(_))
+        ));
+        // Removal only of exactly the version confirmed.
+        assert!(
+            !store
+                .remove_if(
+                    "b",
+                    "legacy",
+                    Have {
+                        version: 2,
+                        deleted: false
+                    }
+                )
+                .unwrap()
+        );
+        assert!(
+            store
+                .remove_if(
+                    "b",
+                    "legacy",
+                    Have {
+                        version: 1,
+                        deleted: false
+                    }
+                )
+                .unwrap()
+        );
+        assert_eq!(have("legacy"), Have::default());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
