@@ -599,10 +599,20 @@ pub struct WriteOptions {
     /// The write's stamp ([`ObjectMeta::version`]).
     #[serde(default)]
     pub version: u64,
-    /// Base URLs of the other targets that must hold a copy before the write is acknowledged:
-    /// the target that publishes pushes it to each ([`T_REPLICA`]) and answers only then.
+    /// The other targets that must hold a copy before the write is acknowledged: the target
+    /// that publishes pushes it to each ([`T_REPLICA`]) and answers only then.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub replicas: Vec<String>,
+    pub replicas: Vec<Peer>,
+}
+
+/// A target another node calls: its id (which finds its current address in the map, after a
+/// restart on another port) and the address it had when the call was planned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Target id.
+    pub id: String,
+    /// Base URL of its intra-cluster API.
+    pub url: String,
 }
 
 /// A copy of an object pushed from one target to another: PUT with [`ObjectQuery`], the full

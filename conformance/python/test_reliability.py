@@ -74,6 +74,18 @@ def test_kill9_target_during_puts_then_restart(fresh_dir):
             body = check.get_object(Bucket="crash", Key=o["Key"])["Body"].read()
             assert hashlib.md5(body).hexdigest() == attempted[o["Key"]]
         assert set(acked) <= {o["Key"] for o in listed}
+        # Every listed object ends with its 2 copies (aisle up's default) once the rebalance
+        # after t1's return settled.
+        def copies_total():
+            view = json.loads(subprocess.run([aisle_bin(), "cluster", "show", "--json"], env=c.shell_env(),
+                                             capture_output=True, text=True, check=True).stdout)
+            if not view["rebalance"]["settled"]:
+                return None
+            return sum(sum(t["status"]["objects_per_mountpath"]) for t in view["targets"] if t["status"])
+        deadline = time.time() + 60
+        while copies_total() != 2 * len(listed):
+            assert time.time() < deadline, f"copies: {copies_total()} for {len(listed)} objects"
+            time.sleep(0.5)
 
         # A whole restart on the same data dir serves every object again.
         c.stop()

@@ -107,7 +107,13 @@ impl Targets {
             opts: WriteOptions {
                 if_absent: false,
                 version: Self::stamp(),
-                replicas: set[1..].iter().map(|t| t.url.clone()).collect(),
+                replicas: set[1..]
+                    .iter()
+                    .map(|t| proto::Peer {
+                        id: t.id.clone(),
+                        url: t.url.clone(),
+                    })
+                    .collect(),
             },
         })
     }

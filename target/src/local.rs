@@ -219,7 +219,11 @@ fn staged_reply(
 }
 
 /// The gateway filled the staged file: check its size, fsync, publish; the answer's JSON.
-async fn commit_staged(state: &State, mut s: Staged, commit: Commit) -> Result<String, ApiError> {
+async fn commit_staged(
+    state: &Arc<State>,
+    mut s: Staged,
+    commit: Commit,
+) -> Result<String, ApiError> {
     let written = s.temp.len_on_disk()?;
     if written != commit.size {
         return Err(ApiError::incomplete(format!(

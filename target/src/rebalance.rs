@@ -9,9 +9,10 @@
 //! durable and verified, an overwrite during the move ends with the newest version everywhere,
 //! and objects already in place are only read.
 //!
-//! One walk runs at a time; a newer generation supersedes it. The last generation walked to
-//! the end is persisted (`rebalance.json` next to the cluster metadata), so a target that
-//! restarts mid-walk walks again. Progress is reported in the target's status, which the
+//! One walk runs at a time; a newer generation supersedes it. A target walks the current
+//! generation again every time it starts (the generation is persisted with the cluster
+//! metadata), so a walk cut off by a restart resumes, and copies that a crash kept this target
+//! from pushing after a write are made. Progress is reported in the target's status, which the
 //! primary gateway polls.
 
 use std::collections::BTreeMap;
@@ -49,36 +50,14 @@ impl Rebalancer {
     }
 }
 
-fn marker_path(state: &State) -> std::path::PathBuf {
-    state.meta_path.with_file_name("rebalance.json")
-}
-
-fn walked_generation(state: &State) -> u64 {
-    std::fs::read(marker_path(state))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<RebalanceReport>(&b).ok())
-        .map(|r| r.generation)
-        .unwrap_or(0)
-}
-
 /// New cluster metadata arrived (or the target started): start the walk of its generation
-/// unless it runs already or was finished.
+/// unless this process walked it already.
 pub(crate) fn on_meta(state: &Arc<State>, meta: &ClusterMeta) {
     let generation = meta.rebalance.generation;
     if generation == 0 || !meta.targets.contains_key(&state.id) {
         return;
     }
     if state.rebalance.running.load(Ordering::SeqCst) >= generation {
-        return;
-    }
-    if walked_generation(state) >= generation {
-        // Finished before a restart: report it as done again.
-        if let Ok(b) = std::fs::read(marker_path(state))
-            && let Ok(r) = serde_json::from_slice::<RebalanceReport>(&b)
-        {
-            state.rebalance.update(|rep| *rep = r);
-        }
-        state.rebalance.running.store(generation, Ordering::SeqCst);
         return;
     }
     state.rebalance.running.store(generation, Ordering::SeqCst);
@@ -98,10 +77,6 @@ pub(crate) fn on_meta(state: &Arc<State>, meta: &ClusterMeta) {
             Walk::Done => {
                 state.rebalance.update(|r| r.done = true);
                 let report = state.rebalance.report();
-                let json = serde_json::to_vec(&report).expect("report serializes");
-                if let Err(e) = write_marker(&marker_path(&state), &json) {
-                    tracing::warn!(error = %e, "rebalance: could not persist the marker");
-                }
                 tracing::info!(
                     generation,
                     pushed = report.pushed,
@@ -114,17 +89,6 @@ pub(crate) fn on_meta(state: &Arc<State>, meta: &ClusterMeta) {
             Walk::Superseded => tracing::info!(generation, "rebalance: superseded"),
         }
     });
-}
-
-fn write_marker(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
 }
 
 enum Walk {
@@ -253,8 +217,7 @@ async fn place_batch(state: &Arc<State>, meta: &ClusterMeta, batch: Vec<WalkEntr
             async move {
                 // One retry: a pooled connection to a peer that was frozen or restarted
                 // fails once before a fresh one is made.
-                let push =
-                    || crate::replica::push(&state.store, &state.client, &e.bucket, &e.key, &url);
+                let push = || crate::replica::push(state, &e.bucket, &e.key, &url);
                 let mut r = push().await;
                 if r.is_err() {
                     r = push().await;

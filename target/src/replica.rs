@@ -9,9 +9,9 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use aisle_cluster::client::{self, BoxError, ClientError, NodeClient, ReqBody, read_json};
+use aisle_cluster::client::{self, BoxError, ClientError, ReqBody, read_json};
 use aisle_cluster::proto::{
-    self, COMMIT_TRAILER, Commit, DeleteQuery, Have, META_HEADER, ObjectMeta, ObjectQuery,
+    self, COMMIT_TRAILER, Commit, DeleteQuery, Have, META_HEADER, ObjectMeta, ObjectQuery, Peer,
     WriteOptions,
 };
 use futures::StreamExt;
@@ -23,14 +23,14 @@ use crate::server::{
     ApiError, Resp, State, api_err, blocking, header_json, json_resp, query, receive_body,
     store_error,
 };
-use crate::store::{Store, StoreError, StoredObject};
+use crate::store::{StoreError, StoredObject};
 
 /// Make the other copies a client's write names durable before it is acknowledged: push the
 /// object just published to each of `opts.replicas`. A copy that cannot be made fails the
-/// write (503): the client retries, and the copy published here is harmless (it is the newest
-/// version, and the rebalance completes its copies).
+/// write (503) — the client retries — and is retried in the background ([`repair_later`]):
+/// the object published here is the newest version and must not stay with fewer copies.
 pub(crate) async fn make_copies(
-    state: &State,
+    state: &Arc<State>,
     bucket: &str,
     key: &str,
     opts: &WriteOptions,
@@ -38,45 +38,55 @@ pub(crate) async fn make_copies(
     let pushes = opts
         .replicas
         .iter()
-        .map(|peer| push(&state.store, &state.client, bucket, key, peer));
+        .map(|peer| push(state, bucket, key, &peer.url));
+    let mut failed = None;
     for (peer, r) in opts
         .replicas
         .iter()
         .zip(futures::future::join_all(pushes).await)
     {
         if let Err(e) = r {
-            tracing::warn!(%peer, %bucket, %key, error = %e, "a copy could not be made");
-            repair_later(state, bucket, key, peer);
-            return Err(api_err(
-                503,
-                "SlowDown",
-                format!("a copy of the object could not be made on {peer}: {e}; retry"),
+            tracing::warn!(peer = %peer.id, %bucket, %key, error = %e, "a copy could not be made");
+            repair_later(state, bucket, key, peer.clone());
+            failed = Some(format!(
+                "a copy of the object could not be made on {}: {e}; retry",
+                peer.id
             ));
         }
     }
-    Ok(())
+    match failed {
+        None => Ok(()),
+        Some(message) => Err(api_err(503, "SlowDown", message)),
+    }
 }
 
-/// Keep trying, in the background, to make a copy a write could not make (the write failed,
-/// but the object it published here must not stay with fewer copies): every 2 s for 10
-/// minutes, until the peer holds this version or a newer one. The next rebalance covers what
-/// this misses (a restart of this target forgets the queue).
-fn repair_later(state: &State, bucket: &str, key: &str, peer: &str) {
-    let (store, client) = (state.store.clone(), state.client.clone());
-    let (bucket, key, peer) = (bucket.to_string(), key.to_string(), peer.to_string());
+/// Keep pushing, in the background, a copy a write could not make: every 2 s for 10 minutes,
+/// to the peer's address in the current map (a restarted target listens elsewhere), until it
+/// holds this version or a newer one, or leaves the map. A restart of this target forgets
+/// the queue; its walk at start ([`crate::rebalance`]) covers that.
+fn repair_later(state: &Arc<State>, bucket: &str, key: &str, peer: Peer) {
+    let state = state.clone();
+    let (bucket, key) = (bucket.to_string(), key.to_string());
     tokio::spawn(async move {
         for _ in 0..300 {
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-            match push(&store, &client, &bucket, &key, &peer).await {
+            let url = {
+                let meta = state.meta.read().expect("meta lock");
+                match meta.targets.get(&peer.id) {
+                    Some(t) => t.url.clone(),
+                    None => return, // gone from the cluster: placement no longer names it
+                }
+            };
+            match push(&state, &bucket, &key, &url).await {
                 Ok(_) => {
-                    tracing::info!(%peer, %bucket, %key, "copy made on retry");
+                    tracing::info!(peer = %peer.id, %bucket, %key, "copy made on retry");
                     return;
                 }
                 Err(PushError::Local(StoreError::NoSuchKey)) => return,
-                Err(e) => tracing::debug!(%peer, error = %e, "copy retry failed"),
+                Err(e) => tracing::debug!(peer = %peer.id, error = %e, "copy retry failed"),
             }
         }
-        tracing::warn!(%peer, %bucket, %key, "copy not made; the next rebalance will");
+        tracing::warn!(peer = %peer.id, %bucket, %key, "copy not made; the next rebalance will");
     });
 }
 
@@ -94,12 +104,12 @@ pub(crate) enum PushError {
 /// Push this target's copy (object or tombstone) of `(bucket, key)` to the target at
 /// `peer_url`. Returns what the peer holds afterwards: this version, or a newer one it had.
 pub(crate) async fn push(
-    store: &Store,
-    client: &NodeClient,
+    state: &State,
     bucket: &str,
     key: &str,
     peer_url: &str,
 ) -> Result<Have, PushError> {
+    let (store, client) = (&state.store, &state.client);
     let have = store.have(bucket, key)?;
     if have.deleted {
         let q = DeleteQuery {

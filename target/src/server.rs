@@ -105,9 +105,7 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
     {
         let meta = state.meta.read().expect("meta lock").clone();
         state.etl.reconcile(&meta.etls);
-        // Walk the current generation again at every start: a crash may have cut off copies
-        // of writes this target published (their retries were in memory).
-        let _ = std::fs::remove_file(state.meta_path.with_file_name("rebalance.json"));
+        // Walk the current generation at every start (see crate::rebalance).
         crate::rebalance::on_meta(&state, &meta);
     }
     let local = bind_local_sockets(&cfg.root);
@@ -432,7 +430,7 @@ pub(crate) async fn check_put(
 
 /// Publish a received, fsynced put, then make its other copies durable.
 pub(crate) async fn publish_put(
-    state: &State,
+    state: &Arc<State>,
     q: ObjectQuery,
     attrs: ObjectAttrs,
     opts: WriteOptions,
