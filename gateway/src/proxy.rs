@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use aisle_cluster::client::{self, ClientError, NodeClient, ReadBody, ReqBody, read_json};
 use aisle_cluster::listing::ListPage;
-use aisle_cluster::map::TargetInfo;
+use aisle_cluster::map::{AdminState, ClusterMeta, TargetInfo};
 use aisle_cluster::proto::{
     self, COMMIT_TRAILER, CompleteRequest, ListQuery, META_HEADER, ObjectAttrs, ObjectMeta,
     ObjectQuery, PartInfo, PartsPage, PartsQuery, READ_HEADER, ReadOptions, TargetStatus,
@@ -48,7 +48,8 @@ pub enum NoTargets {
     ListingIncomplete(String),
 }
 
-/// Where a write goes: the target that publishes it, and what it is told.
+/// Where a write goes: its write set (the first receives the bytes and publishes them, the
+/// others are named as its replicas) and the options the first is told.
 pub struct WritePlan {
     /// The target that receives the bytes and publishes them.
     pub target: TargetInfo,
@@ -88,32 +89,47 @@ impl Targets {
         }
     }
 
-    /// Where a write of `(bucket, key)` goes, with a fresh stamp.
-    pub fn write_plan(&self, bucket: &str, key: &str) -> Result<WritePlan, NoTargets> {
-        let meta = self.meta.snapshot();
+    /// The write set of `(bucket, key)`, refused when fewer of its targets are up than the
+    /// bucket keeps copies.
+    fn write_set(
+        meta: &ClusterMeta,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Vec<TargetInfo>, NoTargets> {
         if meta.targets.is_empty() {
             return Err(NoTargets::None);
         }
         let copies = meta.copies(bucket);
-        let set = meta.write_set(bucket, key, copies);
+        let set: Vec<TargetInfo> = meta
+            .write_set(bucket, key, copies)
+            .into_iter()
+            .cloned()
+            .collect();
         if set.len() < copies {
             return Err(NoTargets::TooFewUp {
                 copies,
                 live: set.len(),
             });
         }
+        Ok(set)
+    }
+
+    /// Where a write of `(bucket, key)` goes, with a fresh stamp.
+    pub fn write_plan(&self, bucket: &str, key: &str) -> Result<WritePlan, NoTargets> {
+        let mut set = Self::write_set(&self.meta.snapshot(), bucket, key)?;
+        let replicas = set
+            .drain(1..)
+            .map(|t| proto::Peer {
+                id: t.id,
+                url: t.url,
+            })
+            .collect();
         Ok(WritePlan {
-            target: set[0].clone(),
+            target: set.remove(0),
             opts: WriteOptions {
                 if_absent: false,
                 version: Self::stamp(),
-                replicas: set[1..]
-                    .iter()
-                    .map(|t| proto::Peer {
-                        id: t.id.clone(),
-                        url: t.url.clone(),
-                    })
-                    .collect(),
+                replicas,
             },
         })
     }
@@ -121,12 +137,7 @@ impl Targets {
     /// The target that holds `(bucket, key)`'s pending multipart uploads: the first of its
     /// write set.
     pub fn upload_owner(&self, bucket: &str, key: &str) -> Result<TargetInfo, NoTargets> {
-        let meta = self.meta.snapshot();
-        let copies = meta.copies(bucket);
-        meta.write_set(bucket, key, copies)
-            .first()
-            .map(|t| (*t).clone())
-            .ok_or(NoTargets::None)
+        Ok(Self::write_set(&self.meta.snapshot(), bucket, key)?.remove(0))
     }
 
     /// Every live target (listings, uploads, status).
@@ -177,93 +188,99 @@ impl Targets {
         }
     }
 
-    /// Read `(bucket, key)` from the first live target that has it, in read order; the answer
-    /// is any status other than a miss (a 304/412 carries the metadata header), and the target
-    /// that gave it. A miss everywhere (or a tombstone) is a 404 `NoSuchKey`.
+    /// Ask the live targets in read order for `(bucket, key)` until one answers other than a
+    /// miss ("get from neighbour"): `call` on a target, with the answer and the target that
+    /// gave it. A miss (404 `NoSuchKey`), an unreachable target or one marked down moves on to
+    /// the next; a tombstone (`NoSuchKeyDeleted`) stops the search with `NoSuchKey`; any other
+    /// error is the answer. A miss everywhere while a holder is down is 503, not 404: that
+    /// holder may have the only copy.
+    async fn ask_holders<T, Fut>(
+        &self,
+        bucket: &str,
+        key: &str,
+        call: impl Fn(TargetInfo) -> Fut,
+    ) -> Result<(T, TargetInfo), ClientError>
+    where
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let meta = self.meta.snapshot();
+        let order = meta.read_order(bucket, key);
+        let copies = meta.copies(bucket);
+        // Settled, a key is on its first `copies` targets or nowhere; otherwise it may be
+        // anywhere a move or an outage left it.
+        let tries = if meta.settled() {
+            copies.min(order.len())
+        } else {
+            order.len()
+        };
+        let mut last: Option<ClientError> = None;
+        for &t in order.iter().take(tries) {
+            match self.guarded(t, call(t.clone())).await {
+                Ok(v) => return Ok((v, t.clone())),
+                Err(ClientError::Status { body, .. }) if body.code == "NoSuchKeyDeleted" => {
+                    return Err(not_found(t, "the key was deleted"));
+                }
+                Err(e @ ClientError::Status { .. }) if is_miss(&e) => last = Some(e),
+                Err(e @ (ClientError::Transport { .. } | ClientError::Down { .. })) => {
+                    tracing::warn!(target = %t.id, error = %e, "failed over to the next copy");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let down_holder = meta
+            .ranked(bucket, key)
+            .into_iter()
+            .filter(|t| t.admin == AdminState::Active)
+            .take(copies)
+            .find(|t| !t.is_alive());
+        match (down_holder, last) {
+            (Some(t), None) => Err(ClientError::Down { url: t.url.clone() }),
+            (Some(t), Some(e)) if is_miss(&e) => Err(ClientError::Down { url: t.url.clone() }),
+            (_, Some(e)) => Err(e),
+            (None, None) => Err(ClientError::Down {
+                url: "(no live target)".into(),
+            }),
+        }
+    }
+
+    /// Read `(bucket, key)` from the first live target that has it (see
+    /// [`Self::ask_holders`]); the answer is any status other than a miss (a 304/412 carries
+    /// the metadata header), with the target that gave it.
     pub async fn read(
         &self,
         q: &ObjectQuery,
         opts: &ReadOptions,
         head: bool,
     ) -> Result<(Response<ReadBody>, TargetInfo), ClientError> {
-        let meta = self.meta.snapshot();
-        let order: Vec<TargetInfo> = meta
-            .read_order(&q.bucket, &q.key)
-            .into_iter()
-            .cloned()
-            .collect();
-        // Settled, a key is on its first `copies` targets or nowhere; otherwise it may be
-        // anywhere a move or an outage left it.
-        let tries = if meta.settled() {
-            meta.copies(&q.bucket).min(order.len())
-        } else {
-            order.len()
-        };
-        let mut last: Option<ClientError> = None;
-        for t in order.iter().take(tries) {
-            match self.guarded(t, self.read_object(t, q, opts, head)).await {
-                Ok(resp) if resp.status() == http::StatusCode::NOT_FOUND => {
-                    let err = client::status_error(t.url.clone(), resp).await;
-                    match &err {
-                        ClientError::Status { body, .. } if body.code == "NoSuchKeyDeleted" => {
-                            return Err(not_found(t, "the key was deleted"));
-                        }
-                        ClientError::Status { body, .. } if body.code == "NoSuchKey" => {
-                            last = Some(err);
-                        }
-                        _ => return Err(err),
-                    }
-                }
-                Ok(resp) => return Ok((resp, t.clone())),
-                Err(e @ (ClientError::Transport { .. } | ClientError::Down { .. })) => {
-                    tracing::warn!(target = %t.id, error = %e, "read failed over to the next copy");
-                    last = Some(e);
-                }
-                Err(e) => return Err(e),
+        self.ask_holders(&q.bucket, &q.key, |t| async move {
+            let resp = self.read_object(&t, q, opts, head).await?;
+            if resp.status() == http::StatusCode::NOT_FOUND {
+                return Err(client::status_error(t.url.clone(), resp).await);
             }
-        }
-        // A miss while a holder is down (or out) is not a miss: it may have the only copy.
-        let copies = meta.copies(&q.bucket);
-        if let Some(down) = meta
-            .ranked(&q.bucket, &q.key)
-            .into_iter()
-            .filter(|t| t.admin == aisle_cluster::map::AdminState::Active)
-            .take(copies)
-            .find(|t| !t.is_alive())
-            && !matches!(last, Some(ClientError::Status { ref body, .. }) if body.code != "NoSuchKey")
-        {
-            return Err(ClientError::Down {
-                url: down.url.clone(),
-            });
-        }
-        Err(last.unwrap_or_else(|| match order.first() {
-            Some(t) => not_found(t, "the specified key does not exist"),
-            None => ClientError::Down {
-                url: "(no live target)".into(),
-            },
-        }))
+            Ok(resp)
+        })
+        .await
     }
 
-    /// Delete `(bucket, key)` everywhere it may be: a tombstone on its write set (so a copy
-    /// that comes back from an outage is deleted, not restored), a plain delete on every other
-    /// live target (strays a move left). Fails if a write-set target fails.
-    pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), ClientError> {
-        let plan = self
-            .write_plan(bucket, key)
-            .map_err(|e| ClientError::Down { url: e.to_string() })?;
-        let meta = self.meta.snapshot();
-        let copies = meta.copies(bucket);
-        let holders: Vec<String> = meta
-            .write_set(bucket, key, copies)
-            .iter()
-            .map(|t| t.id.clone())
-            .collect();
+    /// Delete `(bucket, key)` everywhere it may be, as `plan` says: a tombstone on its write
+    /// set (so a copy that comes back from an outage is deleted, not restored), a plain delete
+    /// on every other live target (strays a move left). Fails if a write-set target fails.
+    pub async fn delete(
+        &self,
+        plan: &WritePlan,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(), ClientError> {
+        let in_write_set = |t: &TargetInfo| {
+            t.id == plan.target.id || plan.opts.replicas.iter().any(|p| p.id == t.id)
+        };
         let calls = self.all().into_iter().map(|t| {
             let q = proto::DeleteQuery {
                 bucket: bucket.into(),
                 key: key.into(),
                 version: plan.opts.version,
-                tombstone: holders.contains(&t.id),
+                tombstone: in_write_set(&t),
             };
             async move {
                 let url = Self::url(&t, proto::T_OBJECT, &q);
@@ -489,25 +506,11 @@ impl Targets {
 
     /// The members of a shard, from the first live target that holds it.
     pub async fn archive_members(&self, q: &ObjectQuery) -> Result<serde_json::Value, ClientError> {
-        let meta = self.meta.snapshot();
-        let mut last = None;
-        for t in meta.read_order(&q.bucket, &q.key) {
-            let url = Self::url(t, proto::T_ARCHIVE, q);
-            match self
-                .guarded(t, self.client.json::<(), _>(Method::GET, &url, None))
-                .await
-            {
-                Ok(v) => return Ok(v),
-                Err(e @ ClientError::Status { .. }) if !matches!(&e, ClientError::Status { body, .. } if body.code == "NoSuchKey") =>
-                {
-                    return Err(e);
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or(ClientError::Down {
-            url: "(no live target)".into(),
-        }))
+        let ask = |t: TargetInfo| {
+            let url = Self::url(&t, proto::T_ARCHIVE, q);
+            async move { self.client.json::<(), _>(Method::GET, &url, None).await }
+        };
+        Ok(self.ask_holders(&q.bucket, &q.key, ask).await?.0)
     }
 
     /// A target's status, with per-mountpath object counts.
@@ -515,6 +518,12 @@ impl Targets {
         let url = Self::url(t, proto::T_STATUS, &proto::StatusQuery { counts: true });
         self.client.json::<(), _>(Method::GET, &url, None).await
     }
+}
+
+/// A target answered that it does not hold the key.
+fn is_miss(e: &ClientError) -> bool {
+    matches!(e, ClientError::Status { status, body, .. }
+        if *status == http::StatusCode::NOT_FOUND && body.code == "NoSuchKey")
 }
 
 fn not_found(t: &TargetInfo, message: &str) -> ClientError {

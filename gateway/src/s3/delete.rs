@@ -12,7 +12,11 @@ pub const MAX_DELETE_KEYS: usize = 1000;
 
 async fn delete_one(s3: &AisleS3, bucket: &str, key: &str) -> S3Result<()> {
     check_key(key)?;
-    s3.targets.delete(bucket, key).await.map_err(from_client)
+    let plan = s3.targets.write_plan(bucket, key)?;
+    s3.targets
+        .delete(&plan, bucket, key)
+        .await
+        .map_err(from_client)
 }
 
 pub(super) async fn delete_object(
