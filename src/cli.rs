@@ -10,7 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 mod cluster;
-pub use cluster::{BucketCommand, ClusterCommand, bucket, cluster};
+pub use cluster::{BucketCommand, ClusterCommand, bucket, cluster, decommission_and_wait};
 
 /// Where the cluster is and how to sign for it.
 #[derive(clap::Args)]
@@ -86,6 +86,16 @@ async fn admin_stream(
 }
 
 impl Connection {
+    /// A connection to `endpoint` with these keys (for callers that hold them, like `aisle up`).
+    pub fn new(endpoint: &str, access_key: &str, secret_key: &str, region: &str) -> Self {
+        Connection {
+            endpoint: endpoint.into(),
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
+            region: region.into(),
+        }
+    }
+
     /// A SigV4 signer for these keys.
     pub fn signer(&self) -> crate::sign::Signer {
         crate::sign::Signer::new(&self.access_key, &self.secret_key, &self.region)

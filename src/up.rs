@@ -185,44 +185,6 @@ async fn wait_for_targets(
     }
 }
 
-/// Decommission `ids` and wait until each has drained and left the map.
-async fn drain(client: &NodeClient, gateway: &str, ids: &[String]) -> anyhow::Result<()> {
-    let meta_url = format!("{gateway}/_aisle/cluster/v1/meta");
-    for id in ids {
-        eprintln!("aisle: shrinking the cluster: decommissioning {id} (its objects move first)");
-        let url = format!("{gateway}{}?id={id}", proto::G_DECOMMISSION);
-        let deadline = Instant::now() + Duration::from_secs(600);
-        // A rebalance may still be running (the targets just started): wait for it.
-        loop {
-            match client
-                .json::<(), serde_json::Value>(Method::POST, &url, None)
-                .await
-            {
-                Ok(_) => break,
-                Err(e) if Instant::now() < deadline => {
-                    tracing::debug!(error = %e, "decommission not taken yet");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => bail!("decommissioning {id}: {e}"),
-            }
-        }
-        loop {
-            let meta = client
-                .json::<(), ClusterMeta>(Method::GET, &meta_url, None)
-                .await?;
-            if !meta.targets.contains_key(id) {
-                eprintln!("aisle: {id} drained and removed from the cluster");
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("{id} did not drain within 10 minutes (see aisle cluster show)");
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    }
-    Ok(())
-}
-
 /// Run the embedded cluster until Ctrl-C / SIGTERM.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if args.targets == 0 || args.mountpaths == 0 {
@@ -331,7 +293,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let client = NodeClient::new(&creds.cluster_secret);
     wait_for_targets(&client, &endpoint, &ids, Duration::from_secs(60)).await?;
     if !extra.is_empty() {
-        drain(&client, &endpoint, &extra).await?;
+        // Shrinking the cluster is a decommission of each extra target, through the admin API.
+        let conn = crate::cli::Connection::new(
+            &endpoint,
+            &creds.access_key,
+            &creds.secret_key,
+            &creds.region,
+        );
+        for id in &extra {
+            eprintln!(
+                "aisle: shrinking the cluster: decommissioning {id} (its objects move first)"
+            );
+            crate::cli::decommission_and_wait(&conn, id, 600).await?;
+            eprintln!("aisle: {id} drained and removed from the cluster");
+        }
         for node in nodes.iter_mut().filter(|n| extra.contains(&n.name)) {
             if let Some(c) = node.child.as_mut() {
                 let _ = c.kill().await;

@@ -85,10 +85,6 @@ pub struct EtlNodeStatus {
 /// Liveness and placement facts of a target: GET → JSON [`TargetStatus`].
 pub const T_STATUS: &str = "/_aisle/t/v1/status";
 
-/// Gateway endpoint that drains a target and removes it from the map: POST `?id=ID` (the
-/// embedded supervisor shrinking the cluster; operators use the admin API).
-pub const G_DECOMMISSION: &str = "/_aisle/cluster/v1/decommission";
-
 /// Gateway endpoint a target calls to join: POST JSON [`crate::map::TargetInfo`] → ClusterMeta.
 pub const G_JOIN: &str = "/_aisle/cluster/v1/join";
 

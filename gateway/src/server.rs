@@ -282,22 +282,6 @@ async fn cluster_api(gw: &Gateway, req: Request<Incoming>) -> Response<s3s::Body
             }
         }
         (&Method::GET, "/_aisle/cluster/v1/meta") => json(StatusCode::OK, &*gw.meta.snapshot()),
-        (&Method::POST, proto::G_DECOMMISSION) => {
-            let id = req
-                .uri()
-                .query()
-                .and_then(|q| q.strip_prefix("id="))
-                .unwrap_or_default()
-                .to_string();
-            match gw
-                .membership
-                .act(&id, crate::membership::TargetAction::Decommission)
-                .await
-            {
-                Ok(()) => json(StatusCode::OK, &serde_json::json!({ "target": id })),
-                Err(e) => cluster_error(StatusCode::CONFLICT, "Refused", e.to_string()),
-            }
-        }
         _ => cluster_error(
             StatusCode::NOT_FOUND,
             "NotImplemented",

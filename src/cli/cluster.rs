@@ -138,6 +138,24 @@ async fn wait_settled(
     }
 }
 
+/// Decommission `target` and wait until it has drained and left the map, for at most
+/// `timeout` seconds; while another change's rebalance still runs, the request is repeated.
+pub async fn decommission_and_wait(
+    conn: &Connection,
+    target: &str,
+    timeout: u64,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
+    while let Err(e) = target_action(conn, target, "decommission").await {
+        if std::time::Instant::now() > deadline {
+            return Err(e.context(format!("decommissioning {target}")));
+        }
+        tracing::debug!(error = %e, "decommission not taken yet");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_settled(conn, timeout, Some(target)).await
+}
+
 /// Run an `aisle cluster` command.
 pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
     match cmd {
