@@ -6,6 +6,7 @@
 //! * [`map`] — the versioned cluster map (targets and their URLs) and bucket map that the
 //!   primary gateway owns and pushes to every node;
 //! * [`copies`] — which targets hold an object's copies, take its writes, and answer its reads;
+//! * [`etag`] — S3's ETags of stored objects, and checking a byte stream against one;
 //! * [`placement`] — highest-random-weight (rendezvous) placement of `(bucket, key)` over targets
 //!   and over the mountpaths inside a target;
 //! * [`proto`] — the intra-cluster HTTP protocol: paths, query structs, headers and the object
@@ -31,6 +32,7 @@ pub fn now_ms() -> i64 {
 }
 pub mod client;
 pub mod copies;
+pub mod etag;
 pub mod files;
 pub mod listing;
 pub mod local;

@@ -7,7 +7,7 @@
 //! started there. Liveness is seen from here only: the primary gateway probes every target
 //! ([`proto::T_STATUS`], with a timeout) and reads its rebalance progress from the answer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,6 +62,9 @@ pub struct Observed {
     pub last_seen_ms: i64,
     /// Its last status.
     pub status: Option<TargetStatus>,
+    /// Probes missed in a row.
+    #[serde(default)]
+    pub misses: u32,
 }
 
 /// The primary gateway's view of membership.
@@ -69,7 +72,6 @@ pub struct Membership {
     meta: Arc<MetaOwner>,
     client: NodeClient,
     cfg: HealthConfig,
-    misses: Mutex<HashMap<String, u32>>,
     observed: Mutex<BTreeMap<String, Observed>>,
 }
 
@@ -80,7 +82,6 @@ impl Membership {
             meta,
             client,
             cfg,
-            misses: Mutex::default(),
             observed: Mutex::default(),
         })
     }
@@ -119,7 +120,14 @@ impl Membership {
                 Ok::<_, PersistError>((changed, ()))
             })
             .await?;
-        self.misses.lock().expect("misses lock").remove(&target.id);
+        if let Some(o) = self
+            .observed
+            .lock()
+            .expect("observed lock")
+            .get_mut(&target.id)
+        {
+            o.misses = 0;
+        }
         Ok(self.meta.snapshot())
     }
 
@@ -158,28 +166,26 @@ impl Membership {
         let mut up_now = Vec::new();
         let mut behind = Vec::new();
         {
-            let mut misses = self.misses.lock().expect("misses lock");
             let mut observed = self.observed.lock().expect("observed lock");
             observed.retain(|id, _| meta.targets.contains_key(id));
             for (id, status) in results {
                 let t = &meta.targets[&id];
+                let o = observed.entry(id.clone()).or_default();
                 match status {
                     Some(s) => {
-                        misses.remove(&id);
+                        o.misses = 0;
                         if !t.is_alive() {
                             // The change that marks it up pushes the metadata to it.
                             up_now.push(id.clone());
                         } else if s.meta_version < meta.version {
                             behind.push(t.clone());
                         }
-                        let o = observed.entry(id).or_default();
                         o.last_seen_ms = now;
                         o.status = Some(s);
                     }
                     None => {
-                        let n = misses.entry(id.clone()).or_default();
-                        *n += 1;
-                        if *n >= self.cfg.down_after_misses && t.is_alive() {
+                        o.misses += 1;
+                        if o.misses >= self.cfg.down_after_misses && t.is_alive() {
                             down_now.push(id);
                         }
                     }

@@ -6,10 +6,10 @@
 //! source copy never spreads), and publishes it only if it is newer than the object or
 //! tombstone it holds. Deletions travel as tombstones (a versioned DELETE).
 
-use std::io::Read;
 use std::sync::Arc;
 
 use aisle_cluster::client::{self, BoxError, ClientError, ReqBody, read_json};
+use aisle_cluster::etag::EtagCheck;
 use aisle_cluster::proto::{
     self, COMMIT_TRAILER, Commit, DeleteQuery, Have, META_HEADER, ObjectMeta, ObjectQuery, Peer,
     WriteOptions,
@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 
 use crate::server::{
-    ApiError, Resp, State, api_err, blocking, header_json, json_resp, query, receive_body,
+    ApiError, Resp, State, api_err, blocking, header_json, json_resp, query, receive_framed,
     store_error,
 };
 use crate::store::{StoreError, StoredObject};
@@ -176,21 +176,25 @@ pub(crate) async fn receive(state: &Arc<State>, req: Request<Incoming>) -> Resul
         // Nothing to do; the body is dropped unread (the connection closes).
         return Ok(json_resp(StatusCode::OK, &have));
     }
+    // The bytes are checked against the ETag as they arrive, so a corrupt source copy never
+    // spreads; nothing is published unless they match.
+    let mut check = EtagCheck::new(&meta.etag, &meta.parts);
     let mp = state.store.mountpath_for(&q.bucket, &q.key);
-    let (temp, commit) = receive_body(state, mp, req.into_body()).await?;
-    if commit.size != meta.size {
+    let (temp, commit) =
+        receive_framed(state, mp, req.into_body(), &[], |_| Vec::new(), &mut |d| {
+            check.update(d)
+        })
+        .await?;
+    if commit.size != meta.size || !check.matches() {
         return Err(api_err(
             400,
-            "IncompleteBody",
+            "BadDigest",
             format!(
-                "the copy has {} bytes, its record says {}",
-                commit.size, meta.size
+                "the copy of {}/{} ({} bytes) does not match its record ({} bytes, ETag {})",
+                q.bucket, q.key, commit.size, meta.size, meta.etag
             ),
         ));
     }
-    let path = temp.path().to_path_buf();
-    let expected = meta.clone();
-    blocking(move || verify_file(&path, &expected)).await?;
     let store = state.store.clone();
     let version = meta.stamp();
     let have = blocking(
@@ -221,86 +225,4 @@ pub(crate) async fn answer_check(
     })
     .await?;
     Ok(json_resp(StatusCode::OK, &haves))
-}
-
-/// Check the bytes of `path` against `meta`: its size, and its ETag when that is an MD5 (a
-/// single-part object) or an MD5 of part MD5s (a multipart one). Other ETags (appended shards)
-/// are checked by size only.
-pub(crate) fn verify_file(path: &std::path::Path, meta: &ObjectMeta) -> Result<(), StoreError> {
-    let mut f =
-        std::fs::File::open(path).map_err(StoreError::io(format!("opening {}", path.display())))?;
-    match etag_kind(meta) {
-        EtagKind::Md5 => {
-            let sum = md5_of(&mut f, meta.size)?;
-            matches(hex::encode(sum) == meta.etag, meta, path)
-        }
-        EtagKind::Composite => {
-            let mut outer = Vec::with_capacity(16 * meta.parts.len());
-            for size in &meta.parts {
-                outer.extend_from_slice(&md5_of(&mut f, *size)?);
-            }
-            let etag = format!(
-                "{}-{}",
-                hex::encode(<md5::Md5 as md5::Digest>::digest(&outer)),
-                meta.parts.len()
-            );
-            matches(etag == meta.etag, meta, path)
-        }
-        EtagKind::Opaque => {
-            let len = f
-                .metadata()
-                .map_err(StoreError::io(format!("reading {}", path.display())))?
-                .len();
-            matches(len == meta.size, meta, path)
-        }
-    }
-}
-
-fn matches(ok: bool, meta: &ObjectMeta, path: &std::path::Path) -> Result<(), StoreError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(format!(
-            "the bytes of {} do not match the object's ETag {} (corrupt copy)",
-            path.display(),
-            meta.etag
-        )))
-    }
-}
-
-enum EtagKind {
-    Md5,
-    Composite,
-    Opaque,
-}
-
-fn etag_kind(meta: &ObjectMeta) -> EtagKind {
-    let is_hex32 = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if meta.parts.is_empty() {
-        if is_hex32(&meta.etag) {
-            EtagKind::Md5
-        } else {
-            EtagKind::Opaque
-        }
-    } else {
-        match meta.etag.split_once('-') {
-            Some((h, n)) if is_hex32(h) && n.parse() == Ok(meta.parts.len()) => EtagKind::Composite,
-            _ => EtagKind::Opaque,
-        }
-    }
-}
-
-fn md5_of(f: &mut std::fs::File, len: u64) -> Result<[u8; 16], StoreError> {
-    use md5::Digest;
-    let mut h = md5::Md5::new();
-    let mut left = len;
-    let mut buf = vec![0u8; 256 * 1024];
-    while left > 0 {
-        let n = (buf.len() as u64).min(left) as usize;
-        f.read_exact(&mut buf[..n])
-            .map_err(StoreError::io("reading a copy back".to_string()))?;
-        h.update(&buf[..n]);
-        left -= n as u64;
-    }
-    Ok(h.finalize().into())
 }

@@ -347,17 +347,19 @@ pub(crate) async fn receive_body(
     mp: u16,
     body: Incoming,
 ) -> Result<(crate::store::TempFile, Commit), ApiError> {
-    receive_framed(state, mp, body, &[], |_| Vec::new()).await
+    receive_framed(state, mp, body, &[], |_| Vec::new(), &mut |_| {}).await
 }
 
 /// [`receive_body`] with bytes written before the body and after it (the suffix may depend on
-/// the body's size, e.g. tar padding); the commit's size counts the body only.
+/// the body's size, e.g. tar padding), each frame of the body shown to `observe` as it is
+/// written; the commit's size counts the body only.
 pub(crate) async fn receive_framed(
     state: &State,
     mp: u16,
     mut body: Incoming,
     prefix: &[u8],
     suffix: impl FnOnce(u64) -> Vec<u8>,
+    observe: &mut (dyn FnMut(&[u8]) + Send),
 ) -> Result<(crate::store::TempFile, Commit), ApiError> {
     let mut temp = state.store.create_temp(mp).await.map_err(store_error)?;
     if !prefix.is_empty() {
@@ -373,6 +375,7 @@ pub(crate) async fn receive_framed(
         match frame.into_data() {
             Ok(data) => {
                 written += data.len() as u64;
+                observe(&data);
                 temp.write(data).await.map_err(store_error)?;
             }
             Err(frame) => {

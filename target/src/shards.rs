@@ -483,11 +483,18 @@ pub(crate) async fn append(
     };
     let mp = state.store.mountpath_for(&q.bucket, &q.key);
     let size = q.size;
-    let (temp, commit) = receive_framed(state, mp, req.into_body(), &header, move |n| {
-        let mut tail = vec![0u8; aisle_shard::padding(n)];
-        tail.extend_from_slice(&aisle_shard::END_OF_ARCHIVE);
-        tail
-    })
+    let (temp, commit) = receive_framed(
+        state,
+        mp,
+        req.into_body(),
+        &header,
+        move |n| {
+            let mut tail = vec![0u8; aisle_shard::padding(n)];
+            tail.extend_from_slice(&aisle_shard::END_OF_ARCHIVE);
+            tail
+        },
+        &mut |_| {},
+    )
     .await?;
     if commit.size != size {
         return Err(api_err(

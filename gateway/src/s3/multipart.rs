@@ -6,7 +6,6 @@ use aisle_cluster::listing::common_prefix;
 use aisle_cluster::proto::{
     Checksums, CompletePart, CompleteRequest, PartInfo, PartsQuery, UploadQuery, UploadsQuery,
 };
-use md5::Digest;
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
 
@@ -223,11 +222,11 @@ async fn all_parts(s3: &AisleS3, bucket: &str, key: &str, id: &str) -> S3Result<
 
 /// `md5(concat(part md5s))-N`, as S3 computes a multipart ETag.
 fn multipart_etag(parts: &[&PartInfo]) -> String {
-    let mut h = md5::Md5::new();
-    for p in parts {
-        h.update(hex::decode(&p.etag).unwrap_or_default());
-    }
-    format!("{}-{}", hex::encode(h.finalize()), parts.len())
+    aisle_cluster::etag::composite(
+        parts
+            .iter()
+            .map(|p| hex::decode(&p.etag).unwrap_or_default()),
+    )
 }
 
 /// The composite checksum S3 reports: checksum of the concatenated part checksums, `-N`. Only
