@@ -618,6 +618,55 @@ pub struct Peer {
 pub const T_REPLICA: &str = "/_aisle/t/v1/replica";
 /// Which versions a target holds: POST JSON `Vec<`[`ObjectQuery`]`>` → JSON `Vec<`[`Have`]`>`.
 pub const T_REPLICA_CHECK: &str = "/_aisle/t/v1/replica/check";
+/// Ask a target to push its copy of an object to another (`POST` with [`SendQuery`] → JSON
+/// [`Have`]): how a target that found its own copy corrupt gets a good one.
+pub const T_REPLICA_SEND: &str = "/_aisle/t/v1/replica/send";
+/// Verify every stored object against its ETag and repair corrupt copies from a good one:
+/// POST → JSON [`ScrubReport`].
+pub const T_SCRUB: &str = "/_aisle/t/v1/scrub";
+
+/// Query of a pushed copy ([`T_REPLICA`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicaQuery {
+    /// Bucket name.
+    pub bucket: String,
+    /// Object key.
+    pub key: String,
+    /// The receiver found its copy of this version corrupt: the same version replaces it.
+    #[serde(default)]
+    pub repair: bool,
+}
+
+/// Query of [`T_REPLICA_SEND`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendQuery {
+    /// Bucket name.
+    pub bucket: String,
+    /// Object key.
+    pub key: String,
+    /// Base URL of the target to push to (it replaces a corrupt copy of the same version).
+    pub to: String,
+}
+
+/// What a scrub of one target found and did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScrubReport {
+    /// Target id.
+    pub id: String,
+    /// Objects verified.
+    pub checked: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Copies whose bytes did not match their ETag (or size).
+    pub corrupt: u64,
+    /// Corrupt copies replaced by a good copy from another target.
+    pub repaired: u64,
+    /// Corrupt copies no other target could replace (the last copy is damaged).
+    pub unrepairable: u64,
+    /// What went wrong, per object (bounded).
+    #[serde(default)]
+    pub errors: Vec<String>,
+}
 
 /// What a target holds of one key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use aisle_cluster::map::EtlSpec;
+use aisle_cluster::proto::ScrubReport;
 use aisle_cluster::proto::{EtlNodeStatus, TargetStatus};
 use http::{Method, StatusCode};
 use s3s::route::S3Route;
@@ -398,6 +399,18 @@ impl S3Route for AdminRoute {
                     default_copies: meta.default_copies.max(1),
                     rebalance: meta.rebalance.clone(),
                 }))
+            }
+            (&Method::POST, "/_aisle/v1/cluster/scrub") => {
+                let targets = self.targets.all();
+                let reports = futures::future::join_all(targets.iter().map(|t| async {
+                    self.targets.scrub(t).await.unwrap_or_else(|e| ScrubReport {
+                        id: t.id.clone(),
+                        errors: vec![format!("scrub failed: {e}")],
+                        ..Default::default()
+                    })
+                }))
+                .await;
+                Ok(json(&reports))
             }
             (&Method::POST, path) if path.starts_with(TARGET_PREFIX) => {
                 use crate::membership::TargetAction as A;

@@ -221,6 +221,11 @@ impl Targets {
                     return Err(not_found(t, "the key was deleted"));
                 }
                 Err(e @ ClientError::Status { .. }) if is_miss(&e) => last = Some(e),
+                // A copy that fails its check is not served; the next one is.
+                Err(e @ ClientError::Status { .. }) if is_corrupt(&e) => {
+                    tracing::error!(target = %t.id, error = %e, "corrupt copy: reading another");
+                    last = Some(e);
+                }
                 Err(e @ (ClientError::Transport { .. } | ClientError::Down { .. })) => {
                     tracing::warn!(target = %t.id, error = %e, "failed over to the next copy");
                     last = Some(e);
@@ -255,7 +260,8 @@ impl Targets {
     ) -> Result<(Response<ReadBody>, TargetInfo), ClientError> {
         self.ask_holders(&q.bucket, &q.key, |t| async move {
             let resp = self.read_object(&t, q, opts, head).await?;
-            if resp.status() == http::StatusCode::NOT_FOUND {
+            // A miss or a failure (a corrupt copy among them) as an error the loop can judge.
+            if resp.status() == http::StatusCode::NOT_FOUND || resp.status().is_server_error() {
                 return Err(client::status_error(t.url.clone(), resp).await);
             }
             Ok(resp)
@@ -513,11 +519,23 @@ impl Targets {
         Ok(self.ask_holders(&q.bucket, &q.key, ask).await?.0)
     }
 
+    /// Scrub `t`: verify everything it holds, repair what is corrupt.
+    pub async fn scrub(&self, t: &TargetInfo) -> Result<proto::ScrubReport, ClientError> {
+        let url = format!("{}{}", t.url, proto::T_SCRUB);
+        self.guarded(t, self.client.json::<(), _>(Method::POST, &url, None))
+            .await
+    }
+
     /// A target's status, with per-mountpath object counts.
     pub async fn status(&self, t: &TargetInfo) -> Result<TargetStatus, ClientError> {
         let url = Self::url(t, proto::T_STATUS, &proto::StatusQuery { counts: true });
         self.client.json::<(), _>(Method::GET, &url, None).await
     }
+}
+
+/// A target found its copy corrupt (it repairs it itself).
+fn is_corrupt(e: &ClientError) -> bool {
+    matches!(e, ClientError::Status { body, .. } if body.code == "CorruptCopy")
 }
 
 /// A target answered that it does not hold the key.

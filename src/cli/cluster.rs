@@ -48,6 +48,15 @@ pub enum ClusterCommand {
         #[command(flatten)]
         conn: Connection,
     },
+    /// Verify every stored copy against its ETag on every target; repair corrupt copies from
+    /// a good one. Prints what was found and fixed.
+    Scrub {
+        #[command(flatten)]
+        conn: Connection,
+        /// Print JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Wait until the current rebalance has settled.
     Wait {
         #[command(flatten)]
@@ -243,6 +252,29 @@ pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ClusterCommand::Wait { conn, timeout } => wait_settled(&conn, timeout, None).await,
+        ClusterCommand::Scrub { conn, json } => {
+            let body = admin_call(&conn, "POST", "/_aisle/v1/cluster/scrub", Bytes::new()).await?;
+            let reports: Vec<aisle_cluster::proto::ScrubReport> =
+                serde_json::from_slice(&body).context("parsing the answer")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            } else {
+                for r in &reports {
+                    println!(
+                        "  {}: {} objects ({} bytes) checked, {} corrupt, {} repaired, {} not repairable",
+                        r.id, r.checked, r.bytes, r.corrupt, r.repaired, r.unrepairable
+                    );
+                    for e in &r.errors {
+                        println!("      {e}");
+                    }
+                }
+            }
+            let unrepaired: u64 = reports.iter().map(|r| r.unrepairable).sum();
+            if unrepaired > 0 {
+                bail!("{unrepaired} corrupt copies could not be repaired");
+            }
+            Ok(())
+        }
     }
 }
 

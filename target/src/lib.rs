@@ -13,6 +13,7 @@ mod files;
 mod local;
 mod rebalance;
 mod replica;
+mod scrub;
 pub mod server;
 mod shards;
 pub mod store;

@@ -217,7 +217,7 @@ async fn place_batch(state: &Arc<State>, meta: &ClusterMeta, batch: Vec<WalkEntr
             async move {
                 // One retry: a pooled connection to a peer that was frozen or restarted
                 // fails once before a fresh one is made.
-                let push = || crate::replica::push(state, &e.bucket, &e.key, &url);
+                let push = || crate::replica::push(state, &e.bucket, &e.key, &url, false);
                 let mut r = push().await;
                 if r.is_err() {
                     r = push().await;

@@ -12,7 +12,7 @@ use aisle_cluster::client::{self, BoxError, ClientError, ReqBody, read_json};
 use aisle_cluster::etag::EtagCheck;
 use aisle_cluster::proto::{
     self, COMMIT_TRAILER, Commit, DeleteQuery, Have, META_HEADER, ObjectMeta, ObjectQuery, Peer,
-    WriteOptions,
+    ReplicaQuery, SendQuery, WriteOptions,
 };
 use futures::StreamExt;
 use http::{HeaderMap, Method, Request, StatusCode, header};
@@ -38,7 +38,7 @@ pub(crate) async fn make_copies(
     let pushes = opts
         .replicas
         .iter()
-        .map(|peer| push(state, bucket, key, &peer.url));
+        .map(|peer| push(state, bucket, key, &peer.url, false));
     let mut failed = None;
     for (peer, r) in opts
         .replicas
@@ -77,7 +77,7 @@ fn repair_later(state: &Arc<State>, bucket: &str, key: &str, peer: Peer) {
                     None => return, // gone from the cluster: placement no longer names it
                 }
             };
-            match push(&state, &bucket, &key, &url).await {
+            match push(&state, &bucket, &key, &url, false).await {
                 Ok(_) => {
                     tracing::info!(peer = %peer.id, %bucket, %key, "copy made on retry");
                     return;
@@ -103,11 +103,13 @@ pub(crate) enum PushError {
 
 /// Push this target's copy (object or tombstone) of `(bucket, key)` to the target at
 /// `peer_url`. Returns what the peer holds afterwards: this version, or a newer one it had.
+/// With `repair`, the peer's copy of the same version is corrupt and is replaced.
 pub(crate) async fn push(
     state: &State,
     bucket: &str,
     key: &str,
     peer_url: &str,
+    repair: bool,
 ) -> Result<Have, PushError> {
     let (store, client) = (&state.store, &state.client);
     let have = store.have(bucket, key)?;
@@ -141,10 +143,10 @@ pub(crate) async fn push(
             Ok::<_, BoxError>(Frame::trailers(trailers))
         }));
     let body: ReqBody = BodyExt::boxed_unsync(StreamBody::new(frames));
-    let q = ObjectQuery {
+    let q = ReplicaQuery {
         bucket: bucket.into(),
         key: key.into(),
-        part: None,
+        repair,
     };
     let url = format!("{peer_url}{}", proto::path_and_query(proto::T_REPLICA, &q));
     let req = client::request(Method::PUT, &url)
@@ -168,11 +170,12 @@ pub(crate) async fn check(
 
 /// PUT [`proto::T_REPLICA`]: receive a copy.
 pub(crate) async fn receive(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let q: ObjectQuery = query(&req)?;
+    let q: ReplicaQuery = query(&req)?;
     let meta: Option<ObjectMeta> = header_json(req.headers(), META_HEADER)?;
     let meta = meta.ok_or_else(|| api_err(400, "InvalidRequest", "a copy needs its metadata"))?;
     let have = state.store.have(&q.bucket, &q.key).map_err(store_error)?;
-    if have.version >= meta.stamp() {
+    let same_object_repaired = q.repair && !have.deleted && have.version == meta.stamp();
+    if have.version >= meta.stamp() && !same_object_repaired {
         // Nothing to do; the body is dropped unread (the connection closes).
         return Ok(json_resp(StatusCode::OK, &have));
     }
@@ -197,17 +200,31 @@ pub(crate) async fn receive(state: &Arc<State>, req: Request<Incoming>) -> Resul
     }
     let store = state.store.clone();
     let version = meta.stamp();
-    let have = blocking(
-        move || match store.publish_copy(&q.bucket, &q.key, temp, meta) {
-            Ok(_) => Ok(Have {
-                version,
-                deleted: false,
-            }),
-            Err(StoreError::Stale(have)) => Ok(have),
-            Err(e) => Err(e),
-        },
-    )
-    .await?;
+    let have =
+        blocking(
+            move || match store.publish_copy(&q.bucket, &q.key, temp, meta, q.repair) {
+                Ok(_) => Ok(Have {
+                    version,
+                    deleted: false,
+                }),
+                Err(StoreError::Stale(have)) => Ok(have),
+                Err(e) => Err(e),
+            },
+        )
+        .await?;
+    Ok(json_resp(StatusCode::OK, &have))
+}
+
+/// POST [`proto::T_REPLICA_SEND`]: push this target's copy to another that found its own
+/// corrupt.
+pub(crate) async fn send(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let q: SendQuery = query(&req)?;
+    let have = push(state, &q.bucket, &q.key, &q.to, true)
+        .await
+        .map_err(|e| match e {
+            PushError::Local(e) => store_error(e),
+            PushError::Peer(e) => api_err(502, "InternalError", e.to_string()),
+        })?;
     Ok(json_resp(StatusCode::OK, &have))
 }
 

@@ -321,6 +321,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
         (Method::PUT, proto::T_META) => put_meta(&state, req).await,
         (Method::PUT, proto::T_REPLICA) => crate::replica::receive(&state, req).await,
         (Method::POST, proto::T_REPLICA_CHECK) => crate::replica::answer_check(&state, req).await,
+        (Method::POST, proto::T_REPLICA_SEND) => crate::replica::send(&state, req).await,
+        (Method::POST, proto::T_SCRUB) => crate::scrub::answer(&state).await,
         (Method::GET, proto::T_STATUS) => status(&state, req).await,
         (Method::GET, proto::T_ARCHIVE) => archive_list(&state, req).await,
         (Method::PUT, proto::T_ARCHIVE_APPEND) => crate::shards::append(&state, req).await,
@@ -586,6 +588,9 @@ pub(crate) async fn answer_read(
     }
     if let Some(r) = condition_failed(opts, &rec.meta) {
         return Ok(ReadAnswer::Response(r));
+    }
+    if with_body {
+        crate::scrub::check_on_read(state, &q.bucket, &q.key, &rec)?;
     }
     let (start, end, partial) = select_span(&rec, q.part, opts)?;
     let head = span_head(&rec.meta, start, end, rec.meta.size, partial)

@@ -31,6 +31,9 @@ pub(crate) enum PutRule {
     IfAbsent,
     /// A pushed copy: only when newer than the object or tombstone held.
     IfNewer,
+    /// A good copy replacing a corrupt one: also when it is the same version as the object
+    /// held (never over a newer object, nor over a tombstone of the same version or newer).
+    Repair,
 }
 
 /// One record met by a walk over the index.
@@ -121,9 +124,11 @@ impl Index {
                 PutRule::Always => {}
                 PutRule::IfAbsent if old.is_some() => return Err(StoreError::PreconditionFailed),
                 PutRule::IfAbsent => {}
-                PutRule::IfNewer => {
+                PutRule::IfNewer | PutRule::Repair => {
                     let have = held(old.as_ref(), tombs.get(k.as_slice())?.map(|v| v.value()));
-                    if have.version >= rec.meta.stamp() {
+                    let stamp = rec.meta.stamp();
+                    let same_object = rule == PutRule::Repair && !have.deleted;
+                    if have.version > stamp || (have.version == stamp && !same_object) {
                         return Err(StoreError::Stale(have));
                     }
                 }

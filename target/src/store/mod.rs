@@ -261,15 +261,22 @@ impl Store {
     }
 
     /// Publish a copy pushed by another target (its metadata as the sender holds it) when it
-    /// is newer than what is here; otherwise [`StoreError::Stale`]. Blocking.
+    /// is newer than what is here — or, with `repair`, the same version replacing a corrupt
+    /// copy; otherwise [`StoreError::Stale`]. Blocking.
     pub fn publish_copy(
         &self,
         bucket: &str,
         key: &str,
         temp: TempFile,
         meta: ObjectMeta,
+        repair: bool,
     ) -> Result<ObjectMeta, StoreError> {
-        self.publish_file(bucket, key, temp, meta, PutRule::IfNewer)
+        let rule = if repair {
+            PutRule::Repair
+        } else {
+            PutRule::IfNewer
+        };
+        self.publish_file(bucket, key, temp, meta, rule)
     }
 
     fn publish_file(
@@ -604,15 +611,17 @@ mod tests {
 
         // An object from before versions (0 on disk) is held as 1: not nothing.
         let t = staged(&store, b"old").await;
-        store.publish_copy("b", "legacy", t, meta(3, 0)).unwrap();
+        store
+            .publish_copy("b", "legacy", t, meta(3, 0), false)
+            .unwrap();
         assert_eq!(have("legacy").version, 1);
 
         // A newer copy replaces an older one, never the other way round.
         let t = staged(&store, b"v5").await;
-        store.publish_copy("b", "k", t, meta(2, 5)).unwrap();
+        store.publish_copy("b", "k", t, meta(2, 5), false).unwrap();
         let t = staged(&store, b"v4").await;
         assert!(matches!(
-            store.publish_copy("b", "k", t, meta(2, 4)),
+            store.publish_copy("b", "k", t, meta(2, 4), false),
             Err(StoreError::Stale(h)) if h.version == 5
         ));
         // A deletion older than the copy leaves it; a newer one leaves a tombstone that an
@@ -629,9 +638,18 @@ mod tests {
         );
         let t = staged(&store, b"v6").await;
         assert!(matches!(
-            store.publish_copy("b", "k", t, meta(2, 6)),
+            store.publish_copy("b", "k", t, meta(2, 6), true),
             Err(StoreError::Stale(_))
         ));
+        // A repair replaces the same version, never a newer one.
+        let t = staged(&store, b"v5").await;
+        store.publish_copy("b", "k5", t, meta(2, 5), false).unwrap();
+        let t = staged(&store, b"v5").await;
+        store.publish_copy("b", "k5", t, meta(2, 5), true).unwrap();
+        let t = staged(&store, b"v4").await;
+        assert!(store.publish_copy("b", "k5", t, meta(2, 4), true).is_err());
+        let t = staged(&store, b"v5").await;
+        assert!(store.publish_copy("b", "k5", t, meta(2, 5), false).is_err());
         // Removal only of exactly the version confirmed.
         assert!(
             !store

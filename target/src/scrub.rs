@@ -1,0 +1,211 @@
+//! Verifying stored bytes: a scrub re-reads every object this target holds and checks it
+//! against its ETag ([`aisle_cluster::etag::EtagCheck`]; objects whose ETag is not an MD5 —
+//! appended shards — by size); a small object is also checked on every plain read
+//! ([`check_on_read`]). A corrupt copy is replaced by a good one: another target that holds
+//! the same version is asked to push it here ([`proto::T_REPLICA_SEND`]), and the copy is
+//! checked again as it arrives. Until then reads go to the other copies.
+
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use aisle_cluster::etag::EtagCheck;
+use aisle_cluster::proto::{self, Have, ScrubReport, SendQuery};
+use http::{Method, StatusCode};
+
+use crate::server::{ApiError, Resp, State, json_resp};
+use crate::store::{Store, StoreError, StoredObject};
+
+/// Objects at most this large are checked against their ETag on every plain read (they are
+/// read whole at once anyway); larger ones only by a scrub.
+pub(crate) const CHECK_ON_READ_MAX: u64 = 64 * 1024;
+
+/// Whether `rec`'s files hold the bytes its ETag (or size) says. Blocking.
+pub(crate) fn intact(store: &Store, rec: &StoredObject) -> Result<bool, StoreError> {
+    let mut check = EtagCheck::new(&rec.meta.etag, &rec.meta.parts);
+    let mut buf = vec![0u8; 256 * 1024];
+    for (path, size) in store.segment_files(&rec.segments) {
+        let f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::io(format!("opening {}", path.display()))(e)),
+        };
+        let mut at = 0u64;
+        while at < size {
+            let n = (buf.len() as u64).min(size - at) as usize;
+            match f.read_exact_at(&mut buf[..n], at) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+                Err(e) => return Err(StoreError::io(format!("reading {}", path.display()))(e)),
+            }
+            check.update(&buf[..n]);
+            at += n as u64;
+        }
+    }
+    Ok(check.len() == rec.meta.size && check.matches())
+}
+
+/// A plain read of a small object: check it first. A corrupt copy is not served (the gateway
+/// reads another copy) and is repaired in the background.
+pub(crate) fn check_on_read(
+    state: &Arc<State>,
+    bucket: &str,
+    key: &str,
+    rec: &StoredObject,
+) -> Result<(), ApiError> {
+    if rec.meta.size > CHECK_ON_READ_MAX || intact(&state.store, rec)? {
+        return Ok(());
+    }
+    tracing::error!(%bucket, %key, "corrupt copy: not served; repairing from another copy");
+    let (state2, b, k, stamp) = (
+        state.clone(),
+        bucket.to_string(),
+        key.to_string(),
+        rec.meta.stamp(),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = repair(&state2, &b, &k, stamp).await {
+            tracing::error!(bucket = %b, key = %k, error = %e, "corrupt copy not repaired");
+        }
+    });
+    Err(crate::server::api_err(
+        500,
+        "CorruptCopy",
+        format!("this target's copy of {bucket}/{key} is corrupt"),
+    ))
+}
+
+/// Get a good copy of version `stamp` of `(bucket, key)` from another target that holds it.
+pub(crate) async fn repair(
+    state: &Arc<State>,
+    bucket: &str,
+    key: &str,
+    stamp: u64,
+) -> Result<(), String> {
+    let (me, peers) = {
+        let meta = state.meta.read().expect("meta lock");
+        let me = meta
+            .targets
+            .get(&state.id)
+            .map(|t| t.url.clone())
+            .ok_or("this target is not in the cluster map")?;
+        let peers: Vec<(String, String)> = meta
+            .read_order(bucket, key)
+            .into_iter()
+            .filter(|t| t.id != state.id)
+            .map(|t| (t.id.clone(), t.url.clone()))
+            .collect();
+        (me, peers)
+    };
+    let q = SendQuery {
+        bucket: bucket.into(),
+        key: key.into(),
+        to: me,
+    };
+    let mut why = Vec::new();
+    for (id, url) in peers {
+        let call = format!("{url}{}", proto::path_and_query(proto::T_REPLICA_SEND, &q));
+        match state
+            .client
+            .json::<(), Have>(Method::POST, &call, None)
+            .await
+        {
+            // The peer pushed its copy and this target now holds it (or something newer).
+            Ok(h) if h.version >= stamp => {
+                tracing::info!(%bucket, %key, from = %id, "corrupt copy repaired");
+                return Ok(());
+            }
+            Ok(h) => why.push(format!("{id} holds only version {}", h.version)),
+            Err(e) => why.push(format!("{id}: {e}")),
+        }
+    }
+    Err(if why.is_empty() {
+        "no other target holds a copy".into()
+    } else {
+        why.join("; ")
+    })
+}
+
+/// Check every object this target holds; repair what is corrupt.
+pub(crate) async fn scrub(state: &Arc<State>) -> ScrubReport {
+    let mut report = ScrubReport {
+        id: state.id.clone(),
+        ..Default::default()
+    };
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let (store, from) = (state.store.clone(), after.clone());
+        let batch = match tokio::task::spawn_blocking(move || {
+            store.walk(false, from.as_deref(), 256)
+        })
+        .await
+        {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                report.errors.push(format!("reading the index: {e}"));
+                break;
+            }
+            Err(e) => {
+                report.errors.push(format!("scrub task: {e}"));
+                break;
+            }
+        };
+        let Some(last) = batch.last() else { break };
+        after = Some(last.raw.clone());
+        for e in batch {
+            let store = state.store.clone();
+            let (b, k) = (e.bucket.clone(), e.key.clone());
+            let checked = tokio::task::spawn_blocking(move || {
+                let rec = store.get(&b, &k)?;
+                Ok::<_, StoreError>((intact(&store, &rec)?, rec.meta.size, rec.meta.stamp()))
+            })
+            .await;
+            let (ok, size, stamp) = match checked {
+                Ok(Ok(v)) => v,
+                Ok(Err(StoreError::NoSuchKey)) => continue, // deleted meanwhile
+                Ok(Err(x)) => {
+                    note(&mut report, format!("{}/{}: {x}", e.bucket, e.key));
+                    continue;
+                }
+                Err(x) => {
+                    note(&mut report, format!("{}/{}: {x}", e.bucket, e.key));
+                    continue;
+                }
+            };
+            report.checked += 1;
+            report.bytes += size;
+            if ok {
+                continue;
+            }
+            report.corrupt += 1;
+            match repair(state, &e.bucket, &e.key, stamp).await {
+                Ok(()) => report.repaired += 1,
+                Err(why) => {
+                    report.unrepairable += 1;
+                    note(
+                        &mut report,
+                        format!("{}/{}: corrupt, not repaired: {why}", e.bucket, e.key),
+                    );
+                }
+            }
+        }
+    }
+    tracing::info!(
+        checked = report.checked,
+        corrupt = report.corrupt,
+        repaired = report.repaired,
+        unrepairable = report.unrepairable,
+        "scrub done"
+    );
+    report
+}
+
+fn note(r: &mut ScrubReport, e: String) {
+    if r.errors.len() < 100 {
+        r.errors.push(e);
+    }
+}
+
+/// POST [`proto::T_SCRUB`].
+pub(crate) async fn answer(state: &Arc<State>) -> Result<Resp, ApiError> {
+    Ok(json_resp(StatusCode::OK, &scrub(state).await))
+}
