@@ -215,14 +215,9 @@ async fn place_batch(state: &Arc<State>, meta: &ClusterMeta, batch: Vec<WalkEntr
             let url = urls[&id].clone();
             let e = &batch[i];
             async move {
-                // One retry: a pooled connection to a peer that was frozen or restarted
-                // fails once before a fresh one is made.
-                let push = || crate::replica::push(state, &e.bucket, &e.key, &url, false);
-                let mut r = push().await;
-                if r.is_err() {
-                    r = push().await;
-                }
-                let r = r.map_err(|x| x.to_string());
+                let r = crate::replica::push(state, &e.bucket, &e.key, &url, false)
+                    .await
+                    .map_err(|x| x.to_string());
                 (i, id, r)
             }
         }))

@@ -104,7 +104,42 @@ pub(crate) enum PushError {
 /// Push this target's copy (object or tombstone) of `(bucket, key)` to the target at
 /// `peer_url`. Returns what the peer holds afterwards: this version, or a newer one it had.
 /// With `repair`, the peer's copy of the same version is corrupt and is replaced.
+///
+/// Tried up to three times (a push is idempotent: the peer keeps the newer version): a
+/// concurrent overwrite can delete the files of the version just looked up, and a pooled
+/// connection the peer closed (or a peer that restarted) fails once before a fresh one is made.
 pub(crate) async fn push(
+    state: &State,
+    bucket: &str,
+    key: &str,
+    peer_url: &str,
+    repair: bool,
+) -> Result<Have, PushError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match push_once(state, bucket, key, peer_url, repair).await {
+            Err(e) if attempt < 3 && e.is_transient() => {
+                tracing::debug!(%bucket, %key, peer = %peer_url, error = %e, "push retried");
+            }
+            r => return r,
+        }
+    }
+}
+
+impl PushError {
+    fn is_transient(&self) -> bool {
+        match self {
+            PushError::Local(StoreError::Io { source, .. }) => {
+                source.kind() == std::io::ErrorKind::NotFound
+            }
+            PushError::Peer(ClientError::Transport { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
+async fn push_once(
     state: &State,
     bucket: &str,
     key: &str,
