@@ -54,9 +54,10 @@ pub struct LocalSocket {
     pub fds: Option<PathBuf>,
 }
 
-/// This machine's identity for [`LocalSocket::host`]: its host name and the kernel's boot id,
-/// so that two machines (or two containers with their own file systems and host names) never
-/// take each other's sockets for their own.
+/// This machine's identity for [`LocalSocket::host`]: its host name, the kernel's boot id and
+/// the network namespace, so that two machines (or two containers with their own file systems
+/// and host names) never take each other's sockets for their own, and nodes that are separate
+/// hosts on the network (their own network namespaces) talk over the network.
 pub fn host_id() -> &'static str {
     static ID: OnceLock<String> = OnceLock::new();
     ID.get_or_init(|| {
@@ -65,8 +66,11 @@ pub fn host_id() -> &'static str {
                 .map(|s| s.trim().to_string())
                 .unwrap_or_default()
         };
+        let netns = std::fs::read_link("/proc/self/ns/net")
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         format!(
-            "{}/{}",
+            "{}/{}/{netns}",
             read("/proc/sys/kernel/hostname"),
             read("/proc/sys/kernel/random/boot_id")
         )
