@@ -52,6 +52,13 @@ pub struct UpArgs {
     /// Seconds a target may be down before its copies are re-made on the others.
     #[arg(long, default_value_t = 60)]
     heal_after: u64,
+    /// Seconds between periodic scrubs of every target (0: none; `aisle cluster scrub` runs
+    /// one on demand).
+    #[arg(long, default_value_t = 86_400)]
+    scrub_every: u64,
+    /// MiB/s each target reads at most during a periodic scrub.
+    #[arg(long, default_value_t = 64)]
+    scrub_rate_mib: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -223,6 +230,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         health: aisle_gateway::config::HealthConfig {
             heal_after_secs: args.heal_after,
             ..Default::default()
+        },
+        scrub: aisle_gateway::config::ScrubConfig {
+            interval_secs: args.scrub_every,
+            rate_mib: args.scrub_rate_mib,
         },
     };
     let gw_cfg_path = data.join("gateway").join("config.json");

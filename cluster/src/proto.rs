@@ -625,6 +625,14 @@ pub const T_REPLICA_SEND: &str = "/_aisle/t/v1/replica/send";
 /// POST → JSON [`ScrubReport`].
 pub const T_SCRUB: &str = "/_aisle/t/v1/scrub";
 
+/// Query of [`T_SCRUB`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScrubQuery {
+    /// Read at most this many MiB per second (0: as fast as the disks go).
+    #[serde(default)]
+    pub rate_mib: u64,
+}
+
 /// Query of a pushed copy ([`T_REPLICA`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReplicaQuery {

@@ -210,6 +210,13 @@ def test_copies_two_survive_freeze_kill_and_heal(data_dir):
             assert s3.get_object(Bucket="data", Key=k)["Body"].read() == v, k
         scrub(c)
         assert scrub(c) == {"corrupt": 0, "repaired": 0, "unrepairable": 0}
+        # A rate-limited scrub (what the periodic one uses) reads no faster than asked.
+        t0 = time.time()
+        reports = json.loads(aisle(c, "cluster", "scrub", "--rate-mib", "1", "--json").stdout)
+        took = time.time() - t0
+        most = max(r["bytes"] for r in reports) / 2**20
+        print(f"scrub at 1 MiB/s: {most:.1f} MiB on the busiest target in {took:.1f} s")
+        assert took >= 0.9 * most
     finally:
         c.stop()
 

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use aisle_cluster::map::EtlSpec;
-use aisle_cluster::proto::ScrubReport;
 use aisle_cluster::proto::{EtlNodeStatus, TargetStatus};
 use http::{Method, StatusCode};
 use s3s::route::S3Route;
@@ -401,16 +400,10 @@ impl S3Route for AdminRoute {
                 }))
             }
             (&Method::POST, "/_aisle/v1/cluster/scrub") => {
-                let targets = self.targets.all();
-                let reports = futures::future::join_all(targets.iter().map(|t| async {
-                    self.targets.scrub(t).await.unwrap_or_else(|e| ScrubReport {
-                        id: t.id.clone(),
-                        errors: vec![format!("scrub failed: {e}")],
-                        ..Default::default()
-                    })
-                }))
-                .await;
-                Ok(json(&reports))
+                let q: aisle_cluster::proto::ScrubQuery =
+                    serde_urlencoded::from_str(req.uri.query().unwrap_or(""))
+                        .map_err(|e| bad(format!("bad query: {e}")))?;
+                Ok(json(&self.targets.scrub_all(q.rate_mib).await))
             }
             (&Method::POST, path) if path.starts_with(TARGET_PREFIX) => {
                 use crate::membership::TargetAction as A;

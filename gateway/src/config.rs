@@ -35,6 +35,21 @@ pub struct GatewayConfig {
     /// row mark it down.
     #[serde(default)]
     pub health: HealthConfig,
+    /// Periodic scrub of every target.
+    #[serde(default)]
+    pub scrub: ScrubConfig,
+}
+
+/// How often every target re-reads what it holds against the ETags (`aisle cluster scrub`
+/// runs one on demand, at full speed).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScrubConfig {
+    /// Seconds between the end of one scrub and the start of the next (0: never).
+    #[serde(default)]
+    pub interval_secs: u64,
+    /// Read at most this many MiB/s per target (0: no limit).
+    #[serde(default)]
+    pub rate_mib: u64,
 }
 
 /// How targets are watched ([`crate::membership`]).

@@ -519,11 +519,23 @@ impl Targets {
         Ok(self.ask_holders(&q.bucket, &q.key, ask).await?.0)
     }
 
-    /// Scrub `t`: verify everything it holds, repair what is corrupt.
-    pub async fn scrub(&self, t: &TargetInfo) -> Result<proto::ScrubReport, ClientError> {
-        let url = format!("{}{}", t.url, proto::T_SCRUB);
-        self.guarded(t, self.client.json::<(), _>(Method::POST, &url, None))
-            .await
+    /// Scrub every live target at once (each reading at most `rate_mib` MiB/s, 0: no limit):
+    /// verify everything it holds, repair what is corrupt; a report per target.
+    pub async fn scrub_all(&self, rate_mib: u64) -> Vec<proto::ScrubReport> {
+        let q = proto::ScrubQuery { rate_mib };
+        let calls = self.all().into_iter().map(|t| {
+            let url = Self::url(&t, proto::T_SCRUB, &q);
+            async move {
+                self.guarded(&t, self.client.json::<(), _>(Method::POST, &url, None))
+                    .await
+                    .unwrap_or_else(|e| proto::ScrubReport {
+                        id: t.id.clone(),
+                        errors: vec![format!("scrub failed: {e}")],
+                        ..Default::default()
+                    })
+            }
+        });
+        futures::future::join_all(calls).await
     }
 
     /// A target's status, with per-mountpath object counts.

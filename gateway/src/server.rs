@@ -89,6 +89,21 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
         tracing::error!(error = %e, "default copies not set");
     }
     membership.spawn_prober();
+    if cfg.scrub.interval_secs > 0 {
+        let (targets, scrub) = (
+            Targets::new(client.clone(), meta.clone()),
+            cfg.scrub.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(scrub.interval_secs)).await;
+                let reports = targets.scrub_all(scrub.rate_mib).await;
+                let corrupt: u64 = reports.iter().map(|r| r.corrupt).sum();
+                let unrepairable: u64 = reports.iter().map(|r| r.unrepairable).sum();
+                tracing::info!(corrupt, unrepairable, "periodic scrub done");
+            }
+        });
+    }
     let targets = Targets::new(client, meta.clone());
     let token_key = sha2::Sha256::digest(format!("list-token\0{}", cfg.cluster_secret)).to_vec();
     let stats = Arc::new(Stats::default());

@@ -53,6 +53,9 @@ pub enum ClusterCommand {
     Scrub {
         #[command(flatten)]
         conn: Connection,
+        /// Read at most this many MiB/s per target (0: as fast as the disks go).
+        #[arg(long, default_value_t = 0)]
+        rate_mib: u64,
         /// Print JSON (for scripts).
         #[arg(long)]
         json: bool,
@@ -252,8 +255,13 @@ pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ClusterCommand::Wait { conn, timeout } => wait_settled(&conn, timeout, None).await,
-        ClusterCommand::Scrub { conn, json } => {
-            let body = admin_call(&conn, "POST", "/_aisle/v1/cluster/scrub", Bytes::new()).await?;
+        ClusterCommand::Scrub {
+            conn,
+            rate_mib,
+            json,
+        } => {
+            let path = format!("/_aisle/v1/cluster/scrub?rate_mib={rate_mib}");
+            let body = admin_call(&conn, "POST", &path, Bytes::new()).await?;
             let reports: Vec<aisle_cluster::proto::ScrubReport> =
                 serde_json::from_slice(&body).context("parsing the answer")?;
             if json {

@@ -9,10 +9,11 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use aisle_cluster::etag::EtagCheck;
-use aisle_cluster::proto::{self, Have, ScrubReport, SendQuery};
-use http::{Method, StatusCode};
+use aisle_cluster::proto::{self, Have, ScrubQuery, ScrubReport, SendQuery};
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
 
-use crate::server::{ApiError, Resp, State, json_resp};
+use crate::server::{ApiError, Resp, State, json_resp, query};
 use crate::store::{Store, StoreError, StoredObject};
 
 /// Objects at most this large are checked against their ETag on every plain read (they are
@@ -125,12 +126,14 @@ pub(crate) async fn repair(
     })
 }
 
-/// Check every object this target holds; repair what is corrupt.
-pub(crate) async fn scrub(state: &Arc<State>) -> ScrubReport {
+/// Check every object this target holds, reading at most `rate_mib` MiB/s (0: no limit);
+/// repair what is corrupt.
+pub(crate) async fn scrub(state: &Arc<State>, rate_mib: u64) -> ScrubReport {
     let mut report = ScrubReport {
         id: state.id.clone(),
         ..Default::default()
     };
+    let started = std::time::Instant::now();
     let mut after: Option<Vec<u8>> = None;
     loop {
         let (store, from) = (state.store.clone(), after.clone());
@@ -173,6 +176,15 @@ pub(crate) async fn scrub(state: &Arc<State>) -> ScrubReport {
             };
             report.checked += 1;
             report.bytes += size;
+            if rate_mib > 0 {
+                // Keep the average rate at or under the limit.
+                let due = std::time::Duration::from_secs_f64(
+                    report.bytes as f64 / (rate_mib as f64 * 1024.0 * 1024.0),
+                );
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
             if ok {
                 continue;
             }
@@ -206,6 +218,7 @@ fn note(r: &mut ScrubReport, e: String) {
 }
 
 /// POST [`proto::T_SCRUB`].
-pub(crate) async fn answer(state: &Arc<State>) -> Result<Resp, ApiError> {
-    Ok(json_resp(StatusCode::OK, &scrub(state).await))
+pub(crate) async fn answer(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let q: ScrubQuery = query(&req)?;
+    Ok(json_resp(StatusCode::OK, &scrub(state, q.rate_mib).await))
 }

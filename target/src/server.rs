@@ -322,7 +322,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
         (Method::PUT, proto::T_REPLICA) => crate::replica::receive(&state, req).await,
         (Method::POST, proto::T_REPLICA_CHECK) => crate::replica::answer_check(&state, req).await,
         (Method::POST, proto::T_REPLICA_SEND) => crate::replica::send(&state, req).await,
-        (Method::POST, proto::T_SCRUB) => crate::scrub::answer(&state).await,
+        (Method::POST, proto::T_SCRUB) => crate::scrub::answer(&state, req).await,
         (Method::GET, proto::T_STATUS) => status(&state, req).await,
         (Method::GET, proto::T_ARCHIVE) => archive_list(&state, req).await,
         (Method::PUT, proto::T_ARCHIVE_APPEND) => crate::shards::append(&state, req).await,
