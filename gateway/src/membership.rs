@@ -91,33 +91,26 @@ impl Membership {
         self.observed.lock().expect("observed lock").clone()
     }
 
-    /// A target registers (first start, restart, new address). A new target starts a
-    /// rebalance (it takes over its share); a returning one is marked alive and catching up.
+    /// A target registers: at its first start (it takes over its share: a rebalance starts
+    /// since placement changed) and at every restart. A restarted target may have missed
+    /// writes, and a crash may have kept it from making copies of writes it published, so it
+    /// is marked catching up and a rebalance starts (as AIStore does for a rejoining node).
     pub async fn join(&self, target: TargetInfo) -> Result<Arc<ClusterMeta>, PersistError> {
         self.meta
             .update(|m| {
-                let changed = match m.targets.get_mut(&target.id) {
+                match m.targets.get_mut(&target.id) {
                     None => {
                         tracing::info!(id = %target.id, url = %target.url, "target joined");
                         m.targets.insert(target.id.clone(), target.clone());
-                        true
                     }
                     Some(t) => {
-                        let mut changed = false;
-                        if t.url != target.url || t.local != target.local {
-                            tracing::info!(id = %target.id, url = %target.url, "target re-joined");
-                            t.url = target.url.clone();
-                            t.local = target.local.clone();
-                            changed = true;
-                        }
-                        if !t.is_alive() {
-                            came_back(m, &target.id);
-                            changed = true;
-                        }
-                        changed
+                        tracing::info!(id = %target.id, url = %target.url, "target re-joined");
+                        t.url = target.url.clone();
+                        t.local = target.local.clone();
+                        came_back(m, &target.id);
                     }
-                };
-                Ok::<_, PersistError>((changed, ()))
+                }
+                Ok::<_, PersistError>((true, ()))
             })
             .await?;
         if let Some(o) = self

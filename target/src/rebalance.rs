@@ -9,10 +9,10 @@
 //! durable and verified, an overwrite during the move ends with the newest version everywhere,
 //! and objects already in place are only read.
 //!
-//! One walk runs at a time; a newer generation supersedes it. A target walks the current
-//! generation again every time it starts (the generation is persisted with the cluster
-//! metadata), so a walk cut off by a restart resumes, and copies that a crash kept this target
-//! from pushing after a write are made. Progress is reported in the target's status, which the
+//! One walk runs at a time; a newer generation supersedes it. Every (re-)join of a target
+//! starts a new generation (`aisle_gateway::membership`), so a walk cut off by a restart
+//! resumes, and copies that a crash kept a target from pushing after a write are made — with
+//! the map as it is after the restart. Progress is reported in the target's status, which the
 //! primary gateway polls.
 
 use std::collections::BTreeMap;

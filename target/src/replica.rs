@@ -63,7 +63,7 @@ pub(crate) async fn make_copies(
 /// Keep pushing, in the background, a copy a write could not make: every 2 s for 10 minutes,
 /// to the peer's address in the current map (a restarted target listens elsewhere), until it
 /// holds this version or a newer one, or leaves the map. A restart of this target forgets
-/// the queue; its walk at start ([`crate::rebalance`]) covers that.
+/// the queue; the rebalance its re-join starts ([`crate::rebalance`]) covers that.
 fn repair_later(state: &Arc<State>, bucket: &str, key: &str, peer: Peer) {
     let state = state.clone();
     let (bucket, key) = (bucket.to_string(), key.to_string());

@@ -105,8 +105,6 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
     {
         let meta = state.meta.read().expect("meta lock").clone();
         state.etl.reconcile(&meta.etls);
-        // Walk the current generation at every start (see crate::rebalance).
-        crate::rebalance::on_meta(&state, &meta);
     }
     let local = bind_local_sockets(&cfg.root);
     tracing::info!(id = %cfg.id, %url, local = ?local.as_ref().map(|(_, _, s)| &s.path), "target listening");
