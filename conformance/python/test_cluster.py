@@ -2,7 +2,7 @@
 
 Each test runs its own `aisle up` and drives it with boto3 (retries off: a 503 counts as a
 failure) and the `aisle` CLI, as an operator would. Scale is kept CI-sized (1,000 x 4 KiB
-objects, 8 reader threads); docs/operations.md has the figures of larger runs.
+objects, 8 reader threads); AISLE_CLUSTER_OBJECTS=10000 runs the issue's full scale.
 """
 
 import json
