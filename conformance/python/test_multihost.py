@@ -22,7 +22,7 @@ from test_cluster import BODY, Loader, put_all, wait_for
 pytestmark = pytest.mark.skipif(not netns.available(), reason="needs root and ip netns")
 
 TARGETS = ["t1", "t2", "t3", "t4"]
-N = 400
+N = int(os.environ.get("AISLE_CLUSTER_OBJECTS", "400"))
 
 
 class RigCluster:
@@ -30,7 +30,7 @@ class RigCluster:
 
     def __init__(self, data):
         self.data = Path(data)
-        self.rig = netns.Rig(["gw", *TARGETS])
+        self.rig = netns.Rig(["gw", *TARGETS, "t5"])  # t5 joins later
         self.procs = {}
         self.secret = "rig-cluster-secret-0123456789abcdef"
         self.env = {
@@ -50,15 +50,18 @@ class RigCluster:
         }
         self.start("gw", "gateway", gw)
         for t in TARGETS:
-            self.start(t, "target", {
-                "id": t,
-                "listen": f"{self.rig.addr(t)}:9000",
-                "root": str(self.data / t),
-                "mountpaths": [str(self.data / t / "mp0"), str(self.data / t / "mp1")],
-                "gateway_url": self.env["AWS_ENDPOINT_URL"],
-                "cluster_secret": self.secret,
-            })
+            self.start_target(t)
         wait_for(lambda: len(self.up()) == len(TARGETS), 60, "every target joined")
+
+    def start_target(self, t):
+        self.start(t, "target", {
+            "id": t,
+            "listen": f"{self.rig.addr(t)}:9000",
+            "root": str(self.data / t),
+            "mountpaths": [str(self.data / t / "mp0"), str(self.data / t / "mp1")],
+            "gateway_url": self.env["AWS_ENDPOINT_URL"],
+            "cluster_secret": self.secret,
+        })
 
     def start(self, host, role, cfg=None):
         cfg_path = self.data / f"{host}.json"
@@ -146,6 +149,23 @@ def test_partition_and_host_loss_on_separate_hosts():
                  and copies_held(c) == 2 * N, 60, "t2 back, surplus copies removed")
         for k, v in expect.items():
             assert s3.get_object(Bucket="data", Key=k)["Body"].read() == v, k
+
+        # A fifth host joins, then is drained and leaves, under GETs.
+        before = sum(1 for _ in expect)
+        with Loader(c, "data", expect) as load:
+            c.start_target("t5")
+            wait_for(lambda: "t5" in c.up() and c.show()["rebalance"].get("settled")
+                     and copies_held(c) == 2 * before, 60, "t5 joined, copies in place")
+            held = {t["id"]: sum(t["status"]["objects_per_mountpath"]) for t in c.show()["targets"]}
+            r = subprocess.run([aisle_bin(), "cluster", "decommission", "t5", "--wait"],
+                               env=c.shell_env(), capture_output=True, text=True, timeout=180)
+            assert r.returncode == 0, r.stderr
+        print(f"join + decommission of t5: {len(load.latencies)} GETs, {len(load.failures)} failed, "
+              f"t5 held {held['t5']} copies of {2 * before}")
+        assert load.failures == [], load.failures[:5]
+        assert 0.25 * (2 * before / 5) < held["t5"] < 1.75 * (2 * before / 5)
+        assert "t5" not in [t["id"] for t in c.show()["targets"]]
+        assert copies_held(c) == 2 * before
     finally:
         c.close()
         subprocess.run(["rm", "-rf", str(data)])
