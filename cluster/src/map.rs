@@ -18,6 +18,10 @@ pub struct TargetInfo {
     /// The same API on a Unix socket, for nodes on the same host ([`crate::local`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<crate::local::LocalSocket>,
+    /// Identity of its data directory, made at its first start: a second node joining with the
+    /// same `id` but another data directory is refused.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uuid: String,
     /// What the operator made of it (active, maintenance, decommissioning).
     #[serde(default)]
     pub admin: AdminState,
@@ -33,6 +37,7 @@ impl TargetInfo {
             id: id.into(),
             url: url.into(),
             local: None,
+            uuid: String::new(),
             admin: AdminState::Active,
             health: Health::default(),
         }

@@ -154,11 +154,13 @@ def test_copies_two_survive_freeze_kill_and_heal(data_dir):
               f"2 live copies again after {healed:.1f} s")
         assert load.failures == [], load.failures[:5]
 
-        # Overwrites and deletes while t1 is still frozen; then it returns with stale copies.
-        put_all(c, "data", range(0, 300), gen=1)
+        # 1,000 overwrites and 50 deletes while t1 is still frozen; then it returns with stale
+        # copies.
+        over = min(1000, N)
+        put_all(c, "data", range(0, over), gen=1)
         for i in range(300, 350):
             s3.delete_object(Bucket="data", Key=f"k{i:05}")
-        for i in range(300):
+        for i in range(over):
             expect[f"k{i:05}"] = BODY(i, 1)
         for i in range(300, 350):
             del expect[f"k{i:05}"]
@@ -166,7 +168,7 @@ def test_copies_two_survive_freeze_kill_and_heal(data_dir):
         stale = resurrected = 0
         deadline = time.time() + 5
         while time.time() < deadline:  # read while it catches up, and after
-            for i in range(0, 350, 3):
+            for i in range(0, over, 3):
                 k = f"k{i:05}"
                 try:
                     b = s3.get_object(Bucket="data", Key=k)["Body"].read()
@@ -240,10 +242,10 @@ def scrub(c):
     return {k: sum(r[k] for r in reports) for k in ("corrupt", "repaired", "unrepairable")}
 
 
-def start_extra_target(c, tid):
+def start_extra_target(c, tid, root_name=None):
     """A target started by hand, joining the running gateway (the multi-host path)."""
     cfg = json.loads((c.data / "t3" / "config.json").read_text())
-    root = c.data / tid
+    root = c.data / (root_name or tid)
     root.mkdir()
     cfg.update(id=tid, root=str(root), mountpaths=[str(root / "mp0"), str(root / "mp1")])
     (root / "config.json").write_text(json.dumps(cfg))
@@ -317,6 +319,12 @@ def test_join_maintenance_decommission_and_bad_input(data_dir):
             urllib.request.urlopen(req)
         assert e.value.code == 403
         assert "evil" not in counts(c)
+        # A second node claiming a taken id (another data directory) is refused and exits.
+        urls = {t["id"]: t["url"] for t in show(c)["targets"]}
+        dup = start_extra_target(c, "t2", root_name="t2-impostor")
+        assert dup.wait(30) == 2
+        assert "belongs to another node" in (c.data / "t2-impostor" / "target.log").read_text()
+        assert {t["id"]: t["url"] for t in show(c)["targets"]} == urls
 
         # Maintenance, then decommission of t4 under GETs and PUTs.
         wait_for(lambda: settled(c), 60, "rebalance after maintenance")

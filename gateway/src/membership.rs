@@ -95,7 +95,7 @@ impl Membership {
     /// since placement changed) and at every restart. A restarted target may have missed
     /// writes, and a crash may have kept it from making copies of writes it published, so it
     /// is marked catching up and a rebalance starts (as AIStore does for a rejoining node).
-    pub async fn join(&self, target: TargetInfo) -> Result<Arc<ClusterMeta>, PersistError> {
+    pub async fn join(&self, target: TargetInfo) -> Result<Arc<ClusterMeta>, MembershipError> {
         self.meta
             .update(|m| {
                 match m.targets.get_mut(&target.id) {
@@ -103,14 +103,22 @@ impl Membership {
                         tracing::info!(id = %target.id, url = %target.url, "target joined");
                         m.targets.insert(target.id.clone(), target.clone());
                     }
+                    Some(t) if !t.uuid.is_empty() && t.uuid != target.uuid => {
+                        return Err(MembershipError::Refused(format!(
+                            "target id {} belongs to another node (data directory {}, at {}); \
+                             give this one its own id, or `aisle cluster rm {}` the other first",
+                            target.id, t.uuid, t.url, target.id
+                        )));
+                    }
                     Some(t) => {
+                        t.uuid = target.uuid.clone();
                         tracing::info!(id = %target.id, url = %target.url, "target re-joined");
                         t.url = target.url.clone();
                         t.local = target.local.clone();
                         came_back(m, &target.id);
                     }
                 }
-                Ok::<_, PersistError>((true, ()))
+                Ok((true, ()))
             })
             .await?;
         if let Some(o) = self

@@ -289,6 +289,9 @@ async fn cluster_api(gw: &Gateway, req: Request<Incoming>) -> Response<s3s::Body
             };
             match gw.membership.join(target).await {
                 Ok(meta) => json(StatusCode::OK, &*meta),
+                Err(crate::membership::MembershipError::Refused(m)) => {
+                    cluster_error(StatusCode::CONFLICT, "DuplicateTarget", m)
+                }
                 Err(e) => cluster_error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "InternalError",

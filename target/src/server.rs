@@ -113,6 +113,7 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
         cfg.gateway_url.clone(),
         TargetInfo {
             local: local.as_ref().map(|(_, _, s)| s.clone()),
+            uuid: node_uuid(&cfg.root)?,
             ..TargetInfo::new(cfg.id.clone(), url)
         },
     ));
@@ -154,6 +155,23 @@ fn bind_local_sockets(root: &std::path::Path) -> Option<LocalListeners> {
     Some((http, fds.map(|(l, _)| l), socket))
 }
 
+/// The identity of this data directory: made at the first start (`<root>/node-uuid`).
+fn node_uuid(root: &std::path::Path) -> Result<String, TargetError> {
+    let path = root.join("node-uuid");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        return Ok(s.trim().to_string());
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &id)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|source| TargetError::Io {
+            context: format!("writing {}", path.display()),
+            source,
+        })?;
+    Ok(id)
+}
+
 /// Register with the gateway until it answers; the answer is the current cluster metadata.
 async fn join_loop(state: Arc<State>, gateway: String, me: TargetInfo) {
     let url = format!("{gateway}{}", proto::G_JOIN);
@@ -168,6 +186,14 @@ async fn join_loop(state: Arc<State>, gateway: String, me: TargetInfo) {
                 tracing::info!(version = meta.version, "joined the cluster");
                 install_meta(&state, meta);
                 return;
+            }
+            Err(aisle_cluster::client::ClientError::Status { status, body, .. })
+                if status == StatusCode::CONFLICT =>
+            {
+                // Another node holds this id: serving would corrupt placement. Stop here.
+                tracing::error!(message = %body.message, "the gateway refused this target");
+                eprintln!("aisle target: not joining: {}", body.message);
+                std::process::exit(2);
             }
             Err(e) => {
                 tracing::debug!(error = %e, "join failed; retrying");
