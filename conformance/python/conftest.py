@@ -1,5 +1,6 @@
 """Fixtures: a real multi-process aisle cluster started with `aisle up`, and clients for it."""
 
+import json
 import os
 import shutil
 import signal
@@ -90,6 +91,48 @@ class Cluster:
 
     def pid(self, node):
         return int((self.data / "run" / f"{node}.pid").read_text())
+
+
+def aisle(c, *args, check=True):
+    """Run the aisle CLI against cluster `c` (anything with shell_env())."""
+    r = subprocess.run([aisle_bin(), *args], env=c.shell_env(), capture_output=True, text=True,
+                       timeout=180)
+    if check and r.returncode != 0:
+        raise AssertionError(f"aisle {' '.join(args)} failed: {r.stdout}{r.stderr}")
+    return r
+
+
+def show(c):
+    return json.loads(aisle(c, "cluster", "show", "--json").stdout)
+
+
+def counts(c):
+    """Objects per target id (targets that answer)."""
+    out = {}
+    for t in show(c)["targets"]:
+        if t["status"]:
+            out[t["id"]] = sum(t["status"]["objects_per_mountpath"])
+    return out
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def settled(c):
+    return show(c)["rebalance"]["settled"]
+
+
+def wait_copies(c, n, timeout=60):
+    """Wait until the rebalance settled with exactly `n` object copies stored in all."""
+    wait_for(lambda: settled(c) and sum(counts(c).values()) == n, timeout,
+             f"{n} stored copies (now {sum(counts(c).values())})")
 
 
 def http_get(url):

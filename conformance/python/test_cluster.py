@@ -14,10 +14,9 @@ import threading
 import time
 from pathlib import Path
 
-import botocore.config
 import pytest
 
-from conftest import Cluster, aisle_bin
+from conftest import Cluster, aisle, aisle_bin, counts, settled, show, wait_for
 
 # CI-sized; AISLE_CLUSTER_OBJECTS=10000 runs the issue's full scale.
 N = int(os.environ.get("AISLE_CLUSTER_OBJECTS", "1000"))
@@ -27,41 +26,6 @@ BODY = lambda i, gen=0: (b"%d:%d:" % (gen, i)) * 512  # ~4 KiB
 def up(data, targets, copies, heal_after=5):
     return Cluster(data, targets=targets,
                    extra=["--copies", str(copies), "--heal-after", str(heal_after)]).start()
-
-
-def aisle(c, *args, check=True):
-    r = subprocess.run([aisle_bin(), *args], env=c.shell_env(), capture_output=True, text=True,
-                       timeout=180)
-    if check and r.returncode != 0:
-        raise AssertionError(f"aisle {' '.join(args)} failed: {r.stdout}{r.stderr}")
-    return r
-
-
-def show(c):
-    return json.loads(aisle(c, "cluster", "show", "--json").stdout)
-
-
-def counts(c):
-    """Objects per target id (targets that answer)."""
-    out = {}
-    for t in show(c)["targets"]:
-        if t["status"]:
-            out[t["id"]] = sum(t["status"]["objects_per_mountpath"])
-    return out
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def settled(c):
-    return show(c)["rebalance"]["settled"]
 
 
 def client(c):

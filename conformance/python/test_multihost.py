@@ -16,8 +16,8 @@ import botocore.config
 import pytest
 
 import netns
-from conftest import aisle_bin
-from test_cluster import BODY, Loader, put_all, wait_for
+from conftest import aisle_bin, counts, show, wait_for
+from test_cluster import BODY, Loader, put_all
 
 pytestmark = pytest.mark.skipif(not netns.available(), reason="needs root and ip netns")
 
@@ -77,12 +77,15 @@ class RigCluster:
         return env
 
     def show(self):
-        r = subprocess.run([aisle_bin(), "cluster", "show", "--json"], env=self.shell_env(),
-                           capture_output=True, text=True, timeout=30)
-        return json.loads(r.stdout) if r.returncode == 0 else {"targets": [], "rebalance": {}}
+        return show(self)
 
     def up(self):
-        return [t["id"] for t in self.show()["targets"] if not t["health"].get("down_since_ms")]
+        """Targets the gateway sees up (none while the gateway itself is not answering yet)."""
+        try:
+            view = self.show()
+        except AssertionError:
+            return []
+        return [t["id"] for t in view["targets"] if not t["health"].get("down_since_ms")]
 
     def client(self, **config):
         return boto3.client("s3", endpoint_url=self.env["AWS_ENDPOINT_URL"],
@@ -96,8 +99,7 @@ class RigCluster:
 
 
 def copies_held(c):
-    view = c.show()
-    return sum(sum(t["status"]["objects_per_mountpath"]) for t in view["targets"] if t["status"])
+    return sum(counts(c).values())
 
 
 def test_partition_and_host_loss_on_separate_hosts():

@@ -1,18 +1,16 @@
 """Crash and restart: acknowledged writes survive, nothing half-written is ever visible."""
 
 import hashlib
-import json
 import os
 import random
 import signal
-import subprocess
 import threading
 import time
 
 import botocore.config
 import botocore.exceptions
 
-from conftest import Cluster, aisle_bin
+from conftest import Cluster, wait_copies
 
 
 def wait_readable(s3, bucket, key, timeout=30):
@@ -76,16 +74,7 @@ def test_kill9_target_during_puts_then_restart(fresh_dir):
         assert set(acked) <= {o["Key"] for o in listed}
         # Every listed object ends with its 2 copies (aisle up's default) once the rebalance
         # after t1's return settled.
-        def copies_total():
-            view = json.loads(subprocess.run([aisle_bin(), "cluster", "show", "--json"], env=c.shell_env(),
-                                             capture_output=True, text=True, check=True).stdout)
-            if not view["rebalance"]["settled"]:
-                return None
-            return sum(sum(t["status"]["objects_per_mountpath"]) for t in view["targets"] if t["status"])
-        deadline = time.time() + 60
-        while copies_total() != 2 * len(listed):
-            assert time.time() < deadline, f"copies: {copies_total()} for {len(listed)} objects"
-            time.sleep(0.5)
+        wait_copies(c, 2 * len(listed))
 
         # A whole restart on the same data dir serves every object again.
         c.stop()
@@ -224,16 +213,6 @@ def test_kill9_of_every_process_during_puts_with_two_copies(fresh_dir):
                   for o in p.get("Contents", [])]
         assert set(acked) <= set(listed)
 
-        def copies_total():
-            view = json.loads(subprocess.run([aisle_bin(), "cluster", "show", "--json"], env=c.shell_env(),
-                                             capture_output=True, text=True, check=True).stdout)
-            if not view["rebalance"]["settled"]:
-                return None
-            return sum(sum(t["status"]["objects_per_mountpath"]) for t in view["targets"] if t["status"])
-
-        deadline = time.time() + 60
-        while copies_total() != 2 * len(listed):
-            assert time.time() < deadline, f"copies: {copies_total()} for {len(listed)} objects"
-            time.sleep(0.5)
+        wait_copies(c, 2 * len(listed))
     finally:
         c.stop()
