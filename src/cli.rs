@@ -10,7 +10,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 mod cluster;
+mod remote;
 pub use cluster::{BucketCommand, ClusterCommand, bucket, cluster, decommission_and_wait};
+pub use remote::{CacheJobArgs, LsArgs, cache_job, ls};
 
 /// Where the cluster is and how to sign for it.
 #[derive(clap::Args)]
@@ -346,7 +348,11 @@ async fn follow(conn: &Connection, id: &str) -> anyhow::Result<aisle_gateway::jo
         let v = job_view(conn, id).await?;
         bar.set_length(v.total);
         bar.set_position(v.done);
-        bar.set_message(format!("{} shards", v.shards.len()));
+        if v.shards.is_empty() {
+            bar.set_message(bytesize::ByteSize(v.bytes).to_string());
+        } else {
+            bar.set_message(format!("{} shards", v.shards.len()));
+        }
         if v.status != "running" {
             bar.finish_and_clear();
             return Ok(v);

@@ -51,11 +51,17 @@ enum Command {
         #[command(subcommand)]
         command: cli::ClusterCommand,
     },
-    /// Bucket properties (copies).
+    /// Buckets: add a remote bucket, remove one, set properties (copies).
     Bucket {
         #[command(subcommand)]
         command: cli::BucketCommand,
     },
+    /// Warm the cache of a remote bucket: each target fetches the objects it owns.
+    Prefetch(cli::CacheJobArgs),
+    /// Drop cached objects of a remote bucket (the remote is untouched).
+    Evict(cli::CacheJobArgs),
+    /// List what the cluster caches of a remote bucket.
+    Ls(cli::LsArgs),
     /// Load-test an S3 endpoint (aisle or any other): throughput and latency.
     Bench(bench::BenchArgs),
     /// Jobs: list, follow, abort.
@@ -135,6 +141,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Cluster { command } => cli::cluster(command).await,
         Command::Bucket { command } => cli::bucket(command).await,
+        Command::Prefetch(args) => cli::cache_job("prefetch", args).await,
+        Command::Evict(args) => cli::cache_job("evict", args).await,
+        Command::Ls(args) => cli::ls(args).await,
         Command::Etl { command } => cli::etl(command).await,
         Command::Archive { command } => cli::archive(command).await,
         Command::Batch(args) => cli::batch(args).await,

@@ -59,6 +59,10 @@ pub struct UpArgs {
     /// MiB/s each target reads at most during a periodic scrub.
     #[arg(long, default_value_t = 64)]
     scrub_rate_mib: u64,
+    /// Most bytes of remote-bucket objects each mountpath caches (e.g. `50GiB`); the least
+    /// recently read are evicted beyond it. Default: no budget, only a full disk (95%) evicts.
+    #[arg(long)]
+    cache_max: Option<bytesize::ByteSize>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -285,6 +289,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             gateway_url: endpoint.clone(),
             cluster_secret: creds.cluster_secret.clone(),
             etl_cache_bytes: aisle_target::config::DEFAULT_ETL_CACHE_BYTES,
+            cache_max_bytes: args.cache_max.map(|b| b.as_u64()),
         };
         std::fs::create_dir_all(&root)?;
         let path = root.join("config.json");

@@ -146,6 +146,7 @@ mod tests {
             BucketProps {
                 created_ms: 0,
                 copies: 2,
+                remote: None,
             },
         );
         m

@@ -297,3 +297,28 @@ mod tests {
         assert!(read_now(&s).is_err());
     }
 }
+
+/// Replace `path` durably with `bytes`, readable by this user only (mode 0600): a temp file
+/// beside it, fsync, rename, fsync of the directory. For records that hold secrets (the
+/// cluster metadata, with remote buckets' credentials).
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

@@ -90,9 +90,144 @@ pub struct Health {
 pub struct BucketProps {
     /// Creation time, Unix milliseconds.
     pub created_ms: i64,
-    /// Copies of every object, on distinct targets (1–3).
+    /// Copies of every object, on distinct targets (1–3). Always 1 for a remote bucket: the
+    /// remote holds the durable copy, targets hold a cache.
     #[serde(default = "one")]
     pub copies: u8,
+    /// Set for a remote bucket: a cache in front of another store ([`RemoteSpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteSpec>,
+}
+
+/// The store behind a remote bucket, and how the cache in front of it behaves.
+///
+/// It travels with the cluster metadata (persisted with mode 0600, pushed to targets over the
+/// secret-authenticated intra-cluster API); [`RemoteSpec::redacted`] is what admin views show.
+///
+/// ```
+/// use aisle_cluster::map::{Coherence, RemoteSpec};
+/// let spec: RemoteSpec = serde_json::from_str(
+///     r#"{"url":"s3://photos/train","endpoint":"http://127.0.0.1:9000","region":"us-east-1",
+///         "access_key":"AK","secret_key":"SK","coherence":"ttl=5m"}"#,
+/// ).unwrap();
+/// assert_eq!(spec.coherence, Coherence::Ttl(300));
+/// assert_eq!(spec.redacted().secret_key.as_deref(), Some("********"));
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteSpec {
+    /// `s3://BUCKET[/PREFIX]` or `file:///DIR`.
+    pub url: String,
+    /// S3 endpoint (none: AWS for the region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// S3 region.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Access key id (none: anonymous requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<String>,
+    /// Secret access key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<String>,
+    /// Session token of temporary credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<String>,
+    /// Virtual-hosted-style requests (`BUCKET.endpoint`) instead of path-style.
+    #[serde(default)]
+    pub virtual_hosted: bool,
+    /// How stale a cached object may be.
+    #[serde(default)]
+    pub coherence: Coherence,
+    /// Seconds a remote call may take before the client gets 503 SlowDown (until the first
+    /// byte of an answer; then between two chunks of a body).
+    #[serde(default = "default_remote_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_remote_timeout() -> u64 {
+    10
+}
+
+impl RemoteSpec {
+    /// The spec with its secrets replaced by `********` (what admin views and logs show).
+    pub fn redacted(&self) -> RemoteSpec {
+        let hide = |s: &Option<String>| s.as_ref().map(|_| "********".to_string());
+        RemoteSpec {
+            secret_key: hide(&self.secret_key),
+            session_token: hide(&self.session_token),
+            ..self.clone()
+        }
+    }
+}
+
+impl std::fmt::Debug for RemoteSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self.redacted();
+        f.debug_struct("RemoteSpec")
+            .field("url", &r.url)
+            .field("endpoint", &r.endpoint)
+            .field("region", &r.region)
+            .field("access_key", &r.access_key)
+            .field("secret_key", &r.secret_key)
+            .field("coherence", &r.coherence)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How stale a read of a cached object of a remote bucket may be.
+///
+/// Written `never`, `validate` or `ttl=DURATION` (`ttl=90s`, `ttl=5m`, `ttl=1h`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Coherence {
+    /// A cached object is served as it is until evicted (immutable data sets; the default).
+    #[default]
+    Never,
+    /// Every read asks the remote (a HEAD) and refetches an object that changed.
+    Validate,
+    /// A cached object is served unchecked for this many seconds after it was last checked.
+    Ttl(u64),
+}
+
+impl std::fmt::Display for Coherence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Coherence::Never => f.write_str("never"),
+            Coherence::Validate => f.write_str("validate"),
+            Coherence::Ttl(s) => write!(f, "ttl={s}s"),
+        }
+    }
+}
+
+impl std::str::FromStr for Coherence {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "never" => Ok(Coherence::Never),
+            "validate" => Ok(Coherence::Validate),
+            other => match other.strip_prefix("ttl=") {
+                Some(d) => parse_seconds(d).map(Coherence::Ttl),
+                None => Err(format!(
+                    "not a coherence mode: {other:?} (never, validate or ttl=DURATION)"
+                )),
+            },
+        }
+    }
+}
+
+impl Serialize for Coherence {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Coherence {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 fn one() -> u8 {
@@ -210,19 +345,24 @@ fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
     match Raw::deserialize(d)? {
         Raw::N(n) => Ok(n),
-        Raw::S(s) => {
-            let s = s.trim();
-            let (num, mult) = match s.chars().last() {
-                Some('s') => (&s[..s.len() - 1], 1),
-                Some('m') => (&s[..s.len() - 1], 60),
-                Some('h') => (&s[..s.len() - 1], 3600),
-                _ => (s, 1),
-            };
-            num.trim().parse::<u64>().map(|n| n * mult).map_err(|_| {
-                serde::de::Error::custom(format!("not a duration: {s:?} (use e.g. 45s, 5m)"))
-            })
-        }
+        Raw::S(s) => parse_seconds(&s).map_err(serde::de::Error::custom),
     }
+}
+
+/// Seconds from `45`, `45s`, `5m`, `1h` or `2d`.
+pub fn parse_seconds(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('s') => (&s[..s.len() - 1], 1),
+        Some('m') => (&s[..s.len() - 1], 60),
+        Some('h') => (&s[..s.len() - 1], 3600),
+        Some('d') => (&s[..s.len() - 1], 86400),
+        _ => (s, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("not a duration: {s:?} (use e.g. 45s, 5m)"))
 }
 
 impl EtlSpec {

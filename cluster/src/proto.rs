@@ -255,9 +255,38 @@ pub struct ObjectMeta {
     /// one wins.
     #[serde(default)]
     pub version: u64,
+    /// Set on a cached object of a remote bucket: what the remote said of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteStamp>,
+}
+
+/// What a cached object of a remote bucket remembers of the remote's object (coherence checks
+/// compare it with the remote's answer to a HEAD).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteStamp {
+    /// The remote's ETag (without quotes).
+    pub etag: String,
+    /// The remote's version id, where it keeps versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Hex MD5 of the cached bytes, when the object's own ETag is the remote's and may not be
+    /// an MD5 (it is what scrubs and copies check the bytes against).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
+    /// When the remote last confirmed this copy (fetch, write or check), Unix milliseconds.
+    pub checked_ms: i64,
 }
 
 impl ObjectMeta {
+    /// The ETag and part sizes the stored bytes can be checked against
+    /// ([`crate::etag::EtagCheck`]): the MD5 of a cached remote object, else the ETag.
+    pub fn integrity(&self) -> (&str, &[u64]) {
+        match self.remote.as_ref().and_then(|r| r.md5.as_deref()) {
+            Some(md5) => (md5, &[]),
+            None => (&self.etag, &self.parts),
+        }
+    }
+
     /// The version copies compare: the write stamp, and for an object written before stamps
     /// existed 1 — older than any stamped write, and never 0, which [`Have`] keeps for
     /// "nothing held".
@@ -364,6 +393,72 @@ pub struct TargetStatus {
     /// Its walk of the current (or last) rebalance generation.
     #[serde(default)]
     pub rebalance: RebalanceReport,
+    /// What it sees of the stores behind remote buckets, and what it caches of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remotes: Vec<RemoteReport>,
+}
+
+/// A target's view of one remote bucket (in its [`TargetStatus`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteReport {
+    /// The bucket.
+    pub bucket: String,
+    /// The last remote call failed because the remote was unreachable or slow.
+    pub unavailable: bool,
+    /// The last failure (no credentials in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Since when the remote fails, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since_ms: Option<i64>,
+    /// Objects fetched from the remote (cold reads and prefetches) since the target started.
+    pub fetches: u64,
+    /// Cached objects and their bytes on this target.
+    pub cached_objects: u64,
+    /// Bytes of the cached objects.
+    pub cached_bytes: u64,
+    /// Cached objects evicted (by `aisle evict`, a changed remote object, or capacity).
+    pub evictions: u64,
+}
+
+/// Cache operations on one object of a remote bucket ([`T_CACHE`]): `GET` its state;
+/// `POST` with `op=prefetch` (fetch unless cached) or `op=evict` (drop the cached copy).
+pub const T_CACHE: &str = "/_aisle/t/v1/cache";
+
+/// Query of [`T_CACHE`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheQuery {
+    /// Bucket name.
+    pub bucket: String,
+    /// Object key.
+    pub key: String,
+    /// `prefetch` or `evict` (POST only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
+}
+
+/// Answer of [`T_CACHE`]: the object's cache state on the target after the operation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheState {
+    /// Target id.
+    pub target: String,
+    /// A copy is cached here.
+    pub cached: bool,
+    /// The operation fetched it from the remote.
+    #[serde(default)]
+    pub fetched: bool,
+    /// The operation dropped the cached copy.
+    #[serde(default)]
+    pub evicted: bool,
+    /// Cached size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// What the remote said of the cached copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteStamp>,
+    /// Last read of the cached copy since the target started, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_access_ms: Option<i64>,
 }
 
 /// Error answer of any intra-cluster call.

@@ -77,6 +77,9 @@ pub struct ClusterView {
     /// Copies new buckets get.
     #[serde(default)]
     pub default_copies: u8,
+    /// Remote buckets and their remotes (secrets redacted).
+    #[serde(default)]
+    pub remotes: std::collections::BTreeMap<String, aisle_cluster::map::RemoteSpec>,
     /// The current rebalance generation and whether it settled.
     #[serde(default)]
     pub rebalance: aisle_cluster::map::Rebalance,
@@ -107,6 +110,8 @@ fn membership_error(e: crate::membership::MembershipError) -> s3s::S3Error {
         M::Persist(e) => s3_error(s3s::S3ErrorCode::InternalError, e.to_string()),
     }
 }
+
+use crate::remote::REMOTE_PREFIX;
 
 /// Path prefix of alias buckets: `PUT|DELETE /_aisle/v1/etl/alias/<name>`.
 pub const ALIAS_PREFIX: &str = "/_aisle/v1/etl/alias/";
@@ -396,6 +401,11 @@ impl S3Route for AdminRoute {
                         .map(|(n, b)| (n.clone(), b.copies))
                         .collect(),
                     default_copies: meta.default_copies.max(1),
+                    remotes: meta
+                        .buckets
+                        .iter()
+                        .filter_map(|(n, b)| Some((n.clone(), b.remote.as_ref()?.redacted())))
+                        .collect(),
                     rebalance: meta.rebalance.clone(),
                 }))
             }
@@ -462,6 +472,69 @@ impl S3Route for AdminRoute {
                     .start_etl(spec)
                     .map_err(|e| s3_error(s3s::S3ErrorCode::InvalidArgument, e))?;
                 Ok(json(&view))
+            }
+            (&Method::POST, "/_aisle/v1/jobs/prefetch" | "/_aisle/v1/jobs/evict") => {
+                let spec: crate::jobs::Sources = json_body(req.input, 64 * 1024 * 1024).await?;
+                let view = if req.uri.path().ends_with("prefetch") {
+                    self.jobs.start_prefetch(spec)
+                } else {
+                    self.jobs.start_evict(spec)
+                };
+                Ok(json(&view.map_err(bad)?))
+            }
+            (&Method::PUT, path)
+                if path.starts_with(REMOTE_PREFIX)
+                    && !path[REMOTE_PREFIX.len()..].contains('/') =>
+            {
+                let name = &path[REMOTE_PREFIX.len()..];
+                let spec: aisle_cluster::map::RemoteSpec = json_body(req.input, 64 * 1024).await?;
+                use crate::remote::BindError as B;
+                match crate::remote::bind(&self.meta, name, spec).await {
+                    Ok(v) => Ok(json(&v)),
+                    Err(B::Invalid(m)) => Err(bad(m)),
+                    Err(B::Taken(m)) => Err(conflict(m)),
+                    Err(B::Remote(e)) => Err(crate::s3::error::from_remote(e)),
+                    Err(B::Persist(e)) => {
+                        Err(s3_error(s3s::S3ErrorCode::InternalError, e.to_string()))
+                    }
+                }
+            }
+            (&Method::GET, path) if path.starts_with(REMOTE_PREFIX) => {
+                let rest = &path[REMOTE_PREFIX.len()..];
+                let (name, what) = rest
+                    .split_once('/')
+                    .ok_or_else(|| bad("expected …/remote-bucket/<name>/cached|object".into()))?;
+                if self.targets.remote(name).is_none() {
+                    return Err(bad(format!("{name} is not a remote bucket")));
+                }
+                let q: std::collections::HashMap<String, String> =
+                    serde_urlencoded::from_str(req.uri.query().unwrap_or(""))
+                        .map_err(|e| bad(format!("bad query: {e}")))?;
+                match what {
+                    "cached" => {
+                        let lq = aisle_cluster::proto::ListQuery {
+                            bucket: name.to_string(),
+                            prefix: q.get("prefix").cloned().unwrap_or_default(),
+                            delimiter: q.get("delimiter").cloned(),
+                            after: q.get("after").cloned(),
+                            limit: q
+                                .get("limit")
+                                .and_then(|l| l.parse().ok())
+                                .unwrap_or(1000usize)
+                                .min(1000),
+                        };
+                        let page = crate::s3::list::cached_page(&self.targets, name, &lq).await?;
+                        Ok(json(&page))
+                    }
+                    "object" => {
+                        let key = q.get("key").ok_or_else(|| bad("give key".into()))?;
+                        let v = crate::remote::object_view(&self.targets, name, key)
+                            .await
+                            .map_err(|e| s3_error(s3s::S3ErrorCode::InternalError, e))?;
+                        Ok(json(&v))
+                    }
+                    other => Err(bad(format!("unknown view {other:?} (cached, object)"))),
+                }
             }
             (&Method::GET, "/_aisle/v1/jobs") => Ok(json(&self.jobs.list())),
             (method, path) if path.starts_with("/_aisle/v1/jobs/") => {

@@ -295,6 +295,100 @@ impl Jobs {
         }))
     }
 
+    /// Prefetch: every selected object of a remote bucket fetched into the cache by the
+    /// target that owns it (bytes go from the remote to that target, not through the gateway).
+    pub fn start_prefetch(self: &Arc<Self>, spec: Sources) -> Result<JobView, String> {
+        self.check_remote(&spec)?;
+        Ok(self.launch("prefetch", move |me, job| async move {
+            let keys = me.keys(&spec).await?;
+            let each = |key: String| {
+                let (me, bucket) = (me.clone(), spec.source.clone());
+                async move {
+                    let r = async {
+                        let t = me
+                            .targets
+                            .fetcher(&bucket, &key)
+                            .map_err(|e| e.to_string())?;
+                        let st = me
+                            .targets
+                            .cache(&t, &bucket, &key, Some("prefetch"))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        Ok(if st.fetched { st.size.unwrap_or(0) } else { 0 })
+                    }
+                    .await;
+                    (key, r)
+                }
+            };
+            Self::for_each_key(&job, keys, 16, each).await;
+            Ok(())
+        }))
+    }
+
+    /// Evict: drop the cached copies of every selected object of a remote bucket (a prefix
+    /// selects among what is cached); the remote is untouched.
+    pub fn start_evict(self: &Arc<Self>, spec: Sources) -> Result<JobView, String> {
+        self.check_remote(&spec)?;
+        Ok(self.launch("evict", move |me, job| async move {
+            let keys = match (&spec.list, &spec.template) {
+                (None, None) => {
+                    me.list_keys(&spec.source, spec.prefix.as_deref().unwrap_or(""), true)
+                        .await?
+                }
+                _ => me.keys(&spec).await?,
+            };
+            let each = |key: String| {
+                let (me, bucket) = (me.clone(), spec.source.clone());
+                async move {
+                    let r = me.evict_one(&bucket, &key).await;
+                    (key, r)
+                }
+            };
+            Self::for_each_key(&job, keys, 16, each).await;
+            Ok(())
+        }))
+    }
+
+    /// Drop every cached copy of `(bucket, key)`; the bytes freed.
+    pub async fn evict_one(&self, bucket: &str, key: &str) -> Result<u64, String> {
+        let targets = self
+            .targets
+            .listing_targets(bucket)
+            .map_err(|e| e.to_string())?;
+        let mut freed = 0;
+        for t in targets {
+            let st = self
+                .targets
+                .cache(&t, bucket, key, Some("evict"))
+                .await
+                .map_err(|e| format!("{}: {e}", t.id))?;
+            if st.evicted {
+                freed += st.size.unwrap_or(0);
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Evict everything cached of `bucket` (before its binding is removed).
+    pub async fn evict_all(&self, bucket: &str) -> Result<(), String> {
+        for key in self.list_keys(bucket, "", true).await? {
+            self.evict_one(bucket, &key).await?;
+        }
+        Ok(())
+    }
+
+    fn check_remote(&self, spec: &Sources) -> Result<(), String> {
+        let meta = self.meta.snapshot();
+        match meta.buckets.get(&spec.source) {
+            None => Err(format!("no bucket {}", spec.source)),
+            Some(b) if b.remote.is_none() => Err(format!(
+                "{} is not a remote bucket: nothing to prefetch or evict",
+                spec.source
+            )),
+            Some(_) => spec.check(),
+        }
+    }
+
     /// One object of an offline ETL job: only transformed bytes leave the source's target.
     async fn transform_one(&self, spec: &EtlJobSpec, key: &str) -> Result<u64, String> {
         let opts = ReadOptions {
@@ -365,7 +459,7 @@ impl Jobs {
     /// (`aisle etl bind --materialize`), a bounded number at a time.
     pub fn start_materialize(self: &Arc<Self>, source: String, etl: EtlSelection) -> JobView {
         self.launch("materialize", move |me, job| async move {
-            let keys = me.list_keys(&source, "").await?;
+            let keys = me.list_keys(&source, "", false).await?;
             let each = |key: String| {
                 let (me, etl, source) = (me.clone(), etl.clone(), source.clone());
                 async move {
@@ -450,12 +544,22 @@ impl Jobs {
         if let Some(t) = &spec.template {
             return expand_template(t, MAX_JOB_OBJECTS);
         }
-        self.list_keys(&spec.source, spec.prefix.as_deref().unwrap_or(""))
+        self.list_keys(&spec.source, spec.prefix.as_deref().unwrap_or(""), false)
             .await
     }
 
-    /// Every key of `bucket` under `prefix`, in order.
-    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, String> {
+    /// Every key of `bucket` under `prefix`, in order: of a remote bucket, what its remote
+    /// holds — or, with `cached`, what the targets hold.
+    async fn list_keys(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        cached: bool,
+    ) -> Result<Vec<String>, String> {
+        let remote = match self.targets.remote(bucket) {
+            Some(r) if !cached => Some(r.map_err(|e| e.to_string())?),
+            _ => None,
+        };
         let mut keys = Vec::new();
         let mut after = None;
         loop {
@@ -466,15 +570,21 @@ impl Jobs {
                 after: after.clone(),
                 limit: 1000,
             };
-            let targets = self
-                .targets
-                .listing_targets(bucket)
-                .map_err(|e| e.to_string())?;
-            let pages =
-                futures::future::try_join_all(targets.iter().map(|t| self.targets.list(t, &q)))
+            let page = match &remote {
+                Some(r) => r.list_page(&q).await.map_err(|e| e.to_string())?,
+                None => {
+                    let targets = self
+                        .targets
+                        .listing_targets(bucket)
+                        .map_err(|e| e.to_string())?;
+                    let pages = futures::future::try_join_all(
+                        targets.iter().map(|t| self.targets.list(t, &q)),
+                    )
                     .await
                     .map_err(|e| e.to_string())?;
-            let page = merge_pages(pages, 1000);
+                    merge_pages(pages, 1000)
+                }
+            };
             for item in &page.items {
                 if let ListItem::Object(o) = item {
                     keys.push(o.key.clone());

@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod membership;
 pub mod meta;
 pub mod proxy;
+pub mod remote;
 pub mod s3;
 pub mod server;
 

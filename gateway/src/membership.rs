@@ -307,6 +307,12 @@ impl Membership {
                     .buckets
                     .get_mut(bucket)
                     .ok_or_else(|| MembershipError::NotFound(format!("no bucket {bucket:?}")))?;
+                if b.remote.is_some() && copies != 1 {
+                    return Err(MembershipError::Refused(format!(
+                        "{bucket} is a remote bucket: its remote keeps the durable copy and \
+                         the targets one cached copy"
+                    )));
+                }
                 let changed = b.copies != copies;
                 b.copies = copies;
                 Ok((changed, ()))

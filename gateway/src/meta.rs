@@ -95,20 +95,11 @@ impl MetaOwner {
             path: self.path.display().to_string(),
             source,
         };
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(err)?;
-            f.write_all(&serde_json::to_vec_pretty(meta).expect("meta serializes"))
-                .map_err(err)?;
-            f.sync_all().map_err(err)?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(err)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(err)?;
-        }
+        aisle_cluster::files::write_private(
+            &self.path,
+            &serde_json::to_vec_pretty(meta).expect("meta serializes"),
+        )
+        .map_err(err)?;
         Ok(())
     }
 

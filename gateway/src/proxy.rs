@@ -62,12 +62,62 @@ pub struct WritePlan {
 pub struct Targets {
     client: NodeClient,
     meta: Arc<MetaOwner>,
+    remotes: Arc<aisle_remote::Remotes>,
 }
 
 impl Targets {
     /// Calls targets with `client`, placing by `meta`.
     pub fn new(client: NodeClient, meta: Arc<MetaOwner>) -> Self {
-        Self { client, meta }
+        Self {
+            client,
+            meta,
+            remotes: Default::default(),
+        }
+    }
+
+    /// The store behind `bucket`, if it is a remote bucket (listings, deletes and the admin
+    /// checks go to it from the gateway; reads and writes go through the owning target).
+    pub fn remote(
+        &self,
+        bucket: &str,
+    ) -> Option<Result<aisle_remote::Remote, aisle_remote::RemoteError>> {
+        let meta = self.meta.snapshot();
+        let spec = meta.buckets.get(bucket)?.remote.as_ref()?;
+        Some(self.remotes.get(bucket, spec))
+    }
+
+    /// Ask `t` for the cache state of `(bucket, key)`, or have it prefetch or evict it
+    /// ([`proto::T_CACHE`]).
+    pub async fn cache(
+        &self,
+        t: &TargetInfo,
+        bucket: &str,
+        key: &str,
+        op: Option<&str>,
+    ) -> Result<proto::CacheState, ClientError> {
+        let q = proto::CacheQuery {
+            bucket: bucket.into(),
+            key: key.into(),
+            op: op.map(str::to_string),
+        };
+        let url = Self::url(t, proto::T_CACHE, &q);
+        let method = if op.is_some() {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        self.guarded(t, self.client.json::<(), _>(method, &url, None))
+            .await
+    }
+
+    /// The target that fetches `(bucket, key)` of a remote bucket on a miss: the first in
+    /// its read order.
+    pub fn fetcher(&self, bucket: &str, key: &str) -> Result<TargetInfo, NoTargets> {
+        let meta = self.meta.snapshot();
+        meta.read_order(bucket, key)
+            .first()
+            .map(|t| (*t).clone())
+            .ok_or(NoTargets::None)
     }
 
     /// A fresh write stamp: nanoseconds since the epoch, strictly increasing in this process
@@ -278,8 +328,15 @@ impl Targets {
         bucket: &str,
         key: &str,
     ) -> Result<(), ClientError> {
+        // A remote bucket keeps no tombstones: its remote decides what exists.
+        let remote = self
+            .meta
+            .snapshot()
+            .buckets
+            .get(bucket)
+            .is_some_and(|b| b.remote.is_some());
         let in_write_set = |t: &TargetInfo| {
-            t.id == plan.target.id || plan.opts.replicas.iter().any(|p| p.id == t.id)
+            !remote && (t.id == plan.target.id || plan.opts.replicas.iter().any(|p| p.id == t.id))
         };
         let calls = self.all().into_iter().map(|t| {
             let q = proto::DeleteQuery {

@@ -73,6 +73,24 @@ pub enum ClusterCommand {
 /// `aisle bucket ...`
 #[derive(clap::Subcommand)]
 pub enum BucketCommand {
+    /// Add a remote bucket: a cache in front of an S3 bucket (or a directory) — objects are
+    /// fetched on first read, writes go through to the remote. Re-adding updates the spec.
+    Add {
+        /// Bucket name in aisle.
+        bucket: String,
+        #[command(flatten)]
+        remote: super::remote::RemoteArgs,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Remove a bucket (S3 DeleteBucket). A remote bucket's cached objects are dropped and
+    /// the remote is left as it is; a local bucket must be empty.
+    Rm {
+        /// Bucket name.
+        bucket: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
     /// Set a bucket property: `copies=N` (1–3 copies of every object on distinct targets).
     Set {
         /// Bucket name.
@@ -289,6 +307,16 @@ pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
 /// Run an `aisle bucket` command.
 pub async fn bucket(cmd: BucketCommand) -> anyhow::Result<()> {
     match cmd {
+        BucketCommand::Add {
+            bucket,
+            remote,
+            conn,
+        } => super::remote::add(&conn, &bucket, remote).await,
+        BucketCommand::Rm { bucket, conn } => {
+            admin_call(&conn, "DELETE", &format!("/{bucket}"), Bytes::new()).await?;
+            println!("removed {bucket}");
+            Ok(())
+        }
         BucketCommand::Set {
             bucket,
             property,

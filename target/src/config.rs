@@ -26,6 +26,10 @@ pub struct TargetConfig {
     /// Budget of the cache of transformed (deterministic ETL) outputs, in bytes.
     #[serde(default = "default_etl_cache_bytes")]
     pub etl_cache_bytes: u64,
+    /// Budget of cached remote-bucket objects per mountpath, in bytes (none: the disk's
+    /// fill alone triggers LRU eviction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_max_bytes: Option<u64>,
 }
 
 /// Default budget of the ETL output cache: 2 GiB.

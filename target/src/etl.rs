@@ -431,6 +431,7 @@ pub(crate) async fn read_transformed(
         checksums: Default::default(),
         parts: Vec::new(),
         version: rec.meta.version,
+        remote: None,
     };
     let applied = pipeline.applied();
     let object_path = format!("{}/{}", q.bucket, q.key);

@@ -7,6 +7,7 @@
 //! It does not speak S3 (no XML, no SigV4, no S3 validation rules: the gateway applies them) and
 //! never serves a request without the cluster secret.
 
+mod cold;
 pub mod config;
 mod etl;
 mod files;

@@ -216,7 +216,10 @@ pub(crate) async fn receive(state: &Arc<State>, req: Request<Incoming>) -> Resul
     }
     // The bytes are checked against the ETag as they arrive, so a corrupt source copy never
     // spreads; nothing is published unless they match.
-    let mut check = EtagCheck::new(&meta.etag, &meta.parts);
+    let mut check = {
+        let (etag, parts) = meta.integrity();
+        EtagCheck::new(etag, parts)
+    };
     let mp = state.store.mountpath_for(&q.bucket, &q.key);
     let (temp, commit) =
         receive_framed(state, mp, req.into_body(), &[], |_| Vec::new(), &mut |d| {

@@ -22,7 +22,10 @@ pub(crate) const CHECK_ON_READ_MAX: u64 = 64 * 1024;
 
 /// Whether `rec`'s files hold the bytes its ETag (or size) says. Blocking.
 pub(crate) fn intact(store: &Store, rec: &StoredObject) -> Result<bool, StoreError> {
-    let mut check = EtagCheck::new(&rec.meta.etag, &rec.meta.parts);
+    let mut check = {
+        let (etag, parts) = rec.meta.integrity();
+        EtagCheck::new(etag, parts)
+    };
     let mut buf = vec![0u8; 256 * 1024];
     for (path, size) in store.segment_files(&rec.segments) {
         let f = match std::fs::File::open(&path) {

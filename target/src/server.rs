@@ -57,6 +57,7 @@ pub(crate) struct State {
     pub(crate) meta_path: std::path::PathBuf,
     pub(crate) etl: crate::etl::Etl,
     pub(crate) shards: crate::shards::Shards,
+    pub(crate) cold: crate::cold::Cold,
 }
 
 /// Run a target until the process is stopped: open the store (with recovery), listen, join the
@@ -101,11 +102,13 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
             url.clone(),
         )?,
         shards: Default::default(),
+        cold: crate::cold::Cold::new(cfg.cache_max_bytes),
     });
     {
         let meta = state.meta.read().expect("meta lock").clone();
         state.etl.reconcile(&meta.etls);
     }
+    state.cold.load(&state)?;
     let local = bind_local_sockets(&cfg.root);
     tracing::info!(id = %cfg.id, %url, local = ?local.as_ref().map(|(_, _, s)| &s.path), "target listening");
     tokio::spawn(join_loop(
@@ -211,9 +214,9 @@ fn install_meta(state: &Arc<State>, meta: ClusterMeta) {
         if meta.version < cur.version {
             return;
         }
-        if let Err(e) = std::fs::write(
+        if let Err(e) = aisle_cluster::files::write_private(
             &state.meta_path,
-            serde_json::to_vec(&*meta).expect("meta serializes"),
+            &serde_json::to_vec(&*meta).expect("meta serializes"),
         ) {
             tracing::warn!(error = %e, "could not persist cluster metadata");
         }
@@ -349,6 +352,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
         (Method::POST, proto::T_SCRUB) => crate::scrub::answer(&state, req).await,
         (Method::GET, proto::T_STATUS) => status(&state, req).await,
         (Method::GET, proto::T_ARCHIVE) => archive_list(&state, req).await,
+        (Method::GET | Method::POST, proto::T_CACHE) => crate::cold::answer(&state, req).await,
         (Method::PUT, proto::T_ARCHIVE_APPEND) => crate::shards::append(&state, req).await,
         (Method::GET, proto::T_ETL) => {
             let q: proto::EtlQuery = match query(&req) {
@@ -466,6 +470,22 @@ pub(crate) async fn publish_put(
     temp: crate::store::TempFile,
     commit: Commit,
 ) -> Result<proto::ObjectMeta, ApiError> {
+    // A remote bucket's object goes to the remote first (write-through).
+    let remote = match crate::cold::spec_of(state, &q.bucket) {
+        Some(spec) => Some(
+            crate::cold::write_through(
+                state,
+                &spec,
+                &q.bucket,
+                &q.key,
+                &attrs,
+                vec![(temp.path().to_path_buf(), commit.size)],
+                commit.size,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let store = state.store.clone();
     let (b, k, if_absent, version) = (
         q.bucket.clone(),
@@ -473,9 +493,11 @@ pub(crate) async fn publish_put(
         opts.if_absent,
         opts.version,
     );
-    let meta =
-        blocking(move || store.publish_object(&b, &k, temp, &commit, attrs, if_absent, version))
-            .await?;
+    let meta = blocking(move || {
+        store.publish_object(&b, &k, temp, &commit, attrs, if_absent, version, remote)
+    })
+    .await?;
+    crate::cold::written(state, &q.bucket, &q.key, &meta);
     crate::replica::make_copies(state, &q.bucket, &q.key, &opts).await?;
     Ok(meta)
 }
@@ -555,7 +577,7 @@ async fn get_object(
 
 /// A key this target does not hold: `NoSuchKey`, or `NoSuchKeyDeleted` when it holds a
 /// tombstone (the gateway then looks no further: no other copy may bring it back).
-fn missing(state: &State, q: &ObjectQuery) -> ApiError {
+pub(crate) fn missing(state: &State, q: &ObjectQuery) -> ApiError {
     match state.store.have(&q.bucket, &q.key) {
         Ok(h) if h.deleted => api_err(404, "NoSuchKeyDeleted", "the key was deleted"),
         Ok(_) => StoreError::NoSuchKey.into(),
@@ -588,10 +610,9 @@ pub(crate) async fn answer_read(
 ) -> Result<ReadAnswer, ApiError> {
     // A point read of the index is a few microseconds against the page cache: made here, on
     // the async worker, instead of paying two thread hand-offs to the blocking pool.
-    let rec = match state.store.get(&q.bucket, &q.key) {
-        Ok(rec) => rec,
-        Err(StoreError::NoSuchKey) => return Err(missing(state, q)),
-        Err(e) => return Err(e.into()),
+    let rec = match crate::cold::lookup(state, q, opts, with_body, may_stream).await? {
+        crate::cold::Lookup::Local(rec) => rec,
+        crate::cold::Lookup::Answer(a) => return Ok(a),
     };
     if let Some(sel) = &opts.etl {
         return crate::etl::read_transformed(state, rec, q, sel, opts, with_body, may_stream).await;
@@ -796,6 +817,10 @@ async fn complete(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Ap
     let write = body.write.clone();
     let (b, k) = (q.bucket.clone(), q.key.clone());
     let meta = blocking(move || store.complete(&b, &k, &id, &body)).await?;
+    let meta = match crate::cold::spec_of(state, &q.bucket) {
+        Some(spec) => crate::cold::complete_through(state, &spec, &q.bucket, &q.key, meta).await?,
+        None => meta,
+    };
     crate::replica::make_copies(state, &q.bucket, &q.key, &write).await?;
     Ok(json_resp(StatusCode::OK, &meta))
 }
@@ -850,6 +875,7 @@ async fn status(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiE
                 .collect(),
             meta_version: state.meta.read().expect("meta lock").version,
             rebalance: state.rebalance.report(),
+            remotes: state.cold.report(state),
         },
     ))
 }

@@ -219,6 +219,7 @@ fn member_meta(rec: &StoredObject, name: &str, size: u64, content_type: &str) ->
         checksums: Default::default(),
         parts: Vec::new(),
         version: rec.meta.version,
+        remote: None,
     }
 }
 
@@ -529,6 +530,7 @@ pub(crate) async fn append(
         checksums: Default::default(),
         parts: Vec::new(),
         version: opts.version,
+        remote: None,
     };
     let store = state.store.clone();
     let (b, k) = (q.bucket.clone(), q.key.clone());
@@ -692,6 +694,7 @@ async fn rewrite_append(
         checksums: Default::default(),
         parts: Vec::new(),
         version: opts.version,
+        remote: None,
     };
     let store = state.store.clone();
     let (b, k, old) = (q.bucket.clone(), q.key.clone(), rec.meta.etag.clone());

@@ -68,6 +68,7 @@ pub(super) async fn create_bucket(
                 BucketProps {
                     created_ms,
                     copies: m.new_bucket_copies(),
+                    remote: None,
                 },
             );
             Ok((true, ()))
@@ -109,6 +110,14 @@ pub(super) async fn delete_bucket(
         e.set_status_code(http::StatusCode::CONFLICT);
         return Err(e);
     }
+    if s3.targets.remote(&name).is_some() {
+        // Unbinding a remote bucket drops what is cached; the remote is never touched.
+        evict_cached(s3, &name).await?;
+        s3.meta
+            .update(|m| Ok::<_, S3Error>((m.buckets.remove(&name).is_some(), ())))
+            .await?;
+        return Ok(S3Response::new(DeleteBucketOutput {}));
+    }
     let q = ListQuery {
         bucket: name.clone(),
         prefix: String::new(),
@@ -145,4 +154,32 @@ pub(super) async fn get_bucket_location(
     Ok(S3Response::new(GetBucketLocationOutput {
         location_constraint: loc,
     }))
+}
+
+/// Drop every cached copy of the remote bucket `name` on every target.
+async fn evict_cached(s3: &AisleS3, name: &str) -> S3Result<()> {
+    let mut after = None;
+    loop {
+        let q = ListQuery {
+            bucket: name.to_string(),
+            prefix: String::new(),
+            delimiter: None,
+            after: after.clone(),
+            limit: 1000,
+        };
+        let page = super::list::cached_page(&s3.targets, name, &q).await?;
+        let targets = s3.targets.listing_targets(name)?;
+        for item in &page.items {
+            for t in &targets {
+                s3.targets
+                    .cache(t, name, item.name(), Some("evict"))
+                    .await
+                    .map_err(from_client)?;
+            }
+        }
+        if !page.truncated {
+            return Ok(());
+        }
+        after = page.items.last().map(|i| i.name().to_string());
+    }
 }

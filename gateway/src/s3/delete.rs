@@ -5,7 +5,7 @@ use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::AisleS3;
-use super::error::{check_key, from_client, s3_err};
+use super::error::{check_key, from_client, from_remote, s3_err};
 
 /// Most keys one DeleteObjects request may name, as S3.
 pub const MAX_DELETE_KEYS: usize = 1000;
@@ -13,6 +13,14 @@ pub const MAX_DELETE_KEYS: usize = 1000;
 async fn delete_one(s3: &AisleS3, bucket: &str, key: &str) -> S3Result<()> {
     check_key(key)?;
     let plan = s3.targets.write_plan(bucket, key)?;
+    // A remote bucket's object goes on the remote first; then the cached copies.
+    if let Some(remote) = s3.targets.remote(bucket) {
+        remote
+            .map_err(from_remote)?
+            .delete(key)
+            .await
+            .map_err(from_remote)?;
+    }
     s3.targets
         .delete(&plan, bucket, key)
         .await

@@ -42,6 +42,25 @@ pub fn from_client(e: ClientError) -> S3Error {
     }
 }
 
+/// Map a failed call to a remote bucket's store to the S3 error the client sees: the
+/// remote's refusal is 403 AccessDenied naming the remote, an unreachable or slow remote
+/// 503 SlowDown with Retry-After.
+pub fn from_remote(e: aisle_remote::RemoteError) -> S3Error {
+    let (status, code) = e.s3_code();
+    if status == 503 {
+        tracing::warn!(error = %e, "remote unavailable");
+        return slow_down(&e.to_string());
+    }
+    let mut err = S3Error::with_message(
+        S3ErrorCode::from_bytes(code.as_bytes()).unwrap_or(S3ErrorCode::InternalError),
+        e.to_string(),
+    );
+    if let Ok(s) = http::StatusCode::from_u16(status) {
+        err.set_status_code(s);
+    }
+    err
+}
+
 /// 503 SlowDown with Retry-After: S3 clients back off and retry.
 fn slow_down(message: &str) -> S3Error {
     let mut err = S3Error::with_message(S3ErrorCode::SlowDown, message.to_string());

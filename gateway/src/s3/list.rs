@@ -14,7 +14,7 @@ use sha2::Sha256;
 
 use super::AisleS3;
 use super::attrs::{etag, timestamp};
-use super::error::{from_client, s3_err};
+use super::error::{from_client, from_remote, s3_err};
 
 /// The most keys one page returns, as S3.
 pub const MAX_KEYS: usize = 1000;
@@ -97,18 +97,35 @@ async fn merged_page(
         after,
         limit,
     };
-    let targets = s3.targets.listing_targets(bucket)?;
-    if targets.is_empty() {
-        return Err(crate::proxy::NoTargets::None.into());
-    }
-    let pages = futures::future::try_join_all(targets.iter().map(|t| s3.targets.list(t, &q)))
-        .await
-        .map_err(from_client)?;
-    let mut page = merge_pages(pages, limit);
+    let mut page = match s3.targets.remote(&source) {
+        // A remote bucket lists what its remote holds (`aisle ls --cached`: what is cached).
+        Some(remote) => remote
+            .map_err(from_remote)?
+            .list_page(&q)
+            .await
+            .map_err(from_remote)?,
+        None => cached_page(&s3.targets, bucket, &q).await?,
+    };
     if let Some(sel) = etl {
         transformed_sizes(s3, &source, &sel, &mut page.items).await;
     }
     Ok(page)
+}
+
+/// One page of what the targets hold of `q.bucket` (reached as `bucket`), merged.
+pub(crate) async fn cached_page(
+    targets: &crate::proxy::Targets,
+    bucket: &str,
+    q: &ListQuery,
+) -> S3Result<ListPage> {
+    let ts = targets.listing_targets(bucket)?;
+    if ts.is_empty() {
+        return Err(crate::proxy::NoTargets::None.into());
+    }
+    let pages = futures::future::try_join_all(ts.iter().map(|t| targets.list(t, q)))
+        .await
+        .map_err(from_client)?;
+    Ok(merge_pages(pages, q.limit))
 }
 
 /// Through an alias bucket a listing reports what a GET returns: the transformed size and

@@ -521,6 +521,7 @@ impl Index {
                 checksums: req.checksums.clone(),
                 parts: sizes,
                 version: req.write.version,
+                remote: None,
             };
             let rec = StoredObject {
                 meta: meta.clone(),

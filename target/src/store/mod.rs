@@ -231,7 +231,7 @@ impl Store {
     }
 
     /// Publish a fully written, fsynced staged file as `(bucket, key)`, a client's write
-    /// stamped `version`. Blocking.
+    /// stamped `version` (with what the remote said of it, for a remote bucket). Blocking.
     #[allow(clippy::too_many_arguments)]
     pub fn publish_object(
         &self,
@@ -242,6 +242,7 @@ impl Store {
         attrs: ObjectAttrs,
         if_absent: bool,
         version: u64,
+        remote: Option<aisle_cluster::proto::RemoteStamp>,
     ) -> Result<ObjectMeta, StoreError> {
         let meta = ObjectMeta {
             size: commit.size,
@@ -251,6 +252,7 @@ impl Store {
             checksums: commit.checksums.clone(),
             parts: Vec::new(),
             version,
+            remote,
         };
         let rule = if if_absent {
             PutRule::IfAbsent
@@ -349,6 +351,25 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// Record what the remote said of the object `(bucket, key)` at `version` (after a
+    /// write-through of a multipart upload). Blocking.
+    pub fn restamp(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: u64,
+        stamp: aisle_cluster::proto::RemoteStamp,
+    ) -> Result<ObjectMeta, StoreError> {
+        let mut rec = self.get(bucket, key)?;
+        if rec.meta.stamp() != version {
+            return Err(StoreError::Stale(self.have(bucket, key)?));
+        }
+        rec.meta.remote = Some(stamp);
+        // The same version and the same files: nothing to remove afterwards.
+        self.index.put_object(bucket, key, &rec, PutRule::Repair)?;
+        Ok(rec.meta)
     }
 
     /// The record of `(bucket, key)`.
@@ -599,6 +620,7 @@ mod tests {
             checksums: Default::default(),
             parts: Vec::new(),
             version,
+            remote: None,
         }
     }
 
