@@ -91,7 +91,7 @@ class Proxy:
                     self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 sent = 0
-                cut = mode == "cut" and self.command == "GET" and resp.status == 200
+                cut = mode == "cut" and self.command == "GET" and resp.status in (200, 206)
                 while self.command != "HEAD":
                     data = resp.read(64 * 1024)
                     if not data:
