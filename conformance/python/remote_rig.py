@@ -46,8 +46,9 @@ class Moto:
 class Proxy:
     """Forwards every request to `upstream` (host:port) unchanged (the Host header too, so
     signatures stay valid) and counts them. `mode`: "pass", "down" (drop connections),
-    "stall" (answer nothing for `stall_secs`), or "cut" (send `cut_after` bytes of a GET body,
-    then drop the connection)."""
+    "stall" (answer nothing for `stall_secs`), "cut" (send `cut_after` bytes of a GET body,
+    then drop the connection) or "slow" (pause `delay` seconds before each 64 KiB of a GET
+    body)."""
 
     def __init__(self, upstream_url):
         self.upstream = upstream_url.replace("http://", "").rstrip("/")
@@ -56,6 +57,7 @@ class Proxy:
         self.mode = "pass"
         self.cut_after = 0
         self.stall_secs = 30
+        self.delay = 0.0
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -103,6 +105,8 @@ class Proxy:
                         self.connection.shutdown(socket.SHUT_RDWR)
                         conn.close()
                         return
+                    if mode == "slow" and self.command == "GET":
+                        time.sleep(proxy.delay)
                     if chunked:
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                     else:

@@ -96,6 +96,61 @@ def test_twenty_concurrent_cold_gets_fetch_once(cluster, s3, moto):
     assert p.count("GET", "big") == 1
 
 
+def test_the_first_reader_streams_while_the_fetch_runs(cluster, s3, moto):
+    name, src, mc, p = remote_bucket(cluster, moto)
+    data = os.urandom(4 * 1024 * 1024)
+    mc.put_object(Bucket=src, Key="slow", Body=data)
+    mc.put_object(Bucket=src, Key="slow-head", Body=b"12345", ContentType="x/y")
+    p.mode, p.delay = "slow", 0.04  # 64 chunks: the remote needs 2.5 s for the whole object
+    h = s3.head_object(Bucket=name, Key="slow-head")
+    assert h["ContentLength"] == 5 and h["ContentType"] == "x/y"
+    t0 = time.time()
+    r = s3.get_object(Bucket=name, Key="slow")
+    first = r["Body"].read(64 * 1024)
+    t_first = time.time() - t0
+    rest = r["Body"].read()
+    total = time.time() - t0
+    assert first + rest == data
+    assert total > 2 and t_first < total / 3, (t_first, total)
+    assert p.count("GET", "slow-head") == 1, "a HEAD of a cold object starts its fetch"
+    p.mode = "pass"
+
+
+def test_ttl_serves_the_cached_copy_until_it_expires(cluster, s3, moto):
+    name, src, mc, p = remote_bucket(cluster, moto, "--coherence", "ttl=2s")
+    mc.put_object(Bucket=src, Key="t", Body=b"one")
+    assert body(s3, name, "t") == b"one"
+    mc.put_object(Bucket=src, Key="t", Body=b"two")
+    assert body(s3, name, "t") == b"one"
+    assert p.count("HEAD", "t") == 0, "within the ttl nothing is asked"
+    time.sleep(2.2)
+    assert body(s3, name, "t") == b"two"
+    assert body(s3, name, "t") == b"two"
+    assert p.count("HEAD", "t") == 1 and p.count("GET", "t") == 2
+
+
+def test_get_batch_and_alias_bucket_over_a_remote_bucket(cluster, s3, moto, tmp_path):
+    import json
+
+    name, src, mc, p = remote_bucket(cluster, moto)
+    blobs = {f"b/{i}.bin": os.urandom(10_000 + i) for i in range(5)}
+    for k, v in blobs.items():
+        mc.put_object(Bucket=src, Key=k, Body=v)
+    spec = tmp_path / "batch.json"
+    spec.write_text(json.dumps({"entries": [{"bucket": name, "key": k} for k in blobs]}))
+    out = tmp_path / "batch.tar"
+    aisle(cluster, "batch", "--spec", str(spec), "-o", str(out))
+    with tarfile.open(out) as t:
+        got = {m.name: t.extractfile(m).read() for m in t.getmembers()}
+    assert list(got.values()) == list(blobs.values())
+    alias = f"{name}-md5"
+    aisle(cluster, "etl", "bind", alias, "--source", name, "--pipeline", "md5")
+    k = "b/3.bin"
+    assert body(s3, alias, k) == hashlib.md5(blobs[k]).hexdigest().encode()
+    assert p.count("GET", k) == 1
+    aisle(cluster, "etl", "unbind", alias)
+
+
 def test_range_on_a_cold_object(cluster, s3, moto):
     name, src, mc, p = remote_bucket(cluster, moto)
     data = os.urandom(5_000_000)

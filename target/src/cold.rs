@@ -217,7 +217,8 @@ impl Cold {
         );
     }
 
-    fn forget(&self, bucket: &str, key: &str) {
+    /// The cached copy of `(bucket, key)` is gone (deleted, moved away, evicted).
+    pub(crate) fn forget(&self, bucket: &str, key: &str) {
         self.cached
             .lock()
             .expect("cache lock")

@@ -270,7 +270,10 @@ async fn place_batch(state: &Arc<State>, meta: &ClusterMeta, batch: Vec<WalkEntr
         let store = state.store.clone();
         let (b, k, have) = (e.bucket.clone(), e.key.clone(), e.have);
         match tokio::task::spawn_blocking(move || store.remove_if(&b, &k, have)).await {
-            Ok(Ok(true)) => removed += 1,
+            Ok(Ok(true)) => {
+                removed += 1;
+                state.cold.forget(&e.bucket, &e.key);
+            }
             Ok(Ok(false)) => {}
             Ok(Err(x)) => {
                 misplaced += 1;

@@ -238,6 +238,11 @@ pub(crate) async fn receive(state: &Arc<State>, req: Request<Incoming>) -> Resul
     }
     let store = state.store.clone();
     let version = meta.stamp();
+    // A cached object of a remote bucket moving here joins this target's cache.
+    let cached = meta
+        .remote
+        .is_some()
+        .then(|| (q.bucket.clone(), q.key.clone(), meta.clone()));
     let have =
         blocking(
             move || match store.publish_copy(&q.bucket, &q.key, temp, meta, q.repair) {
@@ -250,6 +255,12 @@ pub(crate) async fn receive(state: &Arc<State>, req: Request<Incoming>) -> Resul
             },
         )
         .await?;
+    if let Some((b, k, m)) = cached
+        && have.version == version
+        && !have.deleted
+    {
+        crate::cold::written(state, &b, &k, &m);
+    }
     Ok(json_resp(StatusCode::OK, &have))
 }
 

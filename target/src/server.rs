@@ -721,7 +721,9 @@ async fn archive_list(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp
 async fn delete_object(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q: proto::DeleteQuery = query(&req)?;
     let store = state.store.clone();
+    let (b, k) = (q.bucket.clone(), q.key.clone());
     blocking(move || store.delete(&q.bucket, &q.key, q.version, q.tombstone)).await?;
+    state.cold.forget(&b, &k);
     Ok(Response::builder()
         .status(StatusCode::NO_CONTENT)
         .body(full_body(Bytes::new()))
