@@ -240,7 +240,10 @@ pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
                 }
             }
             for (b, c) in &view.bucket_copies {
-                println!("  bucket {b}: {c} copies");
+                match view.remotes.get(b) {
+                    None => println!("  bucket {b}: {c} copies"),
+                    Some(r) => print_remote(&view, b, r),
+                }
             }
             Ok(())
         }
@@ -334,5 +337,42 @@ pub async fn bucket(cmd: BucketCommand) -> anyhow::Result<()> {
             println!("{bucket}: copies={copies}; a rebalance adds or removes copies");
             Ok(())
         }
+    }
+}
+
+/// One remote bucket in `aisle cluster show`: its remote, what the targets cache of it, and
+/// whether the remote answers.
+fn print_remote(view: &ClusterView, bucket: &str, r: &aisle_cluster::map::RemoteSpec) {
+    let reports: Vec<&aisle_cluster::proto::RemoteReport> = view
+        .targets
+        .iter()
+        .filter_map(|t| t.status.as_ref())
+        .flat_map(|s| s.remotes.iter())
+        .filter(|x| x.bucket == bucket)
+        .collect();
+    let objects: u64 = reports.iter().map(|x| x.cached_objects).sum();
+    let bytes: u64 = reports.iter().map(|x| x.cached_bytes).sum();
+    let fetches: u64 = reports.iter().map(|x| x.fetches).sum();
+    println!(
+        "  bucket {bucket}: remote {}{} (coherence {}): {objects} objects cached ({}), {fetches} fetched",
+        r.url,
+        r.endpoint
+            .as_deref()
+            .map(|e| format!(" at {e}"))
+            .unwrap_or_default(),
+        r.coherence,
+        bytesize::ByteSize(bytes),
+    );
+    let failing: Vec<_> = reports.iter().filter(|x| x.unavailable).collect();
+    if let Some(x) = failing.first() {
+        let secs = x
+            .failing_since_ms
+            .map(|t| (aisle_cluster::now_ms() - t) / 1000)
+            .unwrap_or(0);
+        println!(
+            "      REMOTE UNAVAILABLE (last call of {} target(s) failed, for {secs}s): {}",
+            failing.len(),
+            x.last_error.as_deref().unwrap_or("?")
+        );
     }
 }

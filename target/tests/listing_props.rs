@@ -50,7 +50,7 @@ async fn put(store: &Store, key: &str) {
         checksums: Default::default(),
     };
     store
-        .publish_object("b", key, t, &commit, ObjectAttrs::default(), false, 1)
+        .publish_object("b", key, t, &commit, ObjectAttrs::default(), false, 1, None)
         .unwrap();
 }
 
