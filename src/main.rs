@@ -26,6 +26,11 @@ use clap::{Parser, Subcommand};
     about = "An S3 storage cluster with transforms next to the data"
 )]
 struct Cli {
+    /// Log lines as `text` or `json` (one object per line, with the request id of each line's
+    /// request). `aisle up` passes it on to its nodes.
+    #[arg(long, global = true, env = "AISLE_LOG_FORMAT", default_value = "text",
+          value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -83,13 +88,25 @@ enum Command {
     },
 }
 
-fn init_logging() {
+fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AISLE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    if format == "json" {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
+    // Children (`aisle up` starts the nodes) log the same way.
+    // SAFETY: called once at start, before any thread is spawned.
+    unsafe { std::env::set_var("AISLE_LOG_FORMAT", format) };
 }
 
 fn read_config<T: serde::de::DeserializeOwned>(path: &PathBuf) -> anyhow::Result<T> {
@@ -111,7 +128,7 @@ async fn serve_until_signal<E: std::error::Error + Send + Sync + 'static>(
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(&cli.log_format);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -63,6 +63,9 @@ pub struct UpArgs {
     /// recently read are evicted beyond it. Default: no budget, only a full disk (95%) evicts.
     #[arg(long)]
     cache_max: Option<bytesize::ByteSize>,
+    /// Requests slower than this many milliseconds are logged (warn) and counted.
+    #[arg(long, default_value_t = 2000)]
+    slow_ms: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -71,19 +74,29 @@ struct Credentials {
     secret_key: String,
     cluster_secret: String,
     region: String,
+    /// Bearer token of every node's `/_aisle/metrics` (added to older files on start).
+    #[serde(default)]
+    metrics_token: String,
 }
 
 fn load_or_create_credentials(data: &Path) -> anyhow::Result<Credentials> {
     let path = data.join("credentials.json");
-    if let Ok(raw) = std::fs::read(&path) {
-        return serde_json::from_slice(&raw).with_context(|| format!("parsing {}", path.display()));
-    }
     let gen_secret = aisle_cluster::auth::generate_secret;
+    if let Ok(raw) = std::fs::read(&path) {
+        let mut creds: Credentials =
+            serde_json::from_slice(&raw).with_context(|| format!("parsing {}", path.display()))?;
+        if creds.metrics_token.is_empty() {
+            creds.metrics_token = gen_secret(20);
+            write_private(&path, &serde_json::to_vec_pretty(&creds)?)?;
+        }
+        return Ok(creds);
+    }
     let creds = Credentials {
         access_key: format!("AISLE{}", gen_secret(8).to_uppercase()),
         secret_key: gen_secret(20),
         cluster_secret: gen_secret(32),
         region: "us-east-1".into(),
+        metrics_token: gen_secret(20),
     };
     write_private(&path, &serde_json::to_vec_pretty(&creds)?)?;
     Ok(creds)
@@ -239,6 +252,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             interval_secs: args.scrub_every,
             rate_mib: args.scrub_rate_mib,
         },
+        metrics_token: Some(creds.metrics_token.clone()),
+        slow_request_ms: args.slow_ms,
     };
     let gw_cfg_path = data.join("gateway").join("config.json");
     write_private(&gw_cfg_path, &serde_json::to_vec_pretty(&gw_cfg)?)?;
@@ -290,6 +305,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             cluster_secret: creds.cluster_secret.clone(),
             etl_cache_bytes: aisle_target::config::DEFAULT_ETL_CACHE_BYTES,
             cache_max_bytes: args.cache_max.map(|b| b.as_u64()),
+            metrics_token: Some(creds.metrics_token.clone()),
         };
         std::fs::create_dir_all(&root)?;
         let path = root.join("config.json");
@@ -335,6 +351,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     }
 
+    let scrape = write_scrape_files(&client, &endpoint, &data, &creds.metrics_token).await?;
     let env = format!(
         "export AWS_ENDPOINT_URL={endpoint}\nexport AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY={}\nexport AWS_DEFAULT_REGION={}\n",
         creds.access_key, creds.secret_key, creds.region
@@ -349,6 +366,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  secret key: {}", creds.secret_key);
     println!("  region:     {}", creds.region);
     println!("  data:       {}", data.display());
+    println!(
+        "  metrics:    {endpoint}{} and on each target ({} nodes in {}), with\n              Authorization: Bearer $(cat {})",
+        aisle_cluster::metrics::METRICS_PATH,
+        scrape.nodes,
+        scrape.targets_file.display(),
+        scrape.token_file.display(),
+    );
     println!();
     println!("Try it:");
     println!(
@@ -362,6 +386,61 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("Ctrl-C stops the cluster.");
 
     supervise(&data, &mut nodes).await
+}
+
+/// Where Prometheus finds this cluster's nodes.
+struct ScrapeFiles {
+    nodes: usize,
+    targets_file: PathBuf,
+    token_file: PathBuf,
+}
+
+/// Write `<data>/metrics-token` (0600) and `<data>/prometheus-targets.json`: every node's
+/// address in Prometheus' `file_sd_configs` format (docs/examples/prometheus.yml reads both).
+async fn write_scrape_files(
+    client: &NodeClient,
+    endpoint: &str,
+    data: &Path,
+    token: &str,
+) -> anyhow::Result<ScrapeFiles> {
+    let meta: ClusterMeta = client
+        .json::<(), ClusterMeta>(
+            Method::GET,
+            &format!("{endpoint}/_aisle/cluster/v1/meta"),
+            None,
+        )
+        .await
+        .context("reading the cluster map")?;
+    let host = |url: &str| {
+        url.trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string()
+    };
+    let mut groups = vec![serde_json::json!({
+        "targets": [host(endpoint)],
+        "labels": {"role": "gateway", "node": "gateway"},
+    })];
+    for t in meta
+        .targets
+        .values()
+        .filter(|t| t.health.down_since_ms.is_none())
+    {
+        groups.push(serde_json::json!({
+            "targets": [host(&t.url)],
+            "labels": {"role": "target", "node": t.id},
+        }));
+    }
+    let token_file = data.join("metrics-token");
+    write_private(&token_file, token.as_bytes())?;
+    let targets_file = data.join("prometheus-targets.json");
+    let tmp = targets_file.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&groups)?)?;
+    std::fs::rename(&tmp, &targets_file)?;
+    Ok(ScrapeFiles {
+        nodes: groups.len(),
+        targets_file,
+        token_file,
+    })
 }
 
 /// Restart children that exit, until Ctrl-C / SIGTERM; then stop them all.

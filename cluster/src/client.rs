@@ -143,6 +143,7 @@ impl NodeClient {
             query: query.clone(),
             opts: opts.clone(),
             head,
+            trace: crate::trace::current().map(|t| t.to_string()),
         };
         let (reply, spans) = match self.local.read(&socket, &req).await {
             Ok(Some(r)) => r,
@@ -195,6 +196,7 @@ impl NodeClient {
             query: query.clone(),
             attrs: attrs.clone(),
             opts: opts.clone(),
+            trace: crate::trace::current().map(|t| t.to_string()),
         };
         self.stage_fill_commit(socket, req, body).await
     }
@@ -212,6 +214,7 @@ impl NodeClient {
         let req = LocalRequest::Part {
             secret,
             query: query.clone(),
+            trace: crate::trace::current().map(|t| t.to_string()),
         };
         self.stage_fill_commit(socket, req, body).await
     }
@@ -282,6 +285,11 @@ impl NodeClient {
         let url = req.uri().to_string();
         req.headers_mut()
             .insert(CLUSTER_AUTH_HEADER, self.secret.clone());
+        if let Some(id) = crate::trace::current()
+            && let Ok(v) = http::HeaderValue::from_str(&id)
+        {
+            req.headers_mut().insert(crate::trace::REQUEST_ID_HEADER, v);
+        }
         self.http
             .request(req)
             .await

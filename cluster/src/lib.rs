@@ -16,7 +16,10 @@
 //! * [`auth`] and [`client`] — the shared cluster secret and the pooled HTTP client that carries it;
 //! * [`local`] — the same-host shortcut: a target's Unix socket, taken instead of loopback TCP;
 //! * [`files`] — byte spans of open files, read at once or streamed;
-//! * [`serve`] — the accept loop every node runs (TCP or Unix socket).
+//! * [`serve`] — the accept loop every node runs (TCP or Unix socket);
+//! * [`trace`] — the request id that follows a request from the gateway through every node;
+//! * [`metrics`] — what every node exports to Prometheus (process metrics, shared label sets,
+//!   the exposition path and its bearer token).
 //!
 //! It is not for S3 (no XML, no SigV4: that is the gateway's job) and holds no storage code
 //! (that is the target's).
@@ -37,6 +40,8 @@ pub mod files;
 pub mod listing;
 pub mod local;
 pub mod map;
+pub mod metrics;
 pub mod placement;
 pub mod proto;
 pub mod serve;
+pub mod trace;

@@ -242,6 +242,9 @@ pub enum LocalRequest {
         opts: ReadOptions,
         /// HEAD: no descriptors.
         head: bool,
+        /// The request id ([`crate::trace`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<String>,
     },
     /// A PutObject: answered (status 100) with the descriptor of a staged file, which the
     /// caller fills and then commits with [`LocalRequest::Commit`] on the same connection.
@@ -255,6 +258,9 @@ pub enum LocalRequest {
         attrs: ObjectAttrs,
         /// Write conditions.
         opts: WriteOptions,
+        /// The request id ([`crate::trace`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<String>,
     },
     /// An UploadPart: like [`LocalRequest::Put`], for part `query.part` of upload
     /// `query.upload_id`; the commit answers the [`crate::proto::PartInfo`].
@@ -263,6 +269,9 @@ pub enum LocalRequest {
         secret: String,
         /// Which upload and part.
         query: UploadQuery,
+        /// The request id ([`crate::trace`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<String>,
     },
     /// The body of the staged put or part is complete and verified: publish it (status 200,
     /// the [`crate::proto::ObjectMeta`] or [`crate::proto::PartInfo`] as JSON body).

@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use crate::meta::MetaOwner;
 use crate::proxy::Targets;
 use crate::s3::{Stats, s3_error};
-use std::sync::atomic::Ordering;
 
 /// Prefix of every admin path.
 pub const ADMIN_PREFIX: &str = "/_aisle/v1/";
@@ -393,8 +392,8 @@ impl S3Route for AdminRoute {
                     targets: views,
                     buckets: meta.buckets.keys().cloned().collect(),
                     aliases: meta.alias_views(),
-                    gateway_bytes_out: self.stats.bytes_out.load(Ordering::Relaxed),
-                    gateway_bytes_in: self.stats.bytes_in.load(Ordering::Relaxed),
+                    gateway_bytes_out: self.stats.bytes_out.get(),
+                    gateway_bytes_in: self.stats.bytes_in.get(),
                     bucket_copies: meta
                         .buckets
                         .iter()
@@ -569,6 +568,8 @@ impl S3Route for AdminRoute {
                 let batch: crate::batch::BatchRequest =
                     json_body(req.input, 32 * 1024 * 1024).await?;
                 let buckets = self.meta.snapshot().buckets.keys().cloned().collect();
+                self.stats.batches.inc();
+                self.stats.batch_entries.inc_by(batch.entries.len() as u64);
                 crate::batch::get_batch(self.targets.clone(), buckets, batch).await
             }
             (&Method::GET, "/_aisle/v1/archive") => {

@@ -38,6 +38,16 @@ pub struct GatewayConfig {
     /// Periodic scrub of every target.
     #[serde(default)]
     pub scrub: ScrubConfig,
+    /// Bearer token of `GET /_aisle/metrics` (none: metrics are not served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_token: Option<String>,
+    /// Requests slower than this many milliseconds are logged (warn) and counted.
+    #[serde(default = "default_slow_ms")]
+    pub slow_request_ms: u64,
+}
+
+fn default_slow_ms() -> u64 {
+    2000
 }
 
 /// How often every target re-reads what it holds against the ETags (`aisle cluster scrub`

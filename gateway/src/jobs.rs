@@ -252,8 +252,20 @@ impl Jobs {
             .expect("jobs lock")
             .insert(id.clone(), job.clone());
         let me = self.clone();
+        let kind_label = crate::metrics::Kind { kind: kind.into() };
+        self.targets
+            .metrics()
+            .jobs_running
+            .get_or_create(&kind_label)
+            .inc();
         tokio::spawn(async move {
+            let metrics = me.targets.clone();
             let result = work(me, job.clone()).await;
+            metrics
+                .metrics()
+                .jobs_running
+                .get_or_create(&kind_label)
+                .dec();
             let mut v = job.view.lock().expect("job lock");
             v.finished_ms = Some(now_ms());
             v.status = match result {
@@ -290,7 +302,7 @@ impl Jobs {
                     (key, r)
                 }
             };
-            Self::for_each_key(&job, keys, 4, each).await;
+            me.for_each_key(&job, keys, 4, each).await;
             Ok(())
         }))
     }
@@ -320,7 +332,7 @@ impl Jobs {
                     (key, r)
                 }
             };
-            Self::for_each_key(&job, keys, 16, each).await;
+            me.for_each_key(&job, keys, 16, each).await;
             Ok(())
         }))
     }
@@ -344,7 +356,7 @@ impl Jobs {
                     (key, r)
                 }
             };
-            Self::for_each_key(&job, keys, 16, each).await;
+            me.for_each_key(&job, keys, 16, each).await;
             Ok(())
         }))
     }
@@ -467,14 +479,14 @@ impl Jobs {
                     (key, r)
                 }
             };
-            Self::for_each_key(&job, keys, 8, each).await;
+            me.for_each_key(&job, keys, 8, each).await;
             Ok(())
         })
     }
 
     /// Run `each` over `keys`, `concurrency` at a time, recording progress and per-key errors,
     /// until done or aborted.
-    async fn for_each_key<F, Fut>(job: &Job, keys: Vec<String>, concurrency: usize, each: F)
+    async fn for_each_key<F, Fut>(&self, job: &Job, keys: Vec<String>, concurrency: usize, each: F)
     where
         F: FnMut(String) -> Fut,
         Fut: std::future::Future<Output = (String, Result<u64, String>)>,
@@ -485,7 +497,15 @@ impl Jobs {
             .map(each)
             .buffer_unordered(concurrency);
         futures::pin_mut!(work);
+        let kind = crate::metrics::Kind {
+            kind: job.view.lock().expect("job lock").kind.clone(),
+        };
+        let metrics = self.targets.metrics();
         while let Some((key, r)) = work.next().await {
+            metrics.job_objects.get_or_create(&kind).inc();
+            if r.is_err() {
+                metrics.job_errors.get_or_create(&kind).inc();
+            }
             Self::note(job, |v| {
                 v.done += 1;
                 match r {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod jobs;
 pub mod membership;
 pub mod meta;
+pub mod metrics;
 pub mod proxy;
 pub mod remote;
 pub mod s3;

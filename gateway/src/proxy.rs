@@ -63,16 +63,27 @@ pub struct Targets {
     client: NodeClient,
     meta: Arc<MetaOwner>,
     remotes: Arc<aisle_remote::Remotes>,
+    metrics: Arc<crate::metrics::GatewayMetrics>,
 }
 
 impl Targets {
-    /// Calls targets with `client`, placing by `meta`.
-    pub fn new(client: NodeClient, meta: Arc<MetaOwner>) -> Self {
+    /// Calls targets with `client`, placing by `meta`, counting in `metrics`.
+    pub fn new(
+        client: NodeClient,
+        meta: Arc<MetaOwner>,
+        metrics: Arc<crate::metrics::GatewayMetrics>,
+    ) -> Self {
         Self {
             client,
             meta,
             remotes: Default::default(),
+            metrics,
         }
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &crate::metrics::GatewayMetrics {
+        &self.metrics
     }
 
     /// The store behind `bucket`, if it is a remote bucket (listings, deletes and the admin
@@ -232,10 +243,15 @@ impl Targets {
                 .wait_for(|m| m.targets.get(&id).is_none_or(|t| !t.is_alive()))
                 .await;
         };
-        tokio::select! {
+        let started = std::time::Instant::now();
+        let r = tokio::select! {
             r = call => r,
             () = down => Err(ClientError::Down { url: target.url.clone() }),
-        }
+        };
+        self.metrics
+            .target_calls
+            .observe(started.elapsed().as_secs_f64());
+        r
     }
 
     /// Ask the live targets in read order for `(bucket, key)` until one answers other than a

@@ -73,6 +73,11 @@ struct Gateway {
     meta: Arc<MetaOwner>,
     membership: Arc<crate::membership::Membership>,
     secret: String,
+    metrics: Arc<Stats>,
+    metrics_token: Option<String>,
+    /// Requests slower than this are logged and counted.
+    slow: std::time::Duration,
+    domains: Vec<String>,
 }
 
 /// Run a gateway until the process is stopped.
@@ -91,7 +96,7 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
     membership.spawn_prober();
     if cfg.scrub.interval_secs > 0 {
         let (targets, scrub) = (
-            Targets::new(client.clone(), meta.clone()),
+            Targets::new(client.clone(), meta.clone(), Default::default()),
             cfg.scrub.clone(),
         );
         tokio::spawn(async move {
@@ -104,9 +109,9 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
             }
         });
     }
-    let targets = Targets::new(client, meta.clone());
-    let token_key = sha2::Sha256::digest(format!("list-token\0{}", cfg.cluster_secret)).to_vec();
     let stats = Arc::new(Stats::default());
+    let targets = Targets::new(client, meta.clone(), stats.clone());
+    let token_key = sha2::Sha256::digest(format!("list-token\0{}", cfg.cluster_secret)).to_vec();
     let admin = AdminRoute {
         meta: meta.clone(),
         targets: targets.clone(),
@@ -114,6 +119,7 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
         jobs: crate::jobs::Jobs::new(targets.clone(), meta.clone()),
         membership: membership.clone(),
     };
+    let stats_for_metrics = stats.clone();
     let s3 = AisleS3::new(
         targets,
         meta.clone(),
@@ -137,6 +143,10 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
         meta,
         membership,
         secret: cfg.cluster_secret.clone(),
+        metrics: stats_for_metrics,
+        metrics_token: cfg.metrics_token.clone(),
+        slow: std::time::Duration::from_millis(cfg.slow_request_ms),
+        domains: cfg.domains.clone(),
     });
     let listener = TcpListener::bind(cfg.listen)
         .await
@@ -160,10 +170,20 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
 }
 
 async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<s3s::Body> {
-    let id = request_id();
-    let span =
-        tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
-    async move {
+    if req.uri().path() == aisle_cluster::metrics::METRICS_PATH {
+        return metrics(&gw, &req);
+    }
+    let id: Arc<str> = Arc::from(request_id());
+    let op = crate::metrics::s3_op(
+        req.method(),
+        req.uri().path(),
+        req.uri().query(),
+        is_vhost(&gw.domains, &req),
+        req.headers().contains_key("x-amz-copy-source"),
+    );
+    let span = tracing::info_span!("request", id = %id, op, method = %req.method(), path = %req.uri().path());
+    let header_id = id.clone();
+    let work = async move {
         let started = Instant::now();
         let mut resp = if req.uri().path().starts_with("/_aisle/cluster/") {
             cluster_api(&gw, req).await
@@ -179,18 +199,61 @@ async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<s3s::Body>
             }
         };
         let status = resp.status();
+        let elapsed = started.elapsed();
+        let slow = gw.metrics.request(op, status.as_u16(), elapsed, gw.slow);
+        let ms = elapsed.as_millis() as u64;
         if status.is_server_error() {
-            tracing::warn!(%status, elapsed_ms = started.elapsed().as_millis() as u64, "request failed");
+            tracing::warn!(%status, elapsed_ms = ms, "request failed");
+        } else if slow {
+            tracing::warn!(%status, elapsed_ms = ms, "slow request");
         } else {
-            tracing::debug!(%status, elapsed_ms = started.elapsed().as_millis() as u64, "request done");
+            tracing::debug!(%status, elapsed_ms = ms, "request done");
         }
-        if let Ok(v) = HeaderValue::from_str(&id) {
+        if let Ok(v) = HeaderValue::from_str(&header_id) {
             resp.headers_mut().insert("x-amz-request-id", v);
         }
         resp
+    };
+    // Every call to a target made for this request carries its id.
+    aisle_cluster::trace::scope(id.clone(), work.instrument(span)).await
+}
+
+/// The bucket comes in the Host header (`bucket.<domain>`).
+fn is_vhost(domains: &[String], req: &Request<Incoming>) -> bool {
+    if domains.is_empty() {
+        return false;
     }
-    .instrument(span)
-    .await
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let name = host.rsplit_once(':').map_or(host, |(n, _)| n);
+    domains.iter().any(|d| {
+        name.len() > d.len() + 1
+            && name.ends_with(d.as_str())
+            && name[..name.len() - d.len()].ends_with('.')
+    })
+}
+
+/// `GET /_aisle/metrics` with the metrics bearer token.
+fn metrics(gw: &Gateway, req: &Request<Incoming>) -> Response<s3s::Body> {
+    let ok = gw
+        .metrics_token
+        .as_deref()
+        .is_some_and(|t| aisle_cluster::metrics::bearer_ok(req.headers(), t));
+    if !ok {
+        return cluster_error(
+            StatusCode::UNAUTHORIZED,
+            "AccessDenied",
+            "metrics need Authorization: Bearer <metrics token>".into(),
+        );
+    }
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, aisle_cluster::metrics::CONTENT_TYPE)
+        .body(s3s::Body::from(gw.metrics.render()))
+        .expect("valid response")
 }
 
 /// A new request id: 32 hex digits, a random per-process half and a counter (unique without a

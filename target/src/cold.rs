@@ -56,6 +56,28 @@ pub(crate) struct Cold {
     health: Mutex<BTreeMap<String, RemoteReport>>,
     /// Budget of cached bytes per mountpath (none: only the disk's fill).
     capacity: Option<u64>,
+    metrics: RemoteMetrics,
+}
+
+/// The target's remote-bucket metric families ([`crate::metrics::TargetMetrics`]).
+type BucketCounter = prometheus_client::metrics::family::Family<
+    crate::metrics::Bucket,
+    prometheus_client::metrics::counter::Counter,
+>;
+struct RemoteMetrics {
+    fetches: BucketCounter,
+    bytes: BucketCounter,
+    errors: BucketCounter,
+    evictions: BucketCounter,
+}
+
+impl RemoteMetrics {
+    fn inc(c: &BucketCounter, bucket: &str, n: u64) {
+        c.get_or_create(&crate::metrics::Bucket {
+            bucket: bucket.to_string(),
+        })
+        .inc_by(n);
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -128,13 +150,19 @@ pub(crate) enum Lookup {
 }
 
 impl Cold {
-    pub(crate) fn new(capacity: Option<u64>) -> Cold {
+    pub(crate) fn new(capacity: Option<u64>, m: &crate::metrics::TargetMetrics) -> Cold {
         Cold {
             remotes: Default::default(),
             fetches: Default::default(),
             cached: Default::default(),
             health: Default::default(),
             capacity,
+            metrics: RemoteMetrics {
+                fetches: m.remote_fetches.clone(),
+                bytes: m.remote_fetched_bytes.clone(),
+                errors: m.remote_errors.clone(),
+                evictions: m.remote_evictions.clone(),
+            },
         }
     }
 
@@ -188,6 +216,7 @@ impl Cold {
                 rep.failing_since_ms = None;
             }
             Err(e) => {
+                RemoteMetrics::inc(&self.metrics.errors, bucket, 1);
                 rep.unavailable = e.is_unavailable();
                 rep.last_error = Some(e.to_string());
                 rep.failing_since_ms
@@ -425,6 +454,7 @@ async fn drop_copy(
     if removed {
         state.cold.forget(bucket, key);
         state.cold.count(bucket, |r| r.evictions += 1);
+        RemoteMetrics::inc(&state.cold.metrics.evictions, bucket, 1);
     }
     Ok(removed)
 }
@@ -561,6 +591,8 @@ async fn run_fetch(
     }
     state.cold.cached_meta(bucket, key, &meta, mp);
     state.cold.count(bucket, |r| r.fetches += 1);
+    RemoteMetrics::inc(&state.cold.metrics.fetches, bucket, 1);
+    RemoteMetrics::inc(&state.cold.metrics.bytes, bucket, meta.size);
     Ok(())
 }
 
@@ -815,7 +847,7 @@ async fn make_room(state: &Arc<State>, mp: u16, incoming: u64) {
         {
             need = need.max(cached + incoming - (b as f64 * EVICT_TO) as u64);
         }
-        if let Some((total, free)) = disk_space(&dir) {
+        if let Some((total, free)) = aisle_cluster::metrics::disk_space(&dir) {
             let used = total - free + incoming;
             if used as f64 > total as f64 * DISK_HIGH {
                 need = need.max(used - (total as f64 * EVICT_TO) as u64);
@@ -862,17 +894,4 @@ async fn make_room(state: &Arc<State>, mp: u16, incoming: u64) {
             Err(e) => tracing::warn!(%bucket, %key, error = %e.message, "eviction failed"),
         }
     }
-}
-
-/// Total and free bytes of the file system holding `dir`.
-fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `s` a writable statvfs.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
-    let frsize = s.f_frsize as u64;
-    Some((s.f_blocks as u64 * frsize, s.f_bavail as u64 * frsize))
 }

@@ -30,6 +30,9 @@ pub struct TargetConfig {
     /// fill alone triggers LRU eviction).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_max_bytes: Option<u64>,
+    /// Bearer token of `GET /_aisle/metrics` on the target's port (none: not served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_token: Option<String>,
 }
 
 /// Default budget of the ETL output cache: 2 GiB.

@@ -52,10 +52,15 @@ const ERROR_RING: usize = 256;
 const DEFAULT_CONCURRENCY: u32 = 8;
 
 impl Etl {
-    pub(crate) fn new(cache_dir: &Path, budget: u64, node_url: String) -> Result<Etl, StoreError> {
+    pub(crate) fn new(
+        cache_dir: &Path,
+        budget: u64,
+        node_url: String,
+        events: CacheEvents,
+    ) -> Result<Etl, StoreError> {
         Ok(Etl {
             registry: Registry::with_builtins(),
-            cache: Cache::open(cache_dir, budget)?,
+            cache: Cache::open(cache_dir, budget, events)?,
             node_url,
             installed: Mutex::new(HashMap::new()),
             errors: Mutex::new(VecDeque::new()),
@@ -222,15 +227,22 @@ struct Index {
 }
 
 /// Bounded LRU of transformed outputs, one file per key (hex digests: never client text).
+type CacheEvents = prometheus_client::metrics::family::Family<
+    crate::metrics::CacheEvent,
+    prometheus_client::metrics::counter::Counter,
+>;
+
 struct Cache {
     dir: PathBuf,
     budget: u64,
+    /// Hits, misses and evictions, for the target's metrics.
+    events: CacheEvents,
     index: Mutex<Index>,
     building: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Cache {
-    fn open(dir: &Path, budget: u64) -> Result<Cache, StoreError> {
+    fn open(dir: &Path, budget: u64, events: CacheEvents) -> Result<Cache, StoreError> {
         let tmp = dir.join("tmp");
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)
@@ -264,9 +276,16 @@ impl Cache {
         Ok(Cache {
             dir: dir.to_path_buf(),
             budget,
+            events,
             index: Mutex::new(index),
             building: tokio::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    fn event(&self, event: &'static str) {
+        self.events
+            .get_or_create(&crate::metrics::CacheEvent { event })
+            .inc();
     }
 
     fn lookup(&self, key: &str) -> Option<(PathBuf, u64)> {
@@ -301,6 +320,7 @@ impl Cache {
             let Some(v) = victim else { break };
             if let Some(e) = idx.entries.remove(&v) {
                 idx.total -= e.size;
+                self.event("eviction");
                 let _ = std::fs::remove_file(self.dir.join(&v));
             }
         }
@@ -316,6 +336,7 @@ impl Cache {
         source: impl FnOnce() -> ByteStream,
     ) -> Result<(PathBuf, u64), ApiError> {
         if let Some(hit) = self.lookup(key) {
+            self.event("hit");
             return Ok(hit);
         }
         let lock = {
@@ -324,8 +345,10 @@ impl Cache {
         };
         let _guard = lock.lock().await;
         if let Some(hit) = self.lookup(key) {
+            self.event("hit");
             return Ok(hit);
         }
+        self.event("miss");
         let result = self.build(key, pipeline, path, source()).await;
         self.building.lock().await.remove(key);
         let size = result?;
@@ -503,8 +526,25 @@ pub(crate) async fn read_transformed(
                 .record(&applied, &object_path, e.status(), &e.to_string())
         })?;
     let recorder = state.clone();
-    let out = out.inspect(move |r| {
-        if let Err(e) = r {
+    let out = out.inspect(move |r| match r {
+        Ok(chunk) => {
+            recorder
+                .metrics
+                .etl_bytes_out
+                .get_or_create(&crate::metrics::Transform {
+                    transform: applied.clone(),
+                })
+                .inc_by(chunk.len() as u64);
+        }
+        Err(e) => {
+            recorder
+                .metrics
+                .etl_requests
+                .get_or_create(&crate::metrics::EtlOutcome {
+                    transform: applied.clone(),
+                    outcome: "stream_error",
+                })
+                .inc();
             recorder
                 .etl
                 .record(&applied, &object_path, e.status(), &e.to_string());

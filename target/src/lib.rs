@@ -12,6 +12,7 @@ pub mod config;
 mod etl;
 mod files;
 mod local;
+mod metrics;
 mod rebalance;
 mod replica;
 mod scrub;

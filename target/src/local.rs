@@ -8,6 +8,8 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use aisle_cluster::auth::constant_time_eq;
 use aisle_cluster::local::{LocalReply, LocalRequest, MAX_FDS, recv_frame, send_frame};
 use aisle_cluster::proto::{
@@ -89,7 +91,42 @@ async fn answer(
     staged: &mut Option<Staged>,
 ) -> (LocalReply, Vec<Span>) {
     let authorized = |secret: &str| constant_time_eq(secret.as_bytes(), state.secret.as_bytes());
-    match serde_json::from_slice::<LocalRequest>(frame) {
+    let request = serde_json::from_slice::<LocalRequest>(frame);
+    // The same operation names as over HTTP ([`crate::metrics::op_of`]).
+    let (id, op) = match &request {
+        Ok(LocalRequest::Read { trace, head, .. }) => {
+            (trace.clone(), if *head { "head" } else { "get" })
+        }
+        Ok(LocalRequest::Put { trace, .. }) => (trace.clone(), "put"),
+        Ok(LocalRequest::Part { trace, .. }) => (trace.clone(), "multipart"),
+        Ok(LocalRequest::Commit(_)) => (None, "commit"),
+        Err(_) => (None, "other"),
+    };
+    let span = tracing::info_span!("request", id = id.as_deref().unwrap_or("-"), op);
+    let started = std::time::Instant::now();
+    let (reply, spans) = dispatch(state, request, staged, authorized)
+        .instrument(span.clone())
+        .await;
+    state
+        .metrics
+        .request(op, reply.status.max(200), started.elapsed());
+    span.in_scope(|| {
+        if reply.status >= 500 {
+            tracing::warn!(status = reply.status, "request failed");
+        } else {
+            tracing::debug!(status = reply.status, "request done");
+        }
+    });
+    (reply, spans)
+}
+
+async fn dispatch(
+    state: &Arc<State>,
+    request: Result<LocalRequest, serde_json::Error>,
+    staged: &mut Option<Staged>,
+    authorized: impl Fn(&str) -> bool,
+) -> (LocalReply, Vec<Span>) {
+    match request {
         Ok(
             LocalRequest::Read { secret, .. }
             | LocalRequest::Put { secret, .. }

@@ -22,6 +22,7 @@ use hyper::body::{Frame, Incoming};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::{TcpListener, UnixListener};
+use tracing::Instrument;
 
 use crate::config::TargetConfig;
 use crate::store::{Store, StoreError, StoredObject};
@@ -58,6 +59,9 @@ pub(crate) struct State {
     pub(crate) etl: crate::etl::Etl,
     pub(crate) shards: crate::shards::Shards,
     pub(crate) cold: crate::cold::Cold,
+    pub(crate) metrics: crate::metrics::TargetMetrics,
+    /// Bearer token of `GET /_aisle/metrics` (none: metrics are not served).
+    metrics_token: Option<String>,
 }
 
 /// Run a target until the process is stopped: open the store (with recovery), listen, join the
@@ -88,6 +92,7 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
         .clone()
         .unwrap_or_else(|| local.ip().to_string());
     let url = format!("http://{host}:{}", local.port());
+    let metrics = crate::metrics::TargetMetrics::new();
     let state = Arc::new(State {
         id: cfg.id.clone(),
         client: NodeClient::new(&cfg.cluster_secret),
@@ -100,9 +105,12 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
             &cfg.mountpaths[0].join("etl-cache"),
             cfg.etl_cache_bytes,
             url.clone(),
+            metrics.etl_cache.clone(),
         )?,
         shards: Default::default(),
-        cold: crate::cold::Cold::new(cfg.cache_max_bytes),
+        cold: crate::cold::Cold::new(cfg.cache_max_bytes, &metrics),
+        metrics,
+        metrics_token: cfg.metrics_token.clone(),
     });
     {
         let meta = state.meta.read().expect("meta lock").clone();
@@ -326,10 +334,56 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
+    if req.uri().path() == aisle_cluster::metrics::METRICS_PATH {
+        return metrics(&state, &req).await;
+    }
     if !is_authorized(req.headers(), &state.secret) {
         let e = ApiError::denied();
         return error_resp(e.status, e.code, e.message);
     }
+    let started = std::time::Instant::now();
+    let op = crate::metrics::op_of(req.method(), req.uri().path());
+    let id = aisle_cluster::trace::from_headers(req.headers());
+    let span = tracing::info_span!("request", id = id.as_deref().unwrap_or("-"), op);
+    let work = dispatch(state.clone(), req).instrument(span.clone());
+    let resp = match id {
+        // Calls this one makes (copies, other targets) carry the same id.
+        Some(id) => aisle_cluster::trace::scope(id, work).await,
+        None => work.await,
+    };
+    let elapsed = started.elapsed();
+    state.metrics.request(op, resp.status().as_u16(), elapsed);
+    span.in_scope(|| {
+        if resp.status().is_server_error() {
+            tracing::warn!(status = %resp.status(), elapsed_ms = elapsed.as_millis() as u64, "request failed");
+        } else {
+            tracing::debug!(status = %resp.status(), elapsed_ms = elapsed.as_millis() as u64, "request done");
+        }
+    });
+    resp
+}
+
+/// `GET /_aisle/metrics` with the metrics bearer token.
+async fn metrics(state: &Arc<State>, req: &Request<Incoming>) -> Resp {
+    let ok = state
+        .metrics_token
+        .as_deref()
+        .is_some_and(|t| aisle_cluster::metrics::bearer_ok(req.headers(), t));
+    if !ok {
+        return error_resp(
+            401,
+            "AccessDenied",
+            "metrics need Authorization: Bearer <metrics token>",
+        );
+    }
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, aisle_cluster::metrics::CONTENT_TYPE)
+        .body(full_body(state.metrics.render(state).await))
+        .expect("valid response")
+}
+
+async fn dispatch(state: Arc<State>, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let result = match (method, path.as_str()) {
@@ -615,9 +669,13 @@ pub(crate) async fn answer_read(
         crate::cold::Lookup::Answer(a) => return Ok(a),
     };
     if let Some(sel) = &opts.etl {
-        return crate::etl::read_transformed(state, rec, q, sel, opts, with_body, may_stream).await;
+        let started = std::time::Instant::now();
+        let r = crate::etl::read_transformed(state, rec, q, sel, opts, with_body, may_stream).await;
+        state.metrics.etl_read(&sel.pipeline, &r, started.elapsed());
+        return r;
     }
     if let Some(sel) = &opts.archive {
+        state.metrics.shard_reads.inc();
         if !may_stream {
             return Ok(ReadAnswer::Declined);
         }
@@ -690,6 +748,11 @@ pub(crate) fn span_head(
     } else {
         b
     }
+}
+
+/// The Content-Length of a response head.
+pub(crate) fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// The body of open file spans: read at once when small, else streamed.

@@ -239,9 +239,7 @@ pub(super) async fn get_object(
     let stats = s3.stats.clone();
     let counted = data_stream(read.body).inspect(move |c| {
         if let Ok(c) = c {
-            stats
-                .bytes_out
-                .fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            stats.bytes_out.inc_by(c.len() as u64);
         }
     });
     out.body = Some(StreamingBlob::wrap(counted));

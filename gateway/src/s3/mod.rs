@@ -123,14 +123,8 @@ impl AisleS3 {
     }
 }
 
-/// Counters of the gateway's data path.
-#[derive(Default, Debug)]
-pub struct Stats {
-    /// Object bytes streamed from targets to clients (GET bodies, transformed or not).
-    pub bytes_out: std::sync::atomic::AtomicU64,
-    /// Object bytes streamed from clients to targets (PUT and UploadPart bodies).
-    pub bytes_in: std::sync::atomic::AtomicU64,
-}
+/// Counters of the gateway's data path: the gateway's metrics.
+pub type Stats = crate::metrics::GatewayMetrics;
 
 fn md5_bytes(b: &[u8]) -> [u8; 16] {
     use md5::Digest;

@@ -103,9 +103,7 @@ pub(super) async fn upload_part(
         expect,
     )
     .await?;
-    s3.stats
-        .bytes_in
-        .fetch_add(info.size, std::sync::atomic::Ordering::Relaxed);
+    s3.stats.bytes_in.inc_by(info.size);
     let mut out = UploadPartOutput {
         e_tag: Some(etag(&info.etag)),
         ..Default::default()

@@ -105,9 +105,7 @@ pub(super) async fn put_object(
         .put_object(&plan, &q, &attrs, body)
         .await
         .map_err(|e| failure.take().unwrap_or_else(|| from_client(e)))?;
-    s3.stats
-        .bytes_in
-        .fetch_add(meta.size, std::sync::atomic::Ordering::Relaxed);
+    s3.stats.bytes_in.inc_by(meta.size);
     let mut out = PutObjectOutput {
         e_tag: Some(super::attrs::etag(&meta.etag)),
         checksum_type: algo.map(|_| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),

@@ -435,13 +435,21 @@ impl Store {
 
     /// Objects per mountpath (for `aisle cluster show`).
     pub fn objects_per_mountpath(&self) -> Result<Vec<u64>, StoreError> {
+        Ok(self.usage_per_mountpath()?.0)
+    }
+
+    /// Objects and their bytes per mountpath (of an object's first segment). A full scan of
+    /// the index. Blocking.
+    pub fn usage_per_mountpath(&self) -> Result<(Vec<u64>, Vec<u64>), StoreError> {
         let mut counts = vec![0u64; self.mountpaths.len()];
+        let mut bytes = vec![0u64; self.mountpaths.len()];
         self.index.for_each_object(|o| {
             if let Some(s) = o.segments.first() {
                 counts[s.mp as usize] += 1;
+                bytes[s.mp as usize] += o.meta.size;
             }
         })?;
-        Ok(counts)
+        Ok((counts, bytes))
     }
 
     /// Start a multipart upload; returns its id.
