@@ -23,12 +23,13 @@ def aisle_bin():
 class Cluster:
     """An `aisle up` on free loopback ports, in its own data directory."""
 
-    def __init__(self, data, targets=3, extra=()):
+    def __init__(self, data, targets=3, extra=(), proc_env=None):
         self.data = Path(data)
         self.targets = targets
         self.extra = list(extra)
         self.proc = None
         self.env = {}
+        self.proc_env = proc_env
 
     def start(self, timeout=60):
         self.data.mkdir(parents=True, exist_ok=True)
@@ -37,6 +38,7 @@ class Cluster:
             [aisle_bin(), "up", "--port", "0", "--targets", str(self.targets), "--data", str(self.data),
              "--domain", "s3.aisle.test", *self.extra],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            env=None if self.proc_env is None else {**os.environ, **self.proc_env},
         )
         env_file = self.data / "aisle.env"
         deadline = time.time() + timeout
