@@ -11,6 +11,7 @@
 
 mod bench;
 mod cli;
+mod logs;
 mod sign;
 mod up;
 
@@ -89,21 +90,7 @@ enum Command {
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AISLE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    if format == "json" {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init();
-    } else {
-        builder.init();
-    }
+    logs::init(format);
     // Children (`aisle up` starts the nodes) log the same way.
     // SAFETY: called once at start, before any thread is spawned.
     unsafe { std::env::set_var("AISLE_LOG_FORMAT", format) };

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
@@ -65,6 +65,80 @@ pub fn status_class(status: u16) -> &'static str {
 /// A latency histogram: 0.25 ms to about 16 s in powers of two.
 pub fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 17))
+}
+
+/// Requests by operation and status class, and their latency: the one pair of families
+/// every node keeps. The per-operation handles are resolved once and cached, so counting a
+/// request costs two atomic adds and a histogram update, not a label-set hash per family.
+pub struct OpMetrics {
+    requests: prometheus_client::metrics::family::Family<OpStatus, Counter>,
+    latency: prometheus_client::metrics::family::Family<Op, Histogram, fn() -> Histogram>,
+    /// By the address of the operation's `&'static str`.
+    handles: std::sync::RwLock<std::collections::HashMap<usize, std::sync::Arc<OpHandles>>>,
+}
+
+struct OpHandles {
+    by_class: [Counter; 5],
+    latency: Histogram,
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+impl OpMetrics {
+    /// Register `<prefix>_requests_total{op,status}` and
+    /// `<prefix>_request_duration_seconds{op}` with `what` in their help texts.
+    pub fn register(registry: &mut Registry, prefix: &str, what: &str) -> OpMetrics {
+        let m = OpMetrics {
+            requests: Default::default(),
+            latency: prometheus_client::metrics::family::Family::new_with_constructor(
+                latency_histogram,
+            ),
+            handles: Default::default(),
+        };
+        registry.register(
+            format!("{prefix}_requests"),
+            format!("{what} answered, by operation and status class"),
+            m.requests.clone(),
+        );
+        registry.register(
+            format!("{prefix}_request_duration_seconds"),
+            format!("Time to answer {what} (until the response head), by operation"),
+            m.latency.clone(),
+        );
+        m
+    }
+
+    /// Count one answered request.
+    pub fn observe(&self, op: &'static str, status: u16, elapsed: std::time::Duration) {
+        let key = op.as_ptr() as usize;
+        let cached = self
+            .handles
+            .read()
+            .expect("metrics lock")
+            .get(&key)
+            .cloned();
+        let h = match cached {
+            Some(h) => h,
+            None => {
+                let h = std::sync::Arc::new(OpHandles {
+                    by_class: CLASSES.map(|status| {
+                        self.requests
+                            .get_or_create(&OpStatus { op, status })
+                            .clone()
+                    }),
+                    latency: self.latency.get_or_create(&Op { op }).clone(),
+                });
+                self.handles
+                    .write()
+                    .expect("metrics lock")
+                    .insert(key, h.clone());
+                h
+            }
+        };
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        h.by_class[class].inc();
+        h.latency.observe(elapsed.as_secs_f64());
+    }
 }
 
 /// Does `headers` carry `Authorization: Bearer <token>`? Compared in constant time.

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use aisle_cluster::metrics::{NodeRegistry, Op, OpStatus, latency_histogram, status_class};
+use aisle_cluster::metrics::{NodeRegistry, OpMetrics, latency_histogram};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -25,8 +25,7 @@ pub struct Kind {
 /// The gateway's metrics.
 pub struct GatewayMetrics {
     node: NodeRegistry,
-    requests: Family<OpStatus, Counter>,
-    latency: Family<Op, Histogram, fn() -> Histogram>,
+    requests: OpMetrics,
     slow: Counter,
     /// Object bytes streamed from targets to clients.
     pub bytes_out: Counter,
@@ -55,10 +54,11 @@ impl Default for GatewayMetrics {
 impl GatewayMetrics {
     /// The families, registered.
     pub fn new() -> GatewayMetrics {
+        let mut node = NodeRegistry::new("gateway");
+        let requests = OpMetrics::register(node.registry(), "aisle_s3", "S3 requests");
         let mut m = GatewayMetrics {
-            node: NodeRegistry::new("gateway"),
-            requests: Family::default(),
-            latency: Family::new_with_constructor(latency_histogram),
+            node,
+            requests,
             slow: Counter::default(),
             bytes_out: Counter::default(),
             bytes_in: Counter::default(),
@@ -70,16 +70,6 @@ impl GatewayMetrics {
             job_errors: Family::default(),
         };
         let r = m.node.registry();
-        r.register(
-            "aisle_s3_requests",
-            "S3 requests answered, by operation and status class",
-            m.requests.clone(),
-        );
-        r.register(
-            "aisle_s3_request_duration_seconds",
-            "Time to answer an S3 request (until the response head), by operation",
-            m.latency.clone(),
-        );
         r.register(
             "aisle_s3_slow_requests",
             "S3 requests slower than the slow-request threshold (each is logged)",
@@ -136,15 +126,7 @@ impl GatewayMetrics {
         elapsed: Duration,
         slow: Duration,
     ) -> bool {
-        self.requests
-            .get_or_create(&OpStatus {
-                op,
-                status: status_class(status),
-            })
-            .inc();
-        self.latency
-            .get_or_create(&Op { op })
-            .observe(elapsed.as_secs_f64());
+        self.requests.observe(op, status, elapsed);
         let is_slow = elapsed >= slow;
         if is_slow {
             self.slow.inc();

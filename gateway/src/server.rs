@@ -16,7 +16,6 @@ use s3s::host::{S3Host, VirtualHost};
 use s3s::service::{S3Service, S3ServiceBuilder};
 use sha2::Digest;
 use tokio::net::TcpListener;
-use tracing::Instrument;
 
 use crate::admin::{AdminRoute, Names};
 use crate::config::GatewayConfig;
@@ -181,9 +180,9 @@ async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<s3s::Body>
         is_vhost(&gw.domains, &req),
         req.headers().contains_key("x-amz-copy-source"),
     );
-    let span = tracing::info_span!("request", id = %id, op, method = %req.method(), path = %req.uri().path());
     let header_id = id.clone();
     let work = async move {
+        let method = req.method().clone();
         let started = Instant::now();
         let mut resp = if req.uri().path().starts_with("/_aisle/cluster/") {
             cluster_api(&gw, req).await
@@ -202,20 +201,21 @@ async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<s3s::Body>
         let elapsed = started.elapsed();
         let slow = gw.metrics.request(op, status.as_u16(), elapsed, gw.slow);
         let ms = elapsed.as_millis() as u64;
+        // Every line logged while the request runs carries its id (src/logs.rs).
         if status.is_server_error() {
-            tracing::warn!(%status, elapsed_ms = ms, "request failed");
+            tracing::warn!(op, %method, %status, elapsed_ms = ms, "request failed");
         } else if slow {
-            tracing::warn!(%status, elapsed_ms = ms, "slow request");
+            tracing::warn!(op, %method, %status, elapsed_ms = ms, "slow request");
         } else {
-            tracing::debug!(%status, elapsed_ms = ms, "request done");
+            tracing::debug!(op, %method, %status, elapsed_ms = ms, "request done");
         }
         if let Ok(v) = HeaderValue::from_str(&header_id) {
             resp.headers_mut().insert("x-amz-request-id", v);
         }
         resp
     };
-    // Every call to a target made for this request carries its id.
-    aisle_cluster::trace::scope(id.clone(), work.instrument(span)).await
+    // Every call to a target made for this request carries its id, and every line logged.
+    aisle_cluster::trace::scope(id, work).await
 }
 
 /// The bucket comes in the Host header (`bucket.<domain>`).

@@ -8,8 +8,6 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
-use tracing::Instrument;
-
 use aisle_cluster::auth::constant_time_eq;
 use aisle_cluster::local::{LocalReply, LocalRequest, MAX_FDS, recv_frame, send_frame};
 use aisle_cluster::proto::{
@@ -102,22 +100,24 @@ async fn answer(
         Ok(LocalRequest::Commit(_)) => (None, "commit"),
         Err(_) => (None, "other"),
     };
-    let span = tracing::info_span!("request", id = id.as_deref().unwrap_or("-"), op);
     let started = std::time::Instant::now();
-    let (reply, spans) = dispatch(state, request, staged, authorized)
-        .instrument(span.clone())
-        .await;
-    state
-        .metrics
-        .request(op, reply.status.max(200), started.elapsed());
-    span.in_scope(|| {
+    let work = async {
+        let (reply, spans) = dispatch(state, request, staged, authorized).await;
+        state
+            .metrics
+            .request(op, reply.status.max(200), started.elapsed());
         if reply.status >= 500 {
-            tracing::warn!(status = reply.status, "request failed");
+            tracing::warn!(op, status = reply.status, "request failed");
         } else {
-            tracing::debug!(status = reply.status, "request done");
+            tracing::debug!(op, status = reply.status, "request done");
         }
-    });
-    (reply, spans)
+        (reply, spans)
+    };
+    match id {
+        // Lines logged for it carry the id.
+        Some(id) => aisle_cluster::trace::scope(id.into(), work).await,
+        None => work.await,
+    }
 }
 
 async fn dispatch(

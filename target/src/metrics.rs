@@ -9,7 +9,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use aisle_cluster::metrics::{NodeRegistry, Op, OpStatus, latency_histogram, status_class};
+use aisle_cluster::metrics::{NodeRegistry, OpMetrics, latency_histogram};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -50,13 +50,11 @@ pub(crate) struct Bucket {
     pub(crate) bucket: String,
 }
 
-type Latency = Family<Op, Histogram, fn() -> Histogram>;
 type TransformLatency = Family<Transform, Histogram, fn() -> Histogram>;
 
 pub(crate) struct TargetMetrics {
     node: NodeRegistry,
-    requests: Family<OpStatus, Counter>,
-    latency: Latency,
+    requests: OpMetrics,
     objects: Family<Mountpath, Gauge>,
     stored: Family<Mountpath, Gauge>,
     disk_total: Family<Mountpath, Gauge>,
@@ -76,10 +74,15 @@ pub(crate) struct TargetMetrics {
 
 impl TargetMetrics {
     pub(crate) fn new() -> TargetMetrics {
+        let mut node = NodeRegistry::new("target");
+        let requests = OpMetrics::register(
+            node.registry(),
+            "aisle_target",
+            "intra-cluster requests (HTTP and same-host descriptor calls)",
+        );
         let mut m = TargetMetrics {
-            node: NodeRegistry::new("target"),
-            requests: Family::default(),
-            latency: Family::new_with_constructor(latency_histogram),
+            node,
+            requests,
             objects: Family::default(),
             stored: Family::default(),
             disk_total: Family::default(),
@@ -97,16 +100,6 @@ impl TargetMetrics {
             last_scan: Mutex::new(None),
         };
         let r = m.node.registry();
-        r.register(
-            "aisle_target_requests",
-            "Intra-cluster requests answered, by operation and status class",
-            m.requests.clone(),
-        );
-        r.register(
-            "aisle_target_request_duration_seconds",
-            "Time to answer an intra-cluster request (until the response head), by operation",
-            m.latency.clone(),
-        );
         r.register(
             "aisle_target_objects",
             "Objects stored, per mountpath (refreshed at most every 30 s)",
@@ -182,15 +175,7 @@ impl TargetMetrics {
 
     /// Count one answered request.
     pub(crate) fn request(&self, op: &'static str, status: u16, elapsed: Duration) {
-        self.requests
-            .get_or_create(&OpStatus {
-                op,
-                status: status_class(status),
-            })
-            .inc();
-        self.latency
-            .get_or_create(&Op { op })
-            .observe(elapsed.as_secs_f64());
+        self.requests.observe(op, status, elapsed);
     }
 
     /// Count one transformed read (a declined one is counted when it comes back over HTTP).

@@ -22,7 +22,6 @@ use hyper::body::{Frame, Incoming};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::{TcpListener, UnixListener};
-use tracing::Instrument;
 
 use crate::config::TargetConfig;
 use crate::store::{Store, StoreError, StoredObject};
@@ -344,23 +343,23 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
     let started = std::time::Instant::now();
     let op = crate::metrics::op_of(req.method(), req.uri().path());
     let id = aisle_cluster::trace::from_headers(req.headers());
-    let span = tracing::info_span!("request", id = id.as_deref().unwrap_or("-"), op);
-    let work = dispatch(state.clone(), req).instrument(span.clone());
-    let resp = match id {
-        // Calls this one makes (copies, other targets) carry the same id.
+    let work = async move {
+        let resp = dispatch(state.clone(), req).await;
+        let elapsed = started.elapsed();
+        state.metrics.request(op, resp.status().as_u16(), elapsed);
+        let ms = elapsed.as_millis() as u64;
+        if resp.status().is_server_error() {
+            tracing::warn!(op, status = %resp.status(), elapsed_ms = ms, "request failed");
+        } else {
+            tracing::debug!(op, status = %resp.status(), elapsed_ms = ms, "request done");
+        }
+        resp
+    };
+    match id {
+        // Lines logged for it, and calls it makes (copies, other targets), carry the id.
         Some(id) => aisle_cluster::trace::scope(id, work).await,
         None => work.await,
-    };
-    let elapsed = started.elapsed();
-    state.metrics.request(op, resp.status().as_u16(), elapsed);
-    span.in_scope(|| {
-        if resp.status().is_server_error() {
-            tracing::warn!(status = %resp.status(), elapsed_ms = elapsed.as_millis() as u64, "request failed");
-        } else {
-            tracing::debug!(status = %resp.status(), elapsed_ms = elapsed.as_millis() as u64, "request done");
-        }
-    });
-    resp
+    }
 }
 
 /// `GET /_aisle/metrics` with the metrics bearer token.
