@@ -18,6 +18,13 @@ pub enum ClusterCommand {
         /// Print JSON (for scripts).
         #[arg(long)]
         json: bool,
+        /// Refresh every `--interval` seconds, with the gateway's throughput since the last
+        /// refresh, until Ctrl-C.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
+        /// Seconds between refreshes with `--watch`.
+        #[arg(long, default_value_t = 2)]
+        interval: u64,
     },
     /// Put a target in maintenance (no new data; its objects get copies elsewhere, so it may
     /// be stopped) or take it out again.
@@ -189,63 +196,38 @@ pub async fn decommission_and_wait(
 /// Run an `aisle cluster` command.
 pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
     match cmd {
-        ClusterCommand::Show { conn, json } => {
-            let view = view(&conn).await?;
+        ClusterCommand::Show {
+            conn,
+            json,
+            watch,
+            interval,
+        } => {
+            let first = view(&conn).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
+                println!("{}", serde_json::to_string_pretty(&first)?);
                 return Ok(());
             }
-            println!(
-                "cluster map v{}: {} targets, {} buckets; rebalance generation {} {}",
-                view.version,
-                view.targets.len(),
-                view.buckets.len(),
-                view.rebalance.generation,
-                if view.rebalance.settled {
-                    "settled"
-                } else {
-                    "running"
-                },
-            );
-            for t in &view.targets {
-                match (&t.status, &t.error) {
-                    (Some(s), _) => {
-                        let total: u64 = s.objects_per_mountpath.iter().sum();
-                        let r = &s.rebalance;
-                        println!(
-                            "  {}  {}  [{}]  {} objects  rebalance g{}: {}/{} walked, {} pushed, {} removed, {} misplaced{}",
-                            t.id,
-                            t.url,
-                            state(t),
-                            total,
-                            r.generation,
-                            r.walked,
-                            r.total,
-                            r.pushed,
-                            r.removed,
-                            r.misplaced,
-                            if r.done { ", done" } else { "" }
-                        );
-                        for (mp, n) in s.mountpaths.iter().zip(&s.objects_per_mountpath) {
-                            println!("      {mp}  {n} objects");
-                        }
-                    }
-                    (None, e) => println!(
-                        "  {}  {}  [{}]  not answering: {}",
-                        t.id,
-                        t.url,
-                        state(t),
-                        e.as_deref().unwrap_or("?")
-                    ),
-                }
+            if !watch {
+                print_view(&first);
+                return Ok(());
             }
-            for (b, c) in &view.bucket_copies {
-                match view.remotes.get(b) {
-                    None => println!("  bucket {b}: {c} copies"),
-                    Some(r) => print_remote(&view, b, r),
-                }
+            let mut last = (std::time::Instant::now(), first);
+            loop {
+                tokio::time::sleep(Duration::from_secs(interval.max(1))).await;
+                let now = view(&conn).await?;
+                let secs = last.0.elapsed().as_secs_f64();
+                let rate = |a: u64, b: u64| (b.saturating_sub(a) as f64 / secs) as u64;
+                // Clear the screen, cursor home.
+                print!("\x1b[2J\x1b[H");
+                println!(
+                    "{}  gateway: out {}/s, in {}/s  (every {interval}s, Ctrl-C to stop)",
+                    time_now(),
+                    bytesize::ByteSize(rate(last.1.gateway_bytes_out, now.gateway_bytes_out)),
+                    bytesize::ByteSize(rate(last.1.gateway_bytes_in, now.gateway_bytes_in)),
+                );
+                print_view(&now);
+                last = (std::time::Instant::now(), now);
             }
-            Ok(())
         }
         ClusterCommand::Maintenance {
             action,
@@ -338,6 +320,70 @@ pub async fn bucket(cmd: BucketCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The terminal view of the cluster: targets, mountpaths, rebalance, buckets.
+fn print_view(view: &ClusterView) {
+    println!(
+        "cluster map v{}: {} targets, {} buckets; rebalance generation {} {}",
+        view.version,
+        view.targets.len(),
+        view.buckets.len(),
+        view.rebalance.generation,
+        if view.rebalance.settled {
+            "settled"
+        } else {
+            "running"
+        },
+    );
+    for t in &view.targets {
+        match (&t.status, &t.error) {
+            (Some(s), _) => {
+                let total: u64 = s.objects_per_mountpath.iter().sum();
+                let r = &s.rebalance;
+                println!(
+                    "  {}  {}  [{}]  {} objects  rebalance g{}: {}/{} walked, {} pushed, {} removed, {} misplaced{}",
+                    t.id,
+                    t.url,
+                    state(t),
+                    total,
+                    r.generation,
+                    r.walked,
+                    r.total,
+                    r.pushed,
+                    r.removed,
+                    r.misplaced,
+                    if r.done { ", done" } else { "" }
+                );
+                for (mp, n) in s.mountpaths.iter().zip(&s.objects_per_mountpath) {
+                    println!("      {mp}  {n} objects");
+                }
+            }
+            (None, e) => println!(
+                "  {}  {}  [{}]  not answering: {}",
+                t.id,
+                t.url,
+                state(t),
+                e.as_deref().unwrap_or("?")
+            ),
+        }
+    }
+    for (b, c) in &view.bucket_copies {
+        match view.remotes.get(b) {
+            None => println!("  bucket {b}: {c} copies"),
+            Some(r) => print_remote(view, b, r),
+        }
+    }
+}
+
+fn time_now() -> String {
+    let secs = aisle_cluster::now_ms() / 1000;
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    )
 }
 
 /// One remote bucket in `aisle cluster show`: its remote, what the targets cache of it, and
