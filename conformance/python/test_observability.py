@@ -139,3 +139,43 @@ def test_one_request_id_in_the_gateway_and_target_logs_as_json(obs):
     # Slow requests (threshold 1 ms here) are logged at warn with the same id.
     slow = [rec for rec in hits["gateway"] if rec.get("message") == "slow request"]
     assert slow and slow[0]["level"] == "WARN"
+
+
+ECHO_ID = '''
+import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
+    def do_PUT(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        out = (self.headers.get("x-aisle-request-id") or "none").encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(out))); self.end_headers(); self.wfile.write(out)
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+'''
+
+
+def test_the_request_id_reaches_the_transformer(obs, tmp_path):
+    import sys
+
+    script = tmp_path / "echo_id.py"
+    script.write_text(ECHO_ID)
+    spec = tmp_path / "echo-id.json"
+    spec.write_text(json.dumps({"name": "echo-id", "communicator": "hpush",
+                                "command": [sys.executable, str(script)], "init_timeout": "30s"}))
+    aisle(obs, "etl", "init", str(spec))
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        show = json.loads(aisle(obs, "etl", "show", "echo-id", "--json").stdout)
+        if all(st.get("Ok") and st["Ok"]["ready"] for _, st in show["targets"]):
+            break
+        time.sleep(0.2)
+    s3 = obs.client()
+    s3.create_bucket(Bucket="echoed")
+    s3.put_object(Bucket="echoed", Key="o", Body=b"anything")
+    c = obs.client()
+    c.meta.events.register("before-sign.s3.GetObject",
+                           lambda request, **_: request.headers.__setitem__("x-ais-etl", "echo-id"))
+    r = c.get_object(Bucket="echoed", Key="o")
+    assert r["Body"].read().decode() == r["ResponseMetadata"]["HTTPHeaders"]["x-amz-request-id"]
+    aisle(obs, "etl", "rm", "echo-id")

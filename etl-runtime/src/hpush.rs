@@ -34,6 +34,10 @@ use crate::{ByteStream, EtlError, StageArgs, Transformer};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = UnsyncBoxBody<Bytes, BoxError>;
 
+/// Header carrying the client request's id to the transformer (the cluster's request-id
+/// header; see [`crate::StageArgs::request_id`]).
+pub const REQUEST_ID_HEADER: &str = "x-aisle-request-id";
+
 /// Characters escaped in a path segment.
 const SEGMENT: &AsciiSet = &CONTROLS
     .add(b' ')
@@ -348,8 +352,12 @@ impl Transformer for Hpush {
             url.extend(form_urlencoded::byte_serialize(a.as_bytes()));
         }
         let frames = input.map(|r| r.map(Frame::data).map_err(|e| Box::new(e) as BoxError));
-        let req = http::Request::put(&url)
-            .header(http::header::CONTENT_TYPE, "application/octet-stream")
+        let mut req =
+            http::Request::put(&url).header(http::header::CONTENT_TYPE, "application/octet-stream");
+        if let Some(id) = &args.request_id {
+            req = req.header(REQUEST_ID_HEADER, id);
+        }
+        let req = req
             .body(StreamBody::new(frames).boxed_unsync())
             .map_err(|e| self.failed(e.to_string()))?;
         let timeout = || EtlError::Timeout {

@@ -39,6 +39,9 @@ pub struct StageArgs {
     pub raw: Option<String>,
     /// The JSON value this stage reads, if the string is JSON.
     pub json: Option<Value>,
+    /// The id of the client request this run serves, passed on to external transformers
+    /// (`x-aisle-request-id`) so their work shows up under it. Not part of what is computed.
+    pub request_id: Option<String>,
 }
 
 impl StageArgs {
@@ -61,6 +64,7 @@ impl StageArgs {
         StageArgs {
             raw: raw.map(str::to_string),
             json,
+            request_id: None,
         }
     }
 
@@ -205,6 +209,14 @@ impl Pipeline {
             ct = t.content_type(ct.as_deref());
         }
         ct
+    }
+
+    /// Run for the client request `id` (see [`StageArgs::request_id`]).
+    pub fn for_request(mut self, id: Option<&str>) -> Pipeline {
+        for (_, a) in &mut self.stages {
+            a.request_id = id.map(str::to_string);
+        }
+        self
     }
 
     /// Run every stage, in order, over the object at `path` (`bucket/key`).

@@ -432,7 +432,8 @@ pub(crate) async fn read_transformed(
     let pipeline = state
         .etl
         .registry
-        .resolve(&sel.pipeline, sel.args.as_deref())?;
+        .resolve(&sel.pipeline, sel.args.as_deref())?
+        .for_request(aisle_cluster::trace::current().as_deref());
     if !may_stream && !pipeline.deterministic() {
         return Ok(ReadAnswer::Declined);
     }
