@@ -393,9 +393,36 @@ pub struct TargetStatus {
     /// Its walk of the current (or last) rebalance generation.
     #[serde(default)]
     pub rebalance: RebalanceReport,
+    /// Size and free bytes of each mountpath's file system, in mountpath order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskSpace>,
+    /// When the target process started, Unix milliseconds.
+    #[serde(default)]
+    pub started_ms: i64,
+    /// Objects and bytes per bucket (with `counts`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub buckets: BTreeMap<String, BucketUsage>,
     /// What it sees of the stores behind remote buckets, and what it caches of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remotes: Vec<RemoteReport>,
+}
+
+/// A mountpath's file system (in a [`TargetStatus`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpace {
+    /// Size in bytes.
+    pub total: u64,
+    /// Bytes available.
+    pub free: u64,
+}
+
+/// What a target holds of one bucket (in its [`TargetStatus`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketUsage {
+    /// Objects (each copy counts where it is held).
+    pub objects: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// A target's view of one remote bucket (in its [`TargetStatus`]).

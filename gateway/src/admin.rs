@@ -76,6 +76,15 @@ pub struct ClusterView {
     /// Copies new buckets get.
     #[serde(default)]
     pub default_copies: u8,
+    /// S3 requests this gateway answered since it started.
+    #[serde(default)]
+    pub gateway_requests: u64,
+    /// When the gateway started, Unix milliseconds.
+    #[serde(default)]
+    pub gateway_started_ms: i64,
+    /// aisle's version.
+    #[serde(default)]
+    pub version_string: String,
     /// Remote buckets and their remotes (secrets redacted).
     #[serde(default)]
     pub remotes: std::collections::BTreeMap<String, aisle_cluster::map::RemoteSpec>,
@@ -167,6 +176,8 @@ pub struct AdminRoute {
     pub jobs: Arc<crate::jobs::Jobs>,
     /// Membership changes.
     pub membership: Arc<crate::membership::Membership>,
+    /// Dashboard sessions (an alternative to a SigV4 signature).
+    pub sessions: Arc<crate::ui::Sessions>,
 }
 
 fn json<T: Serialize>(v: &T) -> S3Response<Body> {
@@ -363,6 +374,15 @@ impl S3Route for AdminRoute {
         uri.path().starts_with(ADMIN_PREFIX)
     }
 
+    /// A SigV4 signature with the cluster's keys, or a dashboard session ([`crate::ui`]).
+    async fn check_access(&self, req: &mut S3Request<Body>) -> S3Result<()> {
+        if req.credentials.is_some() || self.sessions.valid(&req.headers) {
+            Ok(())
+        } else {
+            Err(s3s::s3_error!(AccessDenied, "Signature is required"))
+        }
+    }
+
     async fn call(&self, req: S3Request<Body>) -> S3Result<S3Response<Body>> {
         match (&req.method, req.uri.path()) {
             (&Method::GET, "/_aisle/v1/cluster") => {
@@ -400,6 +420,9 @@ impl S3Route for AdminRoute {
                         .map(|(n, b)| (n.clone(), b.copies))
                         .collect(),
                     default_copies: meta.default_copies.max(1),
+                    gateway_requests: self.stats.requests_total.get(),
+                    gateway_started_ms: self.stats.started_ms,
+                    version_string: env!("CARGO_PKG_VERSION").to_string(),
                     remotes: meta
                         .buckets
                         .iter()

@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod remote;
 pub mod s3;
 pub mod server;
+pub mod ui;
 
 pub use config::GatewayConfig;
 pub use server::run;

@@ -26,6 +26,10 @@ pub struct Kind {
 pub struct GatewayMetrics {
     node: NodeRegistry,
     requests: OpMetrics,
+    /// S3 requests answered (all operations), for the dashboard's request rate.
+    pub requests_total: Counter,
+    /// When the gateway started, Unix milliseconds.
+    pub started_ms: i64,
     slow: Counter,
     /// Object bytes streamed from targets to clients.
     pub bytes_out: Counter,
@@ -59,6 +63,8 @@ impl GatewayMetrics {
         let mut m = GatewayMetrics {
             node,
             requests,
+            requests_total: Counter::default(),
+            started_ms: aisle_cluster::now_ms(),
             slow: Counter::default(),
             bytes_out: Counter::default(),
             bytes_in: Counter::default(),
@@ -127,6 +133,7 @@ impl GatewayMetrics {
         slow: Duration,
     ) -> bool {
         self.requests.observe(op, status, elapsed);
+        self.requests_total.inc();
         let is_slow = elapsed >= slow;
         if is_slow {
             self.slow.inc();

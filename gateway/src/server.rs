@@ -77,6 +77,7 @@ struct Gateway {
     /// Requests slower than this are logged and counted.
     slow: std::time::Duration,
     domains: Vec<String>,
+    sessions: Arc<crate::ui::Sessions>,
 }
 
 /// Run a gateway until the process is stopped.
@@ -111,7 +112,13 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
     let stats = Arc::new(Stats::default());
     let targets = Targets::new(client, meta.clone(), stats.clone());
     let token_key = sha2::Sha256::digest(format!("list-token\0{}", cfg.cluster_secret)).to_vec();
+    let sessions = Arc::new(crate::ui::Sessions::new(
+        &cfg.cluster_secret,
+        &cfg.access_key,
+        &cfg.secret_key,
+    ));
     let admin = AdminRoute {
+        sessions: sessions.clone(),
         meta: meta.clone(),
         targets: targets.clone(),
         stats: stats.clone(),
@@ -146,6 +153,7 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
         metrics_token: cfg.metrics_token.clone(),
         slow: std::time::Duration::from_millis(cfg.slow_request_ms),
         domains: cfg.domains.clone(),
+        sessions,
     });
     let listener = TcpListener::bind(cfg.listen)
         .await
@@ -171,6 +179,9 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
 async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<s3s::Body> {
     if req.uri().path() == aisle_cluster::metrics::METRICS_PATH {
         return metrics(&gw, &req);
+    }
+    if req.uri().path().starts_with(crate::ui::UI_PREFIX) {
+        return crate::ui::serve(&gw.sessions, req).await;
     }
     let id: Arc<str> = Arc::from(request_id());
     let op = crate::metrics::s3_op(

@@ -236,13 +236,15 @@ impl TargetMetrics {
         };
         if due {
             let store = state.store.clone();
-            if let Ok(Ok((objects, bytes))) =
-                tokio::task::spawn_blocking(move || store.usage_per_mountpath()).await
-            {
+            if let Ok(Ok(u)) = tokio::task::spawn_blocking(move || store.usage()).await {
                 for (i, d) in dirs.iter().enumerate() {
                     let l = mp_label(i, d);
-                    self.objects.get_or_create(&l).set(objects[i] as i64);
-                    self.stored.get_or_create(&l).set(bytes[i] as i64);
+                    self.objects
+                        .get_or_create(&l)
+                        .set(u.objects_per_mountpath[i] as i64);
+                    self.stored
+                        .get_or_create(&l)
+                        .set(u.bytes_per_mountpath[i] as i64);
                 }
             }
         }

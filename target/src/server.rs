@@ -92,6 +92,7 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
         .unwrap_or_else(|| local.ip().to_string());
     let url = format!("http://{host}:{}", local.port());
     let metrics = crate::metrics::TargetMetrics::new();
+    started_ms();
     let state = Arc::new(State {
         id: cfg.id.clone(),
         client: NodeClient::new(&cfg.cluster_secret),
@@ -920,17 +921,28 @@ async fn put_meta(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Ap
 
 async fn status(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q: proto::StatusQuery = query(&req)?;
-    let counts = if q.counts {
+    let usage = if q.counts {
         let store = state.store.clone();
-        blocking(move || store.objects_per_mountpath()).await?
+        blocking(move || store.usage()).await?
     } else {
-        Vec::new()
+        Default::default()
     };
     Ok(json_resp(
         StatusCode::OK,
         &TargetStatus {
             id: state.id.clone(),
-            objects_per_mountpath: counts,
+            objects_per_mountpath: usage.objects_per_mountpath,
+            buckets: usage.buckets,
+            disks: state
+                .store
+                .mountpath_dirs()
+                .iter()
+                .map(|d| {
+                    let (total, free) = aisle_cluster::metrics::disk_space(d).unwrap_or((0, 0));
+                    proto::DiskSpace { total, free }
+                })
+                .collect(),
+            started_ms: started_ms(),
             mountpaths: state
                 .store
                 .mountpath_dirs()
@@ -942,4 +954,10 @@ async fn status(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiE
             remotes: state.cold.report(state),
         },
     ))
+}
+
+/// When this process started, Unix milliseconds.
+fn started_ms() -> i64 {
+    static STARTED: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(aisle_cluster::now_ms)
 }

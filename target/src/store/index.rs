@@ -374,22 +374,25 @@ impl Index {
         Ok(page)
     }
 
+    /// Every object record, with its bucket name.
     pub(super) fn for_each_object(
         &self,
-        mut f: impl FnMut(&StoredObject),
+        mut f: impl FnMut(&[u8], &StoredObject),
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(OBJECTS)?;
         for entry in t.iter()? {
-            let (_, v) = entry?;
-            f(&serde_json::from_slice(v.value())?);
+            let (k, v) = entry?;
+            let raw = k.value();
+            let bucket = raw.split(|b| *b == 0).next().unwrap_or(raw);
+            f(bucket, &serde_json::from_slice(v.value())?);
         }
         Ok(())
     }
 
     pub(super) fn referenced_files(&self) -> Result<HashSet<(u16, String)>, StoreError> {
         let mut set = HashSet::new();
-        self.for_each_object(|o| {
+        self.for_each_object(|_, o| {
             for s in &o.segments {
                 set.insert((s.mp, s.file.clone()));
             }

@@ -36,6 +36,17 @@ pub struct Segment {
     pub size: u64,
 }
 
+/// What a target holds, counted by [`Store::usage`].
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    /// Objects per mountpath.
+    pub objects_per_mountpath: Vec<u64>,
+    /// Object bytes per mountpath.
+    pub bytes_per_mountpath: Vec<u64>,
+    /// Objects and bytes per bucket.
+    pub buckets: std::collections::BTreeMap<String, aisle_cluster::proto::BucketUsage>,
+}
+
 /// An object's index record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredObject {
@@ -435,21 +446,39 @@ impl Store {
 
     /// Objects per mountpath (for `aisle cluster show`).
     pub fn objects_per_mountpath(&self) -> Result<Vec<u64>, StoreError> {
-        Ok(self.usage_per_mountpath()?.0)
+        Ok(self.usage()?.objects_per_mountpath)
     }
 
-    /// Objects and their bytes per mountpath (of an object's first segment). A full scan of
-    /// the index. Blocking.
-    pub fn usage_per_mountpath(&self) -> Result<(Vec<u64>, Vec<u64>), StoreError> {
-        let mut counts = vec![0u64; self.mountpaths.len()];
-        let mut bytes = vec![0u64; self.mountpaths.len()];
-        self.index.for_each_object(|o| {
+    /// Objects and their bytes per mountpath (of an object's first segment) and per bucket.
+    /// A full scan of the index. Blocking.
+    pub fn usage(&self) -> Result<Usage, StoreError> {
+        let mut u = Usage {
+            objects_per_mountpath: vec![0; self.mountpaths.len()],
+            bytes_per_mountpath: vec![0; self.mountpaths.len()],
+            buckets: Default::default(),
+        };
+        let mut last: Option<(Vec<u8>, String)> = None;
+        self.index.for_each_object(|bucket, o| {
             if let Some(s) = o.segments.first() {
-                counts[s.mp as usize] += 1;
-                bytes[s.mp as usize] += o.meta.size;
+                u.objects_per_mountpath[s.mp as usize] += 1;
+                u.bytes_per_mountpath[s.mp as usize] += o.meta.size;
             }
+            // Records come in key order: a bucket's records are contiguous.
+            if last
+                .as_ref()
+                .is_none_or(|(raw, _)| raw.as_slice() != bucket)
+            {
+                last = Some((
+                    bucket.to_vec(),
+                    String::from_utf8_lossy(bucket).into_owned(),
+                ));
+            }
+            let name = &last.as_ref().expect("set above").1;
+            let b = u.buckets.entry(name.clone()).or_default();
+            b.objects += 1;
+            b.bytes += o.meta.size;
         })?;
-        Ok((counts, bytes))
+        Ok(u)
     }
 
     /// Start a multipart upload; returns its id.
