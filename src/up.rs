@@ -366,6 +366,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  secret key: {}", creds.secret_key);
     println!("  region:     {}", creds.region);
     println!("  data:       {}", data.display());
+    println!("  dashboard:  {endpoint}/_aisle/ui/ (sign in with the keys above)");
     println!(
         "  metrics:    {endpoint}{} and on each target ({} nodes in {}), with\n              Authorization: Bearer $(cat {})",
         aisle_cluster::metrics::METRICS_PATH,

@@ -209,6 +209,7 @@ pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
             }
             if !watch {
                 print_view(&first);
+                println!("dashboard: {}/_aisle/ui/", conn.endpoint());
                 return Ok(());
             }
             let mut last = (std::time::Instant::now(), first);
