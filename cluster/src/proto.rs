@@ -660,6 +660,11 @@ pub struct ReadOptions {
     /// Read inside the object as a shard (SPEC §5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveSelection>,
+    /// The answer must carry its size (Content-Length): a transform whose output size is not
+    /// known before it runs is run to completion into a staged file on the target first
+    /// (GetBatch needs each member's size for its tar header).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sized: bool,
 }
 
 /// Which members of a shard to read.

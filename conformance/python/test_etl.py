@@ -279,3 +279,41 @@ def test_offline_etl_job(cluster, s3, bucket):
         assert got["ContentType"] == "application/gzip"
     bad = aisle(cluster, "etl", "run", "no-such", "--source", bucket, "--output-bucket", out, "--wait", check=False)
     assert bad.returncode != 0 and "400" in bad.stderr
+
+
+def test_get_batch_transforms_each_entry_on_its_target(cluster, s3, bucket, tmp_path):
+    import tarfile
+
+    objs = {f"b/{i}.txt": f"hello {i}\n".encode() for i in range(4)}
+    for k, v in objs.items():
+        s3.put_object(Bucket=bucket, Key=k, Body=v)
+    # Not deterministic: its output size is known only once it ran (staged on the target).
+    init_spec(cluster, tmp_path, {"name": "batch-upper", "communicator": "exec", "command": ["tr", "a-z", "A-Z"]})
+    entries = [
+        {"bucket": bucket, "key": "b/0.txt", "etl": "md5"},
+        {"bucket": bucket, "key": "b/1.txt", "etl": "batch-upper"},
+        {"bucket": bucket, "key": "b/2.txt"},
+        {"bucket": bucket, "key": "b/3.txt", "etl": "batch-upper,md5"},
+        {"bucket": bucket, "key": "b/0.txt", "etl": "gzip", "etl_args": '{"gzip":{"level":1}}'},
+    ]
+    spec = tmp_path / "batch.json"
+    spec.write_text(json.dumps({"entries": entries}))
+    out = tmp_path / "out.tar"
+    aisle(cluster, "batch", "--spec", str(spec), "-o", str(out))
+    with tarfile.open(out) as t:
+        got = [(m.name, t.extractfile(m).read()) for m in t.getmembers()]
+    import gzip
+
+    assert [n for n, _ in got] == ["b/0.txt", "b/1.txt", "b/2.txt", "b/3.txt", "b/0.txt"]
+    assert got[0][1] == hashlib.md5(b"hello 0\n").hexdigest().encode()
+    assert got[1][1] == b"HELLO 1\n"
+    assert got[2][1] == b"hello 2\n"
+    assert got[3][1] == hashlib.md5(b"HELLO 3\n").hexdigest().encode()
+    assert gzip.decompress(got[4][1]) == b"hello 0\n"
+    # Bad entries are refused before anything is sent.
+    for bad, code in [({"bucket": bucket, "key": "b/0.txt", "etl": "no-such-etl"}, "InvalidEtl"),
+                      ({"bucket": bucket, "key": "b/0.txt", "etl": "md5", "archpath": "x"}, "InvalidArgument")]:
+        spec.write_text(json.dumps({"entries": [bad]}))
+        r = aisle(cluster, "batch", "--spec", str(spec), "-o", str(out), check=False)
+        assert r.returncode != 0 and code in r.stderr, r.stderr
+    aisle(cluster, "etl", "rm", "batch-upper")

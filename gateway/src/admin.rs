@@ -593,7 +593,11 @@ impl S3Route for AdminRoute {
                 let buckets = self.meta.snapshot().buckets.keys().cloned().collect();
                 self.stats.batches.inc();
                 self.stats.batch_entries.inc_by(batch.entries.len() as u64);
-                crate::batch::get_batch(self.targets.clone(), buckets, batch).await
+                let known = self.meta.snapshot();
+                let is_known = move |n: &str| {
+                    aisle_etl_runtime::builtin::is_builtin(n) || known.etls.contains_key(n)
+                };
+                crate::batch::get_batch(self.targets.clone(), buckets, is_known, batch).await
             }
             (&Method::GET, "/_aisle/v1/archive") => {
                 let q: std::collections::HashMap<String, String> = req

@@ -1,6 +1,12 @@
 //! GetBatch: many objects and shard members, in the order asked, as one tar stream
 //! (`POST /_aisle/v1/batch`, SigV4-signed like every admin call). Each entry is read from its
 //! owning target and streamed straight into the output; nothing is buffered beyond a chunk.
+//!
+//! An entry may name a transform (`etl`, `etl_args`): its owning target transforms the object
+//! and only transformed bytes travel. A tar header needs the member's size before its bytes, so
+//! entries are read with [`ReadOptions::sized`]: a deterministic pipeline's output comes from
+//! the target's output cache with its size; any other pipeline runs to completion into a
+//! staged file on the target (on disk, never in memory), which is then streamed and removed.
 
 use aisle_cluster::proto::{ArchiveSelection, ObjectQuery, ReadOptions};
 use aisle_shard::{END_OF_ARCHIVE, member_header, padding};
@@ -27,6 +33,30 @@ pub struct BatchEntry {
     /// A member of the object (a shard), instead of the whole object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archpath: Option<String>,
+    /// Transform the object on its owning target before it is packed: stage names,
+    /// comma-separated (as the `x-ais-etl` header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etl: Option<String>,
+    /// The arguments of `etl` (as `x-ais-etl-args`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etl_args: Option<String>,
+}
+
+impl BatchEntry {
+    /// The transform this entry asks for.
+    pub fn etl_selection(&self) -> Option<aisle_cluster::proto::EtlSelection> {
+        let names: Vec<String> = self
+            .etl
+            .as_deref()?
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        (!names.is_empty()).then(|| aisle_cluster::proto::EtlSelection {
+            pipeline: names,
+            args: self.etl_args.clone(),
+        })
+    }
 }
 
 impl BatchEntry {
@@ -79,6 +109,9 @@ async fn entry(
     };
     let opts = ReadOptions {
         archive: e.archpath.clone().map(ArchiveSelection::Path),
+        etl: e.etl_selection(),
+        // Each member's tar header needs its size up front.
+        sized: true,
         ..Default::default()
     };
     let (resp, owner) = targets
@@ -139,10 +172,12 @@ async fn placeholder(e: &BatchEntry, why: &str, tx: &mpsc::Sender<Chunk>) -> boo
     }
 }
 
-/// Validate a batch and start streaming it.
+/// Validate a batch and start streaming it. `known_transform` says whether a stage name is a
+/// built-in or a registered transform.
 pub async fn get_batch(
     targets: Targets,
     buckets: Vec<String>,
+    known_transform: impl Fn(&str) -> bool,
     req: BatchRequest,
 ) -> S3Result<S3Response<Body>> {
     if req.entries.is_empty() || req.entries.len() > MAX_ENTRIES {
@@ -156,6 +191,33 @@ pub async fn get_batch(
             S3ErrorCode::NoSuchBucket,
             format!("no bucket {}", e.bucket),
         ));
+    }
+    if let Some(e) = req
+        .entries
+        .iter()
+        .find(|e| e.etl_selection().is_some() && e.archpath.is_some())
+    {
+        return Err(s3_error(
+            S3ErrorCode::InvalidArgument,
+            format!(
+                "{}: an entry names either a transform or an archpath, not both",
+                e.name()
+            ),
+        ));
+    }
+    if let Some(unknown) = req
+        .entries
+        .iter()
+        .filter_map(BatchEntry::etl_selection)
+        .flat_map(|s| s.pipeline)
+        .find(|n| !known_transform(n))
+    {
+        let mut e = s3_error(
+            S3ErrorCode::Custom("InvalidEtl".into()),
+            format!("unknown transform {unknown:?}"),
+        );
+        e.set_status_code(StatusCode::BAD_REQUEST);
+        return Err(e);
     }
     let (tx, mut rx) = mpsc::channel::<Chunk>(16);
     let missing = req.missing;

@@ -509,6 +509,45 @@ pub(crate) async fn read_transformed(
             "Range is not supported on a non-deterministic transform",
         ));
     }
+    if opts.sized && with_body {
+        // The caller needs the size first (GetBatch's tar header): run to completion into a
+        // staged file here, answer its span; the file goes when the answer is dropped.
+        if !may_stream {
+            return Ok(ReadAnswer::Declined);
+        }
+        let out = pipeline
+            .run(source_stream(state, &rec).await?, &object_path)
+            .await
+            .inspect_err(|e| {
+                state
+                    .etl
+                    .record(&applied, &object_path, e.status(), &e.to_string())
+            })?;
+        let mp = state.store.mountpath_for(&q.bucket, &q.key);
+        let mut temp = state.store.create_temp(mp).await?;
+        let mut size = 0u64;
+        let mut out = out;
+        while let Some(chunk) = out.next().await {
+            let chunk = chunk.map_err(|e| {
+                state
+                    .etl
+                    .record(&applied, &object_path, e.status(), &e.to_string());
+                ApiError::from(e)
+            })?;
+            size += chunk.len() as u64;
+            temp.write(chunk).await?;
+        }
+        temp.finish().await?;
+        meta.size = size;
+        let spans = crate::files::spans(&[(temp.path().to_path_buf(), size)], 0, size)?;
+        // The spans hold the file open; dropping `temp` unlinks its name.
+        drop(temp);
+        let head = crate::server::span_head(&meta, 0, size, size, false)
+            .header(ETL_APPLIED_HEADER, &applied)
+            .body(())
+            .expect("valid response");
+        return Ok(ReadAnswer::Files { head, spans });
+    }
     let b = Response::builder()
         .status(StatusCode::OK)
         .header(META_HEADER, proto::encode_header(&meta))

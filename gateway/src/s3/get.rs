@@ -221,6 +221,7 @@ macro_rules! read_request {
             ),
             etl,
             archive,
+            sized: false,
         };
         let read = read($s3, &bucket, &input.key, input.part_number, opts, $head).await?;
         (input, read)
