@@ -77,9 +77,27 @@ class Client:
             raise ValueError("no keys: pass them or set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
         self.region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self._signer = S3SigV4Auth(Credentials(ak, sk), "s3", self.region)
-        self._http = urllib3.PoolManager(maxsize=pool_size, retries=False,
-                                         timeout=urllib3.Timeout(connect=10.0, read=timeout))
+        self._pool_args = dict(maxsize=pool_size, retries=False,
+                               timeout=urllib3.Timeout(connect=10.0, read=timeout))
+        self._http = urllib3.PoolManager(**self._pool_args)
+        self._pid = os.getpid()
         self.retries = retries
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # DataLoader workers started with "spawn" get a copy without the connection pool.
+        state = dict(self.__dict__)
+        state["_http"] = None
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def _pool(self) -> urllib3.PoolManager:
+        # A forked worker must not share its parent's sockets: a pool per process.
+        if self._http is None or self._pid != os.getpid():
+            self._http = urllib3.PoolManager(**self._pool_args)
+            self._pid = os.getpid()
+        return self._http
 
     # ---- transport ---------------------------------------------------------------------------
 
@@ -100,7 +118,7 @@ class Client:
             req.context["payload_signing_enabled"] = True
             self._signer.add_auth(req)
             try:
-                r = self._http.request(method, url, body=body or None, headers=dict(req.headers),
+                r = self._pool().request(method, url, body=body or None, headers=dict(req.headers),
                                        preload_content=not stream, decode_content=False)
             except urllib3.exceptions.HTTPError as e:
                 if attempt >= self.retries:
