@@ -171,3 +171,25 @@ def test_server_transform_on_every_shard(client, data):
     ds = ShardSampleDataset(client, b, shards[:2], etl="wds-select", etl_args='{"keep":["cls"]}')
     samples = list(ds)
     assert len(samples) == 20 and all(set(s) == {"__key__", "__shard__", "cls"} for s in samples)
+
+
+def test_webdataset_reads_aisle_urls_and_alias_buckets(client, data, cluster):
+    import webdataset as wds
+
+    b, shards = data
+    s3 = cluster.client()
+    urls = [s3.generate_presigned_url("get_object", Params={"Bucket": b, "Key": k}, ExpiresIn=600)
+            for k in shards[:2]]
+    samples = list(wds.WebDataset(urls, shardshuffle=False))
+    assert len(samples) == 2 * PER_SHARD and samples[0]["cls"] == b"0"
+    # Through an alias bucket: the shards transformed on the targets (only the labels kept).
+    alias = f"{b}-labels"
+    client.bind_alias(alias, b, "wds-select", '{"keep":["cls"]}')
+    try:
+        urls = [s3.generate_presigned_url("get_object", Params={"Bucket": alias, "Key": k}, ExpiresIn=600)
+                for k in shards[:2]]
+        samples = list(wds.WebDataset(urls, shardshuffle=False))
+        assert len(samples) == 2 * PER_SHARD
+        assert all("jpg" not in s and "cls" in s for s in samples)
+    finally:
+        client.unbind_alias(alias)
