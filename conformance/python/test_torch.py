@@ -66,3 +66,45 @@ def test_map_style_with_distributed_sampler(setup):
         dl = DataLoader(ds, batch_size=4, sampler=sampler, num_workers=2, multiprocessing_context="fork")
         got += [int(x) for batch in dl for x in batch]
     assert sorted(got) == list(range(20))
+
+
+def test_stateful_dataloader_resumes_exactly(setup):
+    sdl = pytest.importorskip("torchdata.stateful_dataloader")
+    c, b, shards = setup
+
+    def loader():
+        ds = ShardSampleDataset(c, b, shards, shuffle=True, seed=3, rank=0, world_size=1)
+        return sdl.StatefulDataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context="fork")
+
+    dl = loader()
+    it = iter(dl)
+    head = [next(it)["__key__"] for _ in range(13)]
+    state = dl.state_dict()
+    del it, dl
+    dl2 = loader()
+    dl2.load_state_dict(state)
+    rest = [s["__key__"] for s in dl2]
+    assert len(head) + len(rest) == 64 and len(set(head + rest)) == 64
+
+
+def test_s3torchconnector_reads_an_alias_bucket(setup, cluster, monkeypatch):
+    s3tc = pytest.importorskip("s3torchconnector")
+    import hashlib
+
+    c, b, _ = setup
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(k, cluster.env[k])
+    alias = f"{b}-md5"
+    c.bind_alias(alias, b, "md5")
+    try:
+        cfg = s3tc.S3ClientConfig(force_path_style=True)
+        ds = s3tc.S3MapDataset.from_prefix(f"s3://{alias}/obj/", region="us-east-1",
+                                           endpoint=cluster.endpoint, s3client_config=cfg)
+        assert len(ds) == 20
+        item = ds[3]
+        assert item.read() == hashlib.md5(c.get(b, item.key)).hexdigest().encode()
+        it = s3tc.S3IterableDataset.from_prefix(f"s3://{alias}/obj/", region="us-east-1",
+                                                endpoint=cluster.endpoint, s3client_config=cfg)
+        assert sum(1 for _ in it) == 20
+    finally:
+        c.unbind_alias(alias)
