@@ -95,6 +95,11 @@ def test_map_style_datasets(client, data):
     assert len(members) == 2 * 2 * PER_SHARD
     assert members[3] == b"1"  # s0/0001.cls
     assert [len(x) for x in members.batches(batch_size=16)] == [16, 16, 8]
+    # Server transforms per member: on the shard's target, one by one and inside GetBatch.
+    md5 = ShardMemberDataset(client, b, shards[:1], etl="md5")
+    want = hashlib.md5(b"img 0-1" * 20).hexdigest().encode()
+    assert md5[2] == want  # s0/0001.jpg
+    assert next(iter(md5.batches(batch_size=4)))[2] == want
 
 
 def all_keys():

@@ -192,19 +192,6 @@ pub async fn get_batch(
             format!("no bucket {}", e.bucket),
         ));
     }
-    if let Some(e) = req
-        .entries
-        .iter()
-        .find(|e| e.etl_selection().is_some() && e.archpath.is_some())
-    {
-        return Err(s3_error(
-            S3ErrorCode::InvalidArgument,
-            format!(
-                "{}: an entry names either a transform or an archpath, not both",
-                e.name()
-            ),
-        ));
-    }
     if let Some(unknown) = req
         .entries
         .iter()

@@ -192,13 +192,13 @@ class ObjectDataset(_Reads, _MapBase):
 
 class ShardMemberDataset(_Reads, _MapBase):
     """Map-style over the members of shards, from the server's member listing (no shard is
-    downloaded to index it). ``ds[i]`` reads one member (``archpath``) and applies
-    ``transform`` here. (Server transforms run on whole objects: for a transform of every
-    member on the server use ``wds-map`` through :class:`ShardSampleDataset`.)"""
+    downloaded to index it). ``ds[i]`` reads one member (``archpath``) — transformed on the
+    shard's target when ``etl`` names a pipeline — then applies ``transform`` here."""
 
-    def __init__(self, client: Client, bucket: str, shards: Sequence[str],
-                 transform: Optional[Callable[[bytes], Any]] = None, on_error: str = "raise"):
-        _Reads.__init__(self, client, bucket, None, None, transform, on_error)
+    def __init__(self, client: Client, bucket: str, shards: Sequence[str], etl: Optional[str] = None,
+                 etl_args: Optional[str] = None, transform: Optional[Callable[[bytes], Any]] = None,
+                 on_error: str = "raise"):
+        _Reads.__init__(self, client, bucket, etl, etl_args, transform, on_error)
         self.members: List[Tuple[str, str]] = []
         for s in shards:
             self.members += [(s, m["name"]) for m in client.archive_members(bucket, s)]
@@ -208,7 +208,8 @@ class ShardMemberDataset(_Reads, _MapBase):
 
     def __getitem__(self, i: int) -> Any:
         shard, name = self.members[i]
-        return self._out(self.client.get(self.bucket, shard, archpath=name))
+        return self._out(self.client.get(self.bucket, shard, archpath=name, etl=self.etl,
+                                         etl_args=self.etl_args))
 
     def batches(self, batch_size: int, indices: Optional[Sequence[int]] = None, prefetch: int = 1) -> Iterator[List[Any]]:
         idx = range(len(self.members)) if indices is None else indices

@@ -404,12 +404,30 @@ impl Cache {
 }
 
 /// The source object's bytes as a transform input.
-async fn source_stream(state: &State, rec: &StoredObject) -> Result<ByteStream, ApiError> {
-    let files = state.store.segment_files(&rec.segments);
-    let s = crate::files::open_span(&files, 0, rec.meta.size).await?;
-    Ok(Box::pin(
-        s.map(|r| r.map_err(|e| EtlError::Source(e.to_string()))),
-    ))
+/// The bytes a transform reads: the whole object, or one member of a shard (`archpath`).
+async fn source_stream(
+    state: &Arc<State>,
+    rec: &StoredObject,
+    q: &ObjectQuery,
+    member: Option<&str>,
+) -> Result<ByteStream, ApiError> {
+    match member {
+        None => {
+            let files = state.store.segment_files(&rec.segments);
+            let s = crate::files::open_span(&files, 0, rec.meta.size).await?;
+            Ok(Box::pin(
+                s.map(|r| r.map_err(|e| EtlError::Source(e.to_string()))),
+            ))
+        }
+        Some(name) => {
+            let sel = aisle_cluster::proto::ArchiveSelection::Path(name.to_string());
+            let resp = crate::shards::read(state, rec.clone(), q, &sel, true).await?;
+            let body = http_body_util::BodyDataStream::new(resp.into_body());
+            Ok(Box::pin(
+                body.map(|r| r.map_err(|e| EtlError::Source(e.to_string()))),
+            ))
+        }
+    }
 }
 
 /// GET/HEAD of `rec` through the selected pipeline.
@@ -422,6 +440,19 @@ pub(crate) async fn read_transformed(
     with_body: bool,
     may_stream: bool,
 ) -> Result<ReadAnswer, ApiError> {
+    // A shard member as the input (`archpath` with a transform), or the whole object.
+    let member = match &opts.archive {
+        None => None,
+        Some(aisle_cluster::proto::ArchiveSelection::Path(name)) => Some(name.clone()),
+        Some(_) => {
+            return Err(api_err(
+                400,
+                "InvalidRequest",
+                "a transform applies to one member (archpath), not to a selection of members",
+            ));
+        }
+    };
+    let member = member.as_deref();
     if q.part.is_some() {
         return Err(api_err(
             400,
@@ -439,11 +470,24 @@ pub(crate) async fn read_transformed(
     }
     let fingerprint = pipeline.fingerprint();
     let key = hex::encode(sha2::Sha256::digest(format!(
-        "{}\0{}\0{}",
-        rec.meta.etag, rec.meta.mtime_ms, fingerprint
+        "{}\0{}\0{}\0{}",
+        rec.meta.etag,
+        rec.meta.mtime_ms,
+        member.unwrap_or(""),
+        fingerprint
     )));
     let mut attrs = rec.meta.attrs.clone();
-    attrs.content_type = pipeline.content_type(rec.meta.attrs.content_type.as_deref());
+    if let Some(name) = member {
+        attrs = aisle_cluster::proto::ObjectAttrs {
+            content_type: Some(
+                mime_guess::from_path(name)
+                    .first_or_octet_stream()
+                    .to_string(),
+            ),
+            ..Default::default()
+        };
+    }
+    attrs.content_type = pipeline.content_type(attrs.content_type.as_deref());
     attrs.content_encoding = None;
     let mut meta = ObjectMeta {
         size: 0,
@@ -458,7 +502,10 @@ pub(crate) async fn read_transformed(
         remote: None,
     };
     let applied = pipeline.applied();
-    let object_path = format!("{}/{}", q.bucket, q.key);
+    let object_path = match member {
+        Some(name) => format!("{}/{}/{name}", q.bucket, q.key),
+        None => format!("{}/{}", q.bucket, q.key),
+    };
     if let Some(r) = crate::server::condition_failed(opts, &meta) {
         return Ok(ReadAnswer::Response(r));
     }
@@ -472,7 +519,8 @@ pub(crate) async fn read_transformed(
                     futures::stream::once({
                         let state = state.clone();
                         let rec = rec.clone();
-                        async move { source_stream(&state, &rec).await }
+                        let (q, member) = (q.clone(), member.map(str::to_string));
+                        async move { source_stream(&state, &rec, &q, member.as_deref()).await }
                     })
                     .flat_map(|r| match r {
                         Ok(s) => s,
@@ -516,7 +564,7 @@ pub(crate) async fn read_transformed(
             return Ok(ReadAnswer::Declined);
         }
         let out = pipeline
-            .run(source_stream(state, &rec).await?, &object_path)
+            .run(source_stream(state, &rec, q, member).await?, &object_path)
             .await
             .inspect_err(|e| {
                 state
@@ -558,7 +606,7 @@ pub(crate) async fn read_transformed(
         ));
     }
     let out = pipeline
-        .run(source_stream(state, &rec).await?, &object_path)
+        .run(source_stream(state, &rec, q, member).await?, &object_path)
         .await
         .inspect_err(|e| {
             state

@@ -205,10 +205,16 @@ macro_rules! read_request {
         let archive = super::archive::selection(&$req.headers, &$req.uri)?;
         let input = $req.input;
         let (bucket, etl) = $s3.read_source(&input.bucket, requested)?;
-        if archive.is_some() && etl.is_some() {
+        if etl.is_some()
+            && matches!(
+                archive,
+                Some(aisle_cluster::proto::ArchiveSelection::Regex { .. })
+            )
+        {
             return Err(s3_err(
                 S3ErrorCode::InvalidRequest,
-                "a shard member read cannot be combined with a transform; transform whole shards with wds-map",
+                "a transform applies to one shard member (archpath), not to a selection of \
+                 members; transform whole shards with wds-map",
             ));
         }
         let opts = ReadOptions {
