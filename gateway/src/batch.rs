@@ -96,12 +96,16 @@ async fn send(tx: &mpsc::Sender<Chunk>, b: impl Into<Bytes>) -> bool {
     tx.send(Ok(b.into())).await.is_ok()
 }
 
-/// Stream one entry into the tar; `Err(message)` when it cannot be read.
-async fn entry(
+/// Entries read ahead of the one being streamed: their targets read (and transform) them
+/// in parallel while earlier entries go out; each holds at most an open answer, no bytes.
+pub const READ_AHEAD: usize = 8;
+
+/// An entry's answer from its owning target, with its size; `Err(message)` when it cannot
+/// be read.
+async fn open_entry(
     targets: &Targets,
     e: &BatchEntry,
-    tx: &mpsc::Sender<Chunk>,
-) -> Result<bool, String> {
+) -> Result<(http::Response<aisle_cluster::client::ReadBody>, u64), String> {
     let q = ObjectQuery {
         bucket: e.bucket.clone(),
         key: e.key.clone(),
@@ -127,9 +131,25 @@ async fn entry(
         ));
     }
     let size = crate::proxy::content_length(&resp).ok_or("the target gave no length")?;
-    let header = member_header(&e.name(), size).map_err(|x| x.to_string())?;
+    Ok((resp, size))
+}
+
+/// Stream an opened entry into the tar; false when the output is gone or was cut.
+async fn write_entry(
+    e: &BatchEntry,
+    resp: http::Response<aisle_cluster::client::ReadBody>,
+    size: u64,
+    tx: &mpsc::Sender<Chunk>,
+) -> bool {
+    let header = match member_header(&e.name(), size) {
+        Ok(h) => h,
+        Err(x) => {
+            let _ = tx.send(Err(std::io::Error::other(x.to_string()))).await;
+            return false;
+        }
+    };
     if !send(tx, header).await {
-        return Ok(false);
+        return false;
     }
     let mut body = http_body_util::BodyDataStream::new(resp.into_body());
     let mut sent = 0u64;
@@ -139,12 +159,12 @@ async fn entry(
             Err(x) => {
                 // Mid-member: the tar cannot be repaired; cut the stream.
                 let _ = tx.send(Err(std::io::Error::other(x.to_string()))).await;
-                return Ok(false);
+                return false;
             }
         };
         sent += chunk.len() as u64;
         if !send(tx, chunk).await {
-            return Ok(false);
+            return false;
         }
     }
     if sent != size {
@@ -154,9 +174,9 @@ async fn entry(
                 e.name()
             ))))
             .await;
-        return Ok(false);
+        return false;
     }
-    Ok(send(tx, vec![0u8; padding(size)]).await)
+    send(tx, vec![0u8; padding(size)]).await
 }
 
 async fn placeholder(e: &BatchEntry, why: &str, tx: &mpsc::Sender<Chunk>) -> bool {
@@ -209,10 +229,24 @@ pub async fn get_batch(
     let (tx, mut rx) = mpsc::channel::<Chunk>(16);
     let missing = req.missing;
     tokio::spawn(async move {
-        for e in &req.entries {
-            match entry(&targets, e, &tx).await {
-                Ok(true) => {}
-                Ok(false) => return,
+        let opened = futures::stream::iter(req.entries)
+            .map(|e| {
+                let targets = targets.clone();
+                async move {
+                    let r = open_entry(&targets, &e).await;
+                    (e, r)
+                }
+            })
+            .buffered(READ_AHEAD);
+        futures::pin_mut!(opened);
+        while let Some((e, r)) = opened.next().await {
+            let e = &e;
+            match r {
+                Ok((resp, size)) => {
+                    if !write_entry(e, resp, size, &tx).await {
+                        return;
+                    }
+                }
                 Err(why) => match missing {
                     OnMissing::Placeholder => {
                         if !placeholder(e, &why, &tx).await {
