@@ -26,6 +26,27 @@
 
 pub mod auth;
 
+/// A fresh write stamp: nanoseconds since the epoch, strictly increasing in this process (and
+/// across restarts, as long as the clock does not go back). It orders every write of a key
+/// ([`proto::ObjectMeta::stamp`]): the primary gateway's for clients' writes, a target's for
+/// objects it fetched from a remote.
+pub fn stamp() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(x) => last = x,
+        }
+    }
+}
+
 /// Current time, Unix milliseconds (the unit of every timestamp in cluster records).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -101,37 +101,13 @@ struct Progress {
     head: Option<Arc<Head>>,
     /// Bytes in the staged file.
     written: u64,
-    /// The outcome.
-    done: Option<Result<(), Failure>>,
+    /// The outcome, for every reader of it.
+    done: Option<Result<(), ApiError>>,
 }
 
 struct Head {
     meta: ObjectMeta,
     file: Arc<std::fs::File>,
-}
-
-/// A fetch failure, for every reader of it.
-#[derive(Debug, Clone)]
-struct Failure {
-    status: u16,
-    code: &'static str,
-    message: String,
-}
-
-impl From<Failure> for ApiError {
-    fn from(f: Failure) -> Self {
-        api_err(f.status, f.code, f.message)
-    }
-}
-
-impl From<ApiError> for Failure {
-    fn from(e: ApiError) -> Self {
-        Failure {
-            status: e.status,
-            code: e.code,
-            message: e.message,
-        }
-    }
 }
 
 fn remote_err(e: RemoteError) -> ApiError {
@@ -225,14 +201,6 @@ impl Cold {
         }
     }
 
-    fn count(&self, bucket: &str, f: impl FnOnce(&mut RemoteReport)) {
-        let mut h = self.health.lock().expect("health lock");
-        f(h.entry(bucket.to_string()).or_insert_with(|| RemoteReport {
-            bucket: bucket.to_string(),
-            ..Default::default()
-        }));
-    }
-
     fn cached_meta(&self, bucket: &str, key: &str, meta: &ObjectMeta, mp: u16) {
         let now = aisle_cluster::now_ms();
         self.cached.lock().expect("cache lock").insert(
@@ -267,9 +235,17 @@ impl Cold {
                 });
             }
         }
+        let counted = |c: &BucketCounter, bucket: &str| {
+            c.get_or_create(&crate::metrics::Bucket {
+                bucket: bucket.to_string(),
+            })
+            .get()
+        };
         for r in h.values_mut() {
             r.cached_objects = 0;
             r.cached_bytes = 0;
+            r.fetches = counted(&self.metrics.fetches, &r.bucket);
+            r.evictions = counted(&self.metrics.evictions, &r.bucket);
         }
         for ((b, _), e) in self.cached.lock().expect("cache lock").iter() {
             if let Some(r) = h.get_mut(b) {
@@ -387,6 +363,9 @@ async fn fresh(
     let Some(stamp) = &rec.meta.remote else {
         return Ok(true);
     };
+    if spec.coherence == Coherence::Never {
+        return Ok(true);
+    }
     let now = aisle_cluster::now_ms();
     let checked = state
         .cold
@@ -396,10 +375,10 @@ async fn fresh(
         .get(&(q.bucket.clone(), q.key.clone()))
         .map(|e| e.checked_ms)
         .unwrap_or(stamp.checked_ms);
-    match spec.coherence {
-        Coherence::Never => return Ok(true),
-        Coherence::Ttl(secs) if now - checked < secs as i64 * 1000 => return Ok(true),
-        _ => {}
+    if let Coherence::Ttl(secs) = spec.coherence
+        && now - checked < secs as i64 * 1000
+    {
+        return Ok(true);
     }
     let remote = state.cold.remote(&q.bucket, spec)?;
     let r = remote.head(&q.key).await;
@@ -453,7 +432,6 @@ async fn drop_copy(
     let removed = blocking(move || s.remove_if(&b, &k, have)).await?;
     if removed {
         state.cold.forget(bucket, key);
-        state.cold.count(bucket, |r| r.evictions += 1);
         RemoteMetrics::inc(&state.cold.metrics.evictions, bucket, 1);
     }
     Ok(removed)
@@ -495,16 +473,16 @@ async fn run_fetch(
     bucket: &str,
     key: &str,
     fetch: &Fetch,
-) -> Result<(), Failure> {
+) -> Result<(), ApiError> {
     let r = remote.get(key).await;
     state.cold.note(bucket, &r);
     let (obj, mut body) = r.map_err(remote_err)?;
     let mp = state.store.mountpath_for(bucket, key);
     make_room(state, mp, obj.size).await;
-    let mut temp = state.store.create_temp(mp).await.map_err(ApiError::from)?;
+    let mut temp = state.store.create_temp(mp).await?;
     let io = |what: &str| {
         let what = what.to_string();
-        move |e: std::io::Error| Failure::from(ApiError::from(StoreError::io(what)(e)))
+        move |e: std::io::Error| ApiError::from(StoreError::io(what)(e))
     };
     let writer = temp
         .file()
@@ -520,7 +498,7 @@ async fn run_fetch(
         attrs: obj.attrs.clone(),
         checksums: Default::default(),
         parts: Vec::new(),
-        version: stamp_now(),
+        version: aisle_cluster::stamp(),
         remote: Some(RemoteStamp {
             etag: obj.etag.clone(),
             version: obj.version.clone(),
@@ -547,8 +525,7 @@ async fn run_fetch(
                     remote.label(),
                     obj.size
                 ),
-            )
-            .into());
+            ));
         }
         md5.update(&chunk);
         writer
@@ -566,10 +543,9 @@ async fn run_fetch(
                 remote.label(),
                 obj.size
             ),
-        )
-        .into());
+        ));
     }
-    temp.finish().await.map_err(ApiError::from)?;
+    temp.finish().await?;
     let md5 = hex::encode(md5.finalize());
     if meta.etag.is_empty() {
         meta.etag = md5.clone();
@@ -587,20 +563,12 @@ async fn run_fetch(
         Ok(_) => {}
         // A client's write got there first: it is newer than this fetch.
         Err(e) if e.code == "Stale" => return Ok(()),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     }
     state.cold.cached_meta(bucket, key, &meta, mp);
-    state.cold.count(bucket, |r| r.fetches += 1);
     RemoteMetrics::inc(&state.cold.metrics.fetches, bucket, 1);
     RemoteMetrics::inc(&state.cold.metrics.bytes, bucket, meta.size);
     Ok(())
-}
-
-fn stamp_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1)
 }
 
 async fn wait_head(fetch: &Fetch) -> Result<Arc<Head>, ApiError> {
@@ -611,8 +579,8 @@ async fn wait_head(fetch: &Fetch) -> Result<Arc<Head>, ApiError> {
             if let Some(h) = &p.head {
                 return Ok(h.clone());
             }
-            if let Some(Err(f)) = &p.done {
-                return Err(f.clone().into());
+            if let Some(Err(e)) = &p.done {
+                return Err(e.clone());
             }
             if let Some(Ok(())) = &p.done {
                 return Err(api_err(
@@ -632,7 +600,7 @@ async fn wait_done(fetch: &Fetch) -> Result<(), ApiError> {
     let mut rx = fetch.progress.subscribe();
     loop {
         if let Some(done) = rx.borrow_and_update().done.clone() {
-            return done.map_err(ApiError::from);
+            return done;
         }
         if rx.changed().await.is_err() {
             return Err(api_err(500, "InternalError", "a fetch was dropped"));
@@ -662,7 +630,7 @@ fn follow(fetch: Arc<Fetch>, file: Arc<std::fs::File>, start: u64, end: u64) -> 
                     }
                     match done {
                         Some(Err(f)) => {
-                            let e: BoxError = f.message.into();
+                            let e: BoxError = f.message.clone().into();
                             return Some((Err(e), (pos, rx, fetch, true)));
                         }
                         Some(Ok(())) => break written,
@@ -701,21 +669,7 @@ pub(crate) async fn write_through(
     size: u64,
 ) -> Result<RemoteStamp, ApiError> {
     let remote = state.cold.remote(bucket, spec)?;
-    let body = futures::stream::iter(files)
-        .then(|(path, len)| async move {
-            let f = tokio::fs::File::open(&path).await?;
-            use tokio::io::AsyncReadExt;
-            Ok::<_, std::io::Error>(tokio_util::io::ReaderStream::with_capacity(
-                f.take(len),
-                1024 * 1024,
-            ))
-        })
-        .map(|r| match r {
-            Ok(s) => s.boxed(),
-            Err(e) => futures::stream::iter([Err(e)]).boxed(),
-        })
-        .flatten()
-        .boxed();
+    let body = crate::files::open_span(&files, 0, size).await?.boxed();
     let r = remote.put(key, size, attrs, body).await;
     state.cold.note(bucket, &r);
     let obj = r.map_err(remote_err)?;
@@ -855,7 +809,7 @@ async fn make_room(state: &Arc<State>, mp: u16, incoming: u64) {
         }
         (need > 0).then_some(need)
     };
-    let victims: Vec<((String, String), u64)> = {
+    let victims: Vec<(String, String)> = {
         let cached = state.cold.cached.lock().expect("cache lock");
         let on_mp: u64 = cached.values().filter(|e| e.mp == mp).map(|e| e.size).sum();
         let Some(mut need) = over(on_mp) else { return };
@@ -868,11 +822,11 @@ async fn make_room(state: &Arc<State>, mp: u16, incoming: u64) {
                 break;
             }
             need = need.saturating_sub(e.size);
-            out.push((id.clone(), e.size));
+            out.push(id.clone());
         }
         out
     };
-    for ((bucket, key), _) in victims {
+    for (bucket, key) in victims {
         if state
             .cold
             .fetches

@@ -260,7 +260,7 @@ pub(crate) fn error_resp(status: u16, code: &str, message: impl Into<String>) ->
 }
 
 /// A failed request: status, S3 error code for the gateway to pass on, and detail.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct ApiError {
     pub(crate) status: u16,
     pub(crate) code: &'static str,
