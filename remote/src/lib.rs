@@ -396,10 +396,7 @@ impl Remote {
         };
         Ok(RemoteObject {
             size,
-            etag: result
-                .e_tag
-                .map(|t| t.trim_matches('"').to_string())
-                .unwrap_or_default(),
+            etag: unquoted(result.e_tag.as_deref()),
             version: result.version,
             mtime_ms: aisle_cluster::now_ms(),
             attrs: attrs.clone(),
@@ -437,8 +434,8 @@ impl Remote {
         loop {
             let mut keys = self.scan(&q.prefix, after.as_deref()).await?;
             let mut restarted = false;
-            while let Some(entry) = keys.next().await {
-                let entry = entry?;
+            // Every listing page must come within the timeout: a stalled remote is an error.
+            while let Some(entry) = self.timed_next(&mut keys).await? {
                 if items.len() == q.limit {
                     return Ok(ListPage {
                         items,
@@ -528,12 +525,7 @@ impl Remote {
                             Ok(ObjectEntry {
                                 key,
                                 size: m.size,
-                                etag: m
-                                    .e_tag
-                                    .as_deref()
-                                    .unwrap_or("")
-                                    .trim_matches('"')
-                                    .to_string(),
+                                etag: unquoted(m.e_tag.as_deref()),
                                 mtime_ms: m.last_modified.timestamp_millis(),
                             })
                         })
@@ -642,6 +634,11 @@ fn dir_prefix(prefix: &str) -> String {
     }
 }
 
+/// An ETag without its quotes (empty when the remote gave none).
+fn unquoted(etag: Option<&str>) -> String {
+    etag.unwrap_or("").trim_matches('"').to_string()
+}
+
 fn first_line(s: &str) -> String {
     let s = s.lines().next().unwrap_or("").trim();
     s.chars().take(300).collect()
@@ -659,12 +656,7 @@ impl std::error::Error for Elapsed {}
 fn object_of(m: &object_store::ObjectMeta, attrs: ObjectAttrs) -> RemoteObject {
     RemoteObject {
         size: m.size,
-        etag: m
-            .e_tag
-            .as_deref()
-            .unwrap_or("")
-            .trim_matches('"')
-            .to_string(),
+        etag: unquoted(m.e_tag.as_deref()),
         version: m.version.clone(),
         mtime_ms: m.last_modified.timestamp_millis(),
         attrs,
