@@ -42,8 +42,9 @@ pub enum GatewayError {
 /// for a CNAME bucket.
 struct Hosts(Vec<String>);
 
-impl S3Host for Hosts {
-    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<VirtualHost<'a>> {
+impl Hosts {
+    /// `(domain, bucket)` when `host` is `bucket.<domain>` for a configured domain.
+    fn bucket_of<'a>(&'a self, host: &'a str) -> Option<(&'a str, &'a str)> {
         let name = match host.rsplit_once(':') {
             Some((n, port)) if !n.ends_with(']') || port.chars().all(|c| c.is_ascii_digit()) => {
                 if n.starts_with('[') || !n.contains(':') {
@@ -54,16 +55,19 @@ impl S3Host for Hosts {
             }
             _ => host,
         };
-        for d in &self.0 {
-            if let Some(bucket) = name
-                .strip_suffix(d.as_str())
-                .and_then(|r| r.strip_suffix('.'))
-                && !bucket.is_empty()
-            {
-                return Ok(VirtualHost::new(d.as_str()).with_bucket(bucket));
-            }
-        }
-        Ok(VirtualHost::new(host))
+        self.0.iter().find_map(|d| {
+            let bucket = name.strip_suffix(d.as_str())?.strip_suffix('.')?;
+            (!bucket.is_empty()).then_some((d.as_str(), bucket))
+        })
+    }
+}
+
+impl S3Host for Hosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<VirtualHost<'a>> {
+        Ok(match self.bucket_of(host) {
+            Some((domain, bucket)) => VirtualHost::new(domain).with_bucket(bucket),
+            None => VirtualHost::new(host),
+        })
     }
 }
 
@@ -76,7 +80,7 @@ struct Gateway {
     metrics_token: Option<String>,
     /// Requests slower than this are logged and counted.
     slow: std::time::Duration,
-    domains: Vec<String>,
+    hosts: Hosts,
     sessions: Arc<crate::ui::Sessions>,
 }
 
@@ -152,7 +156,7 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
         metrics: stats_for_metrics,
         metrics_token: cfg.metrics_token.clone(),
         slow: std::time::Duration::from_millis(cfg.slow_request_ms),
-        domains: cfg.domains.clone(),
+        hosts: Hosts(cfg.domains.clone()),
         sessions,
     });
     let listener = TcpListener::bind(cfg.listen)
@@ -188,7 +192,7 @@ async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<s3s::Body>
         req.method(),
         req.uri().path(),
         req.uri().query(),
-        is_vhost(&gw.domains, &req),
+        is_vhost(&gw.hosts, &req),
         req.headers().contains_key("x-amz-copy-source"),
     );
     let header_id = id.clone();
@@ -229,22 +233,12 @@ async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<s3s::Body>
     aisle_cluster::trace::scope(id, work).await
 }
 
-/// The bucket comes in the Host header (`bucket.<domain>`).
-fn is_vhost(domains: &[String], req: &Request<Incoming>) -> bool {
-    if domains.is_empty() {
-        return false;
-    }
-    let host = req
-        .headers()
+/// The bucket comes in the Host header (`bucket.<domain>`), as s3s is told by [`Hosts`].
+fn is_vhost(hosts: &Hosts, req: &Request<Incoming>) -> bool {
+    req.headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    let name = host.rsplit_once(':').map_or(host, |(n, _)| n);
-    domains.iter().any(|d| {
-        name.len() > d.len() + 1
-            && name.ends_with(d.as_str())
-            && name[..name.len() - d.len()].ends_with('.')
-    })
+        .is_some_and(|h| hosts.bucket_of(h).is_some())
 }
 
 /// `GET /_aisle/metrics` with the metrics bearer token.
