@@ -352,41 +352,20 @@ impl Jobs {
             let each = |key: String| {
                 let (me, bucket) = (me.clone(), spec.source.clone());
                 async move {
-                    let r = me.evict_one(&bucket, &key).await;
+                    let r = match me.targets.listing_targets(&bucket) {
+                        Ok(ts) => me
+                            .targets
+                            .evict(&ts, &bucket, &key)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
                     (key, r)
                 }
             };
             me.for_each_key(&job, keys, 16, each).await;
             Ok(())
         }))
-    }
-
-    /// Drop every cached copy of `(bucket, key)`; the bytes freed.
-    pub async fn evict_one(&self, bucket: &str, key: &str) -> Result<u64, String> {
-        let targets = self
-            .targets
-            .listing_targets(bucket)
-            .map_err(|e| e.to_string())?;
-        let mut freed = 0;
-        for t in targets {
-            let st = self
-                .targets
-                .cache(&t, bucket, key, Some("evict"))
-                .await
-                .map_err(|e| format!("{}: {e}", t.id))?;
-            if st.evicted {
-                freed += st.size.unwrap_or(0);
-            }
-        }
-        Ok(freed)
-    }
-
-    /// Evict everything cached of `bucket` (before its binding is removed).
-    pub async fn evict_all(&self, bucket: &str) -> Result<(), String> {
-        for key in self.list_keys(bucket, "", true).await? {
-            self.evict_one(bucket, &key).await?;
-        }
-        Ok(())
     }
 
     fn check_remote(&self, spec: &Sources) -> Result<(), String> {

@@ -121,6 +121,24 @@ impl Targets {
             .await
     }
 
+    /// Drop the cached copy of `(bucket, key)` of a remote bucket on each of `targets` (its
+    /// [`Self::listing_targets`]; the remote is not touched); the bytes freed.
+    pub async fn evict(
+        &self,
+        targets: &[TargetInfo],
+        bucket: &str,
+        key: &str,
+    ) -> Result<u64, ClientError> {
+        let mut freed = 0;
+        for t in targets {
+            let st = self.cache(t, bucket, key, Some("evict")).await?;
+            if st.evicted {
+                freed += st.size.unwrap_or(0);
+            }
+        }
+        Ok(freed)
+    }
+
     /// The target that fetches `(bucket, key)` of a remote bucket on a miss: the first in
     /// its read order.
     pub fn fetcher(&self, bucket: &str, key: &str) -> Result<TargetInfo, NoTargets> {

@@ -170,12 +170,10 @@ async fn evict_cached(s3: &AisleS3, name: &str) -> S3Result<()> {
         let page = super::list::cached_page(&s3.targets, name, &q).await?;
         let targets = s3.targets.listing_targets(name)?;
         for item in &page.items {
-            for t in &targets {
-                s3.targets
-                    .cache(t, name, item.name(), Some("evict"))
-                    .await
-                    .map_err(from_client)?;
-            }
+            s3.targets
+                .evict(&targets, name, item.name())
+                .await
+                .map_err(from_client)?;
         }
         if !page.truncated {
             return Ok(());
