@@ -585,7 +585,7 @@ pub(crate) async fn read_transformed(
             size += chunk.len() as u64;
             temp.write(chunk).await?;
         }
-        temp.finish().await?;
+        temp.finish_transient().await?;
         meta.size = size;
         let spans = crate::files::spans(&[(temp.path().to_path_buf(), size)], 0, size)?;
         // The spans hold the file open; dropping `temp` unlinks its name.

@@ -74,6 +74,18 @@ impl TempFile {
         }
     }
 
+    /// Write the rest without an fsync: for a transient file that is read and removed, never
+    /// published (a transform's output staged for its size).
+    pub async fn finish_transient(&mut self) -> Result<(), StoreError> {
+        match self.writer.take() {
+            Some(w) => w
+                .finish(false)
+                .await
+                .map_err(StoreError::io(format!("writing {}", self.path.display()))),
+            None => Ok(()),
+        }
+    }
+
     /// Write the rest and fsync; after this the file is ready to be published.
     pub async fn finish(&mut self) -> Result<(), StoreError> {
         match self.writer.take() {
