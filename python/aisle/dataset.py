@@ -9,11 +9,12 @@ the same.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import hashlib
 import os
 import random
 import tarfile
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -133,36 +134,22 @@ class _Reads:
         def fetch(group):
             return list(self.client.get_batch(group, missing=missing))
 
-        results: Dict[int, Any] = {}
-        threads: Dict[int, threading.Thread] = {}
-
-        def start(i):
-            def run():
-                try:
-                    results[i] = fetch(groups[i])
-                except BaseException as e:  # surfaced in the consumer
-                    results[i] = e
-            t = threading.Thread(target=run, daemon=True)
-            threads[i] = t
-            t.start()
-
-        for i in range(min(prefetch + 1, len(groups))):
-            start(i)
-        for i in range(len(groups)):
-            threads[i].join()
-            nxt = i + prefetch + 1
-            if nxt < len(groups):
-                start(nxt)
-            got = results.pop(i)
-            if isinstance(got, BaseException):
-                raise got
-            batch = []
-            for name, data in got:
-                if name.startswith("__missing__/"):
-                    self.skipped += 1
-                    continue
-                batch.append(self._out(data))
-            yield batch
+        # The next `prefetch` batches are requested while the current one is used.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=prefetch + 1) as ex:
+            pending = collections.deque(ex.submit(fetch, g) for g in groups[: prefetch + 1])
+            queued = len(pending)
+            while pending:
+                got = pending.popleft().result()
+                if queued < len(groups):
+                    pending.append(ex.submit(fetch, groups[queued]))
+                    queued += 1
+                batch = []
+                for name, data in got:
+                    if name.startswith("__missing__/"):
+                        self.skipped += 1
+                        continue
+                    batch.append(self._out(data))
+                yield batch
 
 
 class ObjectDataset(_Reads, _MapBase):
