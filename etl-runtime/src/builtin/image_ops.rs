@@ -1,6 +1,6 @@
 //! Image transforms on the `image` crate. An image is decoded whole (bounded by
 //! [`MAX_IMAGE_BYTES`] of input and the decoder's dimension limits), so these run on the
-//! blocking pool.
+//! blocking pool. `resize` has its own fast path for shrinking JPEGs ([`super::resize`]).
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::sync::Arc;
 use image::codecs::jpeg::JpegEncoder;
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 
+use super::resize::{Mode, Resize, decode_jpeg_for};
 use crate::{ByteStream, EtlError, StageArgs, Transformer, collect_limited, once};
 
 /// Largest encoded image accepted.
@@ -45,7 +46,7 @@ pub(super) fn all() -> Vec<Arc<dyn Transformer>> {
 struct Params {
     w: Option<u32>,
     h: Option<u32>,
-    mode: String,
+    mode: Mode,
     q: u8,
 }
 
@@ -68,6 +69,10 @@ impl ImageT {
         };
         let (w, h) = (dim("w")?, dim("h")?);
         let mode = args.str(stage, "mode")?.unwrap_or_else(|| "exact".into());
+        let mode = Mode::parse(&mode).ok_or_else(|| EtlError::BadArgs {
+            stage: stage.into(),
+            message: format!("mode must be exact, fit or fill, got {mode}"),
+        })?;
         let q = match args.u64(stage, "q")? {
             None => 90,
             Some(q) if (1..=100).contains(&q) => q as u8,
@@ -85,12 +90,6 @@ impl ImageT {
                         stage: stage.into(),
                         message: "give w, h or both, e.g. {\"resize\":{\"w\":224,\"h\":224}}"
                             .into(),
-                    });
-                }
-                if !["exact", "fit", "fill"].contains(&mode.as_str()) {
-                    return Err(EtlError::BadArgs {
-                        stage: stage.into(),
-                        message: format!("mode must be exact, fit or fill, got {mode}"),
                     });
                 }
             }
@@ -121,38 +120,32 @@ impl ImageT {
         let input_format = reader
             .format()
             .ok_or_else(|| reject("not a recognised image format".into()))?;
-        let img = reader
-            .decode()
-            .map_err(|e| reject(format!("cannot decode the image: {e}")))?;
-        let out: DynamicImage = match self.0 {
-            Op::Resize => {
-                let (w, h) = match (p.w, p.h) {
-                    (Some(w), Some(h)) => (w, h),
-                    (Some(w), None) => (
-                        w,
-                        ((img.height() as u64 * w as u64) / img.width().max(1) as u64).max(1)
-                            as u32,
-                    ),
-                    (None, Some(h)) => (
-                        ((img.width() as u64 * h as u64) / img.height().max(1) as u64).max(1)
-                            as u32,
-                        h,
-                    ),
-                    (None, None) => unreachable!("checked in params"),
-                };
-                let filter = image::imageops::FilterType::Triangle;
-                // Shrinking by 2x or more: area averaging (the `thumbnail` integer algorithm),
-                // which is what a good downscale needs and several times cheaper than a
-                // triangle filter whose support grows with the ratio.
-                let shrink = img.width() >= 2 * w && img.height() >= 2 * h;
-                match p.mode.as_str() {
-                    "fit" if shrink => img.thumbnail(w, h),
-                    "fit" => img.resize(w, h, filter),
-                    "fill" => img.resize_to_fill(w, h, filter),
-                    _ if shrink => img.thumbnail_exact(w, h),
-                    _ => img.resize_exact(w, h, filter),
-                }
+        let resize = Resize {
+            w: p.w,
+            h: p.h,
+            mode: p.mode,
+        };
+        let fast = match (self.0, input_format) {
+            (Op::Resize, ImageFormat::Jpeg) => decode_jpeg_for(data, &resize),
+            _ => None,
+        };
+        let (img, src) = match fast {
+            Some(decoded) => decoded,
+            None => {
+                let img = reader
+                    .decode()
+                    .map_err(|e| reject(format!("cannot decode the image: {e}")))?;
+                let src = (img.width(), img.height());
+                (img, src)
             }
+        };
+        let out: DynamicImage = match self.0 {
+            Op::Resize => resize
+                .apply(&img, src)
+                .map_err(|message| EtlError::Failed {
+                    stage: stage.into(),
+                    message,
+                })?,
             Op::CenterCrop => {
                 let w = p.w.unwrap_or(img.width()).min(img.width());
                 let h = p.h.unwrap_or(img.height()).min(img.height());
