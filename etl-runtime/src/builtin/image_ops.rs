@@ -84,14 +84,11 @@ impl ImageT {
             }
         };
         match self.0 {
-            Op::Resize => {
-                if w.is_none() && h.is_none() {
-                    return Err(EtlError::BadArgs {
-                        stage: stage.into(),
-                        message: "give w, h or both, e.g. {\"resize\":{\"w\":224,\"h\":224}}"
-                            .into(),
-                    });
-                }
+            Op::Resize if w.is_none() && h.is_none() => {
+                return Err(EtlError::BadArgs {
+                    stage: stage.into(),
+                    message: "give w, h or both, e.g. {\"resize\":{\"w\":224,\"h\":224}}".into(),
+                });
             }
             Op::CenterCrop if w.is_none() || h.is_none() => {
                 return Err(EtlError::BadArgs {
