@@ -147,6 +147,8 @@ mod tests {
                 created_ms: 0,
                 copies: 2,
                 remote: None,
+                cors: Vec::new(),
+                tags: Default::default(),
             },
         );
         m

@@ -56,6 +56,7 @@ pub fn now_ms() -> i64 {
 }
 pub mod client;
 pub mod copies;
+pub mod cors;
 pub mod etag;
 pub mod files;
 pub mod listing;

@@ -97,6 +97,12 @@ pub struct BucketProps {
     /// Set for a remote bucket: a cache in front of another store ([`RemoteSpec`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<RemoteSpec>,
+    /// CORS rules (PutBucketCors); none: browsers from other origins are refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cors: Vec<crate::cors::CorsRule>,
+    /// Bucket tags (PutBucketTagging).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// The store behind a remote bucket, and how the cache in front of it behaves.

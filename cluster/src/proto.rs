@@ -258,6 +258,10 @@ pub struct ObjectMeta {
     /// Set on a cached object of a remote bucket: what the remote said of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<RemoteStamp>,
+    /// The multipart upload that made this object, if one did: a CompleteMultipartUpload
+    /// repeated after success finds it here and succeeds again, as S3's does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
 }
 
 /// What a cached object of a remote bucket remembers of the remote's object (coherence checks

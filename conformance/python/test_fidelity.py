@@ -238,7 +238,7 @@ def test_listing_options(s3, bucket):
     assert "Owner" not in s3.list_objects_v2(Bucket=bucket)["Contents"][0]
     # encoding-type=url asked for explicitly: botocore leaves the names encoded, as S3 sends them.
     r = s3.list_objects_v2(Bucket=bucket, EncodingType="url", Delimiter="/")
-    assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["a+b/"]
+    assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["a%20b/"]  # space is %20, never + (issue 13)
     assert [o["Key"] for o in r["Contents"]] == ["c%2Bd", "%C3%A9"]
     # Left to botocore (it adds encoding-type=url and decodes): the names as stored.
     r = s3.list_objects_v2(Bucket=bucket, Delimiter="/")

@@ -77,6 +77,8 @@ pub async fn bind(meta: &MetaOwner, name: &str, spec: RemoteSpec) -> Result<Bind
                             created_ms,
                             copies: 1,
                             remote: Some(spec.clone()),
+                            cors: Vec::new(),
+                            tags: Default::default(),
                         },
                     );
                     Ok((true, true))

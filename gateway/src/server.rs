@@ -204,6 +204,10 @@ async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<s3s::Body>
         } else if let Some(too_big) = xml_body_too_large(&req) {
             too_big
         } else {
+            let mut req = req;
+            if !is_vhost(&gw.hosts, &req) {
+                sigv2_bucket_resource(&mut req);
+            }
             match gw.s3.call(req.map(s3s::Body::from)).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -280,6 +284,36 @@ pub const MAX_XML_BODY: u64 = 4 * 1024 * 1024;
 
 /// Refuse an oversized XML body up front with S3's 400 MaxMessageLengthExceeded (s3s itself
 /// would answer a 500 after reading 20 MiB). XML bodies come with POST, and with PUT on a bucket.
+/// Signature V2 signs a bucket-level request's resource as `/bucket/`, with the slash, even when
+/// the path sent is `/bucket` (botocore does so for every path-style bucket operation, and its
+/// presigned URLs are V2 by default); S3 accepts it. s3s signs the path as sent, so such a
+/// request is given the slash before s3s sees it: `/bucket/` names the same bucket.
+fn sigv2_bucket_resource<B>(req: &mut Request<B>) {
+    let v2 = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .is_some_and(|a| a.as_bytes().starts_with(b"AWS "))
+        || req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.starts_with("AWSAccessKeyId=")));
+    let path = req.uri().path();
+    if !v2 || path.len() < 2 || path[1..].contains('/') {
+        return;
+    }
+    let with_slash = match req.uri().query() {
+        Some(q) => format!("{path}/?{q}"),
+        None => format!("{path}/"),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = with_slash.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
 fn xml_body_too_large(req: &Request<Incoming>) -> Option<Response<s3s::Body>> {
     let len: u64 = req
         .headers()
@@ -373,5 +407,30 @@ async fn cluster_api(gw: &Gateway, req: Request<Incoming>) -> Response<s3s::Body
             "NotImplemented",
             "no such cluster API".into(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sigv2_bucket_requests_get_the_slash_they_were_signed_with() {
+        let shaped = |auth: Option<&str>, uri: &str| {
+            let mut b = http::Request::builder().uri(uri);
+            if let Some(a) = auth {
+                b = b.header("authorization", a);
+            }
+            let mut req = b.body(()).unwrap();
+            super::sigv2_bucket_resource(&mut req);
+            req.uri().to_string()
+        };
+        assert_eq!(shaped(Some("AWS k:s"), "/b?list-type=2"), "/b/?list-type=2");
+        assert_eq!(
+            shaped(None, "/b?AWSAccessKeyId=k&Expires=1&Signature=s"),
+            "/b/?AWSAccessKeyId=k&Expires=1&Signature=s"
+        );
+        // V4, object paths and the root are left alone.
+        assert_eq!(shaped(Some("AWS4-HMAC-SHA256 Credential=k"), "/b"), "/b");
+        assert_eq!(shaped(Some("AWS k:s"), "/b/key"), "/b/key");
+        assert_eq!(shaped(Some("AWS k:s"), "/"), "/");
     }
 }

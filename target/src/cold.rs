@@ -505,6 +505,7 @@ async fn run_fetch(
             md5: None,
             checked_ms: now,
         }),
+        upload_id: None,
     };
     fetch.progress.send_modify(|p| {
         p.head = Some(Arc::new(Head {

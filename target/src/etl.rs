@@ -500,6 +500,7 @@ pub(crate) async fn read_transformed(
         parts: Vec::new(),
         version: rec.meta.version,
         remote: None,
+        upload_id: None,
     };
     let applied = pipeline.applied();
     let object_path = match member {

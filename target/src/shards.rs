@@ -220,6 +220,7 @@ fn member_meta(rec: &StoredObject, name: &str, size: u64, content_type: &str) ->
         parts: Vec::new(),
         version: rec.meta.version,
         remote: None,
+        upload_id: None,
     }
 }
 
@@ -531,6 +532,7 @@ pub(crate) async fn append(
         parts: Vec::new(),
         version: opts.version,
         remote: None,
+        upload_id: None,
     };
     let store = state.store.clone();
     let (b, k) = (q.bucket.clone(), q.key.clone());
@@ -695,6 +697,7 @@ async fn rewrite_append(
         parts: Vec::new(),
         version: opts.version,
         remote: None,
+        upload_id: None,
     };
     let store = state.store.clone();
     let (b, k, old) = (q.bucket.clone(), q.key.clone(), rec.meta.etag.clone());

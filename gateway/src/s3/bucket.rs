@@ -69,6 +69,8 @@ pub(super) async fn create_bucket(
                     created_ms,
                     copies: m.new_bucket_copies(),
                     remote: None,
+                    cors: Vec::new(),
+                    tags: Default::default(),
                 },
             );
             Ok((true, ()))

@@ -11,18 +11,18 @@ use super::error::{check_key, from_client, s3_err};
 use super::get::{conditions, read};
 use super::upload::{Algo, Expect, ExpectedValue, MAX_PUT_SIZE, verified_body};
 
-/// Bucket and key of a copy source (versioned and access-point sources are not supported).
+/// Bucket and key of a copy source (its version, if named, must be `null`; access-point
+/// sources are not supported).
 pub(super) fn copy_source(src: &CopySource) -> S3Result<(String, String)> {
     match src {
         CopySource::Bucket {
             bucket,
             key,
-            version_id: None,
-        } => Ok((bucket.to_string(), key.to_string())),
-        CopySource::Bucket { .. } => Err(s3_err(
-            S3ErrorCode::NotImplemented,
-            "versioned copy sources are not supported",
-        )),
+            version_id,
+        } => {
+            super::version::check_version_id(version_id.as_deref())?;
+            Ok((bucket.to_string(), key.to_string()))
+        }
         _ => Err(s3_err(
             S3ErrorCode::NotImplemented,
             "access-point copy sources are not supported",

@@ -10,8 +10,9 @@ use super::error::{check_key, from_client, from_remote, s3_err};
 /// Most keys one DeleteObjects request may name, as S3.
 pub const MAX_DELETE_KEYS: usize = 1000;
 
-async fn delete_one(s3: &AisleS3, bucket: &str, key: &str) -> S3Result<()> {
+async fn delete_one(s3: &AisleS3, bucket: &str, key: &str, version: Option<&str>) -> S3Result<()> {
     check_key(key)?;
+    super::version::check_version_id(version)?;
     let plan = s3.targets.write_plan(bucket, key)?;
     // A remote bucket's object goes on the remote first; then the cached copies.
     if let Some(remote) = s3.targets.remote(bucket) {
@@ -33,7 +34,7 @@ pub(super) async fn delete_object(
 ) -> S3Result<S3Response<DeleteObjectOutput>> {
     let input = req.input;
     s3.check_bucket(&input.bucket)?;
-    delete_one(s3, &input.bucket, &input.key).await?;
+    delete_one(s3, &input.bucket, &input.key, input.version_id.as_deref()).await?;
     Ok(S3Response::new(DeleteObjectOutput::default()))
 }
 
@@ -54,7 +55,7 @@ pub(super) async fn delete_objects(
     let bucket = input.bucket.as_str();
     let results: Vec<(String, S3Result<()>)> = futures::stream::iter(objects)
         .map(|o| async move {
-            let r = delete_one(s3, bucket, &o.key).await;
+            let r = delete_one(s3, bucket, &o.key, o.version_id.as_deref()).await;
             (o.key, r)
         })
         .buffered(16)

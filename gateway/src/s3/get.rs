@@ -204,6 +204,7 @@ macro_rules! read_request {
         let requested = super::etl::selection(&$req.headers, &$req.uri)?;
         let archive = super::archive::selection(&$req.headers, &$req.uri)?;
         let input = $req.input;
+        super::version::check_version_id(input.version_id.as_deref())?;
         let (bucket, etl) = $s3.read_source(&input.bucket, requested)?;
         if etl.is_some()
             && matches!(

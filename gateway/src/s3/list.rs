@@ -179,18 +179,26 @@ async fn transformed_sizes(s3: &AisleS3, source: &str, sel: &EtlSelection, items
     }
 }
 
-/// `encoding-type=url` as S3 does it: form encoding (space as `+`), `/` left as is.
+/// What `encoding-type=url` leaves as is: letters, digits, `-._~` and `/`. Everything else is
+/// percent-encoded as UTF-8 bytes: space is `%20` (never `+`, which decoders using plain
+/// percent-decoding would keep), `+` is `%2B`, control characters are encoded.
+const URL_KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
 fn url_encode(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes())
-        .collect::<String>()
-        .replace("%2F", "/")
+    percent_encoding::utf8_percent_encode(s, URL_KEEP).to_string()
 }
 
-/// Applies `encoding-type=url` to names in the response.
-struct Encoder(bool);
+/// Applies `encoding-type=url` to names in a listing's response (keys, prefixes, delimiter,
+/// markers).
+pub(super) struct Encoder(bool);
 
 impl Encoder {
-    fn new(e: Option<&EncodingType>) -> S3Result<Self> {
+    pub(super) fn new(e: Option<&EncodingType>) -> S3Result<Self> {
         match e.map(|e| e.as_str()) {
             None => Ok(Encoder(false)),
             Some(EncodingType::URL) => Ok(Encoder(true)),
@@ -200,11 +208,13 @@ impl Encoder {
             )),
         }
     }
-    fn apply(&self, s: &str) -> String {
+    pub(super) fn apply(&self, s: &str) -> String {
         if self.0 { url_encode(s) } else { s.to_string() }
     }
-    fn opt(&self, s: Option<&String>) -> Option<String> {
-        s.map(|s| self.apply(s))
+    /// An optional request parameter echoed back: an empty one is no parameter (S3 does not
+    /// echo `delimiter=` or `marker=`).
+    pub(super) fn opt(&self, s: Option<&String>) -> Option<String> {
+        s.filter(|s| !s.is_empty()).map(|s| self.apply(s))
     }
 }
 
@@ -246,7 +256,9 @@ pub(super) async fn list_objects_v2(
     let prefix = input.prefix.clone().unwrap_or_default();
     let delimiter = input.delimiter.clone().unwrap_or_default();
     let limit = max_keys(input.max_keys)?;
-    let after = match (&input.continuation_token, &input.start_after) {
+    // An empty continuation token is no token (as S3 treats `continuation-token=`).
+    let token = input.continuation_token.clone().filter(|t| !t.is_empty());
+    let after = match (&token, &input.start_after) {
         (Some(t), _) => Some(open_token(
             &s3.token_key,
             &input.bucket,
@@ -274,7 +286,7 @@ pub(super) async fn list_objects_v2(
         delimiter: enc.opt(input.delimiter.as_ref()),
         max_keys: Some(limit as i32),
         key_count: Some(key_count),
-        continuation_token: input.continuation_token,
+        continuation_token: token,
         next_continuation_token: next,
         start_after: enc.opt(input.start_after.as_ref()),
         is_truncated: Some(page.truncated),
@@ -323,6 +335,85 @@ pub(super) async fn list_objects(
     }))
 }
 
+/// ListObjectVersions. aisle keeps one version of each key (versioning is never enabled), so
+/// every object is listed as its `null` version, the latest, and there are no delete markers —
+/// what S3 answers for a bucket that never had versioning. Tools that clean up or sync call
+/// this even on unversioned buckets.
+pub(super) async fn list_object_versions(
+    s3: &AisleS3,
+    req: S3Request<ListObjectVersionsInput>,
+) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+    let input = req.input;
+    let enc = Encoder::new(input.encoding_type.as_ref())?;
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let limit = max_keys(input.max_keys)?;
+    let key_marker = input.key_marker.clone().filter(|m| !m.is_empty());
+    let id_marker = input.version_id_marker.clone().filter(|m| !m.is_empty());
+    let after = match (key_marker, id_marker.as_deref()) {
+        (None, Some(_)) => {
+            return Err(s3_err(
+                S3ErrorCode::InvalidArgument,
+                "a version-id marker cannot be specified without a key marker",
+            ));
+        }
+        (_, Some(id)) if id != super::version::NULL_VERSION => {
+            return Err(s3_err(
+                S3ErrorCode::InvalidArgument,
+                format!("invalid version id specified: {id}"),
+            ));
+        }
+        // Each key has one version, so resuming after (key, null) is resuming after the key.
+        (marker, _) => marker,
+    };
+    let page = merged_page(
+        s3,
+        &input.bucket,
+        &prefix,
+        input.delimiter.as_deref(),
+        after,
+        limit,
+    )
+    .await?;
+    let next_key_marker = page
+        .truncated
+        .then(|| page.items.last().map(|i| enc.apply(i.name())))
+        .flatten();
+    let (contents, prefixes) = split(s3, page.items, &enc, true);
+    let versions = contents
+        .into_iter()
+        .map(|o| ObjectVersion {
+            key: o.key,
+            version_id: Some(super::version::NULL_VERSION.into()),
+            is_latest: Some(true),
+            e_tag: o.e_tag,
+            size: o.size,
+            last_modified: o.last_modified,
+            owner: o.owner,
+            storage_class: Some(ObjectVersionStorageClass::from_static(
+                ObjectVersionStorageClass::STANDARD,
+            )),
+            ..Default::default()
+        })
+        .collect();
+    Ok(S3Response::new(ListObjectVersionsOutput {
+        name: Some(input.bucket),
+        prefix: Some(enc.apply(&prefix)),
+        delimiter: enc.opt(input.delimiter.as_ref()),
+        key_marker: Some(enc.opt(input.key_marker.as_ref()).unwrap_or_default()),
+        version_id_marker: Some(input.version_id_marker.unwrap_or_default()),
+        max_keys: Some(limit as i32),
+        is_truncated: Some(page.truncated),
+        next_version_id_marker: next_key_marker
+            .is_some()
+            .then(|| super::version::NULL_VERSION.into()),
+        next_key_marker,
+        versions: Some(versions),
+        common_prefixes: Some(prefixes),
+        encoding_type: input.encoding_type,
+        ..Default::default()
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,5 +433,12 @@ mod tests {
         );
         assert!(open_token(k, "b", "p/", "/", &forged).is_err());
         assert!(open_token(k, "b", "p/", "/", "garbage").is_err());
+    }
+
+    #[test]
+    fn url_encoding_is_percent_encoding_with_slashes_kept() {
+        assert_eq!(url_encode("a b+c/d~e-f_g.h"), "a%20b%2Bc/d~e-f_g.h");
+        assert_eq!(url_encode("x\u{1}y\ttab"), "x%01y%09tab");
+        assert_eq!(url_encode("é&=?"), "%C3%A9%26%3D%3F");
     }
 }

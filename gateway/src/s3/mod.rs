@@ -18,6 +18,7 @@ pub(crate) mod list;
 mod multipart;
 mod put;
 pub(crate) mod upload;
+mod version;
 
 use std::sync::Arc;
 
@@ -246,6 +247,24 @@ impl S3 for AisleS3 {
         req: S3Request<ListPartsInput>,
     ) -> S3Result<S3Response<ListPartsOutput>> {
         multipart::list_parts(self, req).await
+    }
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        list::list_object_versions(self, req).await
+    }
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        version::get_bucket_versioning(self, req).await
+    }
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        version::put_bucket_versioning(self, req).await
     }
     async fn list_multipart_uploads(
         &self,

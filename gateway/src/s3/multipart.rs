@@ -4,7 +4,8 @@
 
 use aisle_cluster::listing::common_prefix;
 use aisle_cluster::proto::{
-    Checksums, CompletePart, CompleteRequest, PartInfo, PartsQuery, UploadQuery, UploadsQuery,
+    Checksums, CompletePart, CompleteRequest, ObjectMeta, PartInfo, PartsQuery, UploadQuery,
+    UploadsQuery,
 };
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
@@ -269,7 +270,17 @@ pub(super) async fn complete(
                 "the XML you provided was not well-formed or did not validate: it names no parts",
             )
         })?;
-    let stored = all_parts(s3, &input.bucket, &input.key, &input.upload_id).await?;
+    let stored = match all_parts(s3, &input.bucket, &input.key, &input.upload_id).await {
+        Ok(stored) => stored,
+        Err(e) if *e.code() == S3ErrorCode::NoSuchUpload => {
+            // Completed already? S3 answers a repeated complete with the same success.
+            return match completed_by(s3, &input.bucket, &input.key, &input.upload_id).await {
+                Some(meta) => Ok(S3Response::new(completed(input.bucket, input.key, &meta))),
+                None => Err(e),
+            };
+        }
+        Err(e) => return Err(e),
+    };
     let mut chosen: Vec<&PartInfo> = Vec::with_capacity(wanted.len());
     let mut last = 0u32;
     for w in &wanted {
@@ -340,11 +351,23 @@ pub(super) async fn complete(
         .complete(&plan.target, &q, &body)
         .await
         .map_err(from_client)?;
+    Ok(S3Response::new(completed(input.bucket, input.key, &meta)))
+}
+
+/// The object upload `id` made, if it is still the current object of `key`.
+async fn completed_by(s3: &AisleS3, bucket: &str, key: &str, id: &str) -> Option<ObjectMeta> {
+    let head = super::get::read(s3, bucket, key, None, Default::default(), true)
+        .await
+        .ok()?;
+    (head.meta.upload_id.as_deref() == Some(id)).then_some(head.meta)
+}
+
+fn completed(bucket: String, key: String, meta: &ObjectMeta) -> CompleteMultipartUploadOutput {
     let c = &meta.checksums;
-    Ok(S3Response::new(CompleteMultipartUploadOutput {
-        bucket: Some(input.bucket.clone()),
-        key: Some(input.key.clone()),
-        location: Some(format!("/{}/{}", input.bucket, input.key)),
+    CompleteMultipartUploadOutput {
+        location: Some(format!("/{bucket}/{key}")),
+        bucket: Some(bucket),
+        key: Some(key),
         e_tag: Some(etag(&meta.etag)),
         checksum_crc32: c.crc32.clone(),
         checksum_crc32c: c.crc32c.clone(),
@@ -352,7 +375,7 @@ pub(super) async fn complete(
         checksum_sha256: c.sha256.clone(),
         checksum_type: checksum_type(c),
         ..Default::default()
-    }))
+    }
 }
 
 pub(super) async fn abort(
@@ -432,6 +455,7 @@ pub(super) async fn list_uploads(
 ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
     let input = req.input;
     s3.check_bucket(&input.bucket)?;
+    let enc = super::list::Encoder::new(input.encoding_type.as_ref())?;
     let prefix = input.prefix.clone().unwrap_or_default();
     let max = input.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
     let q = UploadsQuery {
@@ -477,7 +501,7 @@ pub(super) async fn list_uploads(
         }
         last = Some((u.key.clone(), u.upload_id.clone()));
         uploads.push(MultipartUpload {
-            key: Some(u.key.clone()),
+            key: Some(enc.apply(&u.key)),
             upload_id: Some(u.upload_id.clone()),
             initiated: Some(timestamp(u.initiated_ms)),
             storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
@@ -487,14 +511,14 @@ pub(super) async fn list_uploads(
     }
     Ok(S3Response::new(ListMultipartUploadsOutput {
         bucket: Some(input.bucket),
-        prefix: input.prefix,
-        delimiter: input.delimiter,
-        key_marker: input.key_marker,
+        prefix: enc.opt(input.prefix.as_ref()),
+        delimiter: enc.opt(input.delimiter.as_ref()),
+        key_marker: enc.opt(input.key_marker.as_ref()),
         upload_id_marker: input.upload_id_marker,
         max_uploads: Some(max as i32),
         is_truncated: Some(truncated),
         next_key_marker: truncated
-            .then(|| last.as_ref().map(|l| l.0.clone()))
+            .then(|| last.as_ref().map(|l| enc.apply(&l.0)))
             .flatten(),
         next_upload_id_marker: truncated
             .then(|| last.as_ref().map(|l| l.1.clone()))
@@ -503,7 +527,9 @@ pub(super) async fn list_uploads(
         common_prefixes: Some(
             prefixes
                 .into_iter()
-                .map(|p| CommonPrefix { prefix: Some(p) })
+                .map(|p| CommonPrefix {
+                    prefix: Some(enc.apply(&p)),
+                })
                 .collect(),
         ),
         encoding_type: input.encoding_type,

@@ -525,6 +525,7 @@ impl Index {
                 parts: sizes,
                 version: req.write.version,
                 remote: None,
+                upload_id: Some(id.to_string()),
             };
             let rec = StoredObject {
                 meta: meta.clone(),

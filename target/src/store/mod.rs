@@ -264,6 +264,7 @@ impl Store {
             parts: Vec::new(),
             version,
             remote,
+            upload_id: None,
         };
         let rule = if if_absent {
             PutRule::IfAbsent
@@ -658,6 +659,7 @@ mod tests {
             parts: Vec::new(),
             version,
             remote: None,
+            upload_id: None,
         }
     }
 
