@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod batch;
 pub mod config;
+mod cors;
 pub mod jobs;
 pub mod membership;
 pub mod meta;

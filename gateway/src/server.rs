@@ -201,20 +201,32 @@ async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<s3s::Body>
         let started = Instant::now();
         let mut resp = if req.uri().path().starts_with("/_aisle/cluster/") {
             cluster_api(&gw, req).await
+        } else if method == Method::OPTIONS {
+            let bucket = bucket_of_request(&gw.hosts, &req);
+            crate::cors::preflight(&gw.meta.snapshot(), bucket.as_deref(), req.headers())
         } else if let Some(too_big) = xml_body_too_large(&req) {
             too_big
         } else {
             let mut req = req;
+            let cors = crate::cors::Actual::of(
+                req.headers(),
+                req.method(),
+                bucket_of_request(&gw.hosts, &req).as_deref(),
+            );
             if !is_vhost(&gw.hosts, &req) {
                 sigv2_bucket_resource(&mut req);
             }
-            match gw.s3.call(req.map(s3s::Body::from)).await {
+            let mut resp = match gw.s3.call(req.map(s3s::Body::from)).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = ?e, "S3 service failed");
                     plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
                 }
+            };
+            if let Some(cors) = cors {
+                cors.decorate(&gw.meta.snapshot(), resp.headers_mut());
             }
+            resp
         };
         let status = resp.status();
         let elapsed = started.elapsed();
@@ -235,6 +247,23 @@ async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<s3s::Body>
     };
     // Every call to a target made for this request carries its id, and every line logged.
     aisle_cluster::trace::scope(id, work).await
+}
+
+/// The bucket a request is addressed to: from the Host header (virtual-hosted style) or the
+/// path's first segment.
+fn bucket_of_request<B>(hosts: &Hosts, req: &Request<B>) -> Option<String> {
+    let vhost = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| hosts.bucket_of(h));
+    match vhost {
+        Some((_, bucket)) => Some(bucket.to_string()),
+        None => {
+            let first = req.uri().path().trim_start_matches('/').split('/').next()?;
+            (!first.is_empty()).then(|| first.to_string())
+        }
+    }
 }
 
 /// The bucket comes in the Host header (`bucket.<domain>`), as s3s is told by [`Hosts`].

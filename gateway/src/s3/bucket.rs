@@ -81,6 +81,41 @@ pub(super) async fn create_bucket(
     }))
 }
 
+/// Changes one bucket's properties (CORS, tags): `f` edits them and says whether anything
+/// changed; a change is persisted and pushed like any metadata change.
+pub(super) async fn edit_bucket(
+    s3: &AisleS3,
+    name: &str,
+    f: impl FnOnce(&mut BucketProps) -> S3Result<bool>,
+) -> S3Result<()> {
+    s3.check_bucket(name)?;
+    s3.meta
+        .update(|m| match m.buckets.get_mut(name) {
+            Some(props) => f(props).map(|changed| (changed, ())),
+            None => Err(s3_err(
+                S3ErrorCode::NoSuchBucket,
+                format!("the bucket {name} does not exist"),
+            )),
+        })
+        .await
+}
+
+/// One bucket's properties as they are now.
+pub(super) fn bucket_props(s3: &AisleS3, name: &str) -> S3Result<BucketProps> {
+    s3.check_bucket(name)?;
+    s3.meta
+        .snapshot()
+        .buckets
+        .get(name)
+        .cloned()
+        .ok_or_else(|| {
+            s3_err(
+                S3ErrorCode::NoSuchBucket,
+                format!("the bucket {name} does not exist"),
+            )
+        })
+}
+
 pub(super) async fn head_bucket(
     s3: &AisleS3,
     req: S3Request<HeadBucketInput>,
