@@ -230,6 +230,20 @@ pub struct ObjectAttrs {
     /// `x-amz-meta-*` user metadata (names lower-case, without the prefix).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub user: BTreeMap<String, String>,
+    /// Object tags (`x-amz-tagging`, PutObjectTagging).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// New tags for the object at one version: PATCH [`T_OBJECT`] with [`ObjectQuery`], JSON body
+/// → JSON [`ObjectMeta`]. The bytes, ETag and version stay; a target holding another version
+/// answers 409 Stale, one holding none 404.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetagRequest {
+    /// The object's version ([`ObjectMeta::stamp`]) the tags are for.
+    pub version: u64,
+    /// The whole new tag set.
+    pub tags: BTreeMap<String, String>,
 }
 
 /// Everything the cluster knows of a stored object.

@@ -57,6 +57,17 @@ pub struct WritePlan {
     pub opts: WriteOptions,
 }
 
+/// What [`Targets::retag`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retagged {
+    /// Every copy of that version has the new tags.
+    Done,
+    /// A copy holds another version: the object changed meanwhile.
+    Stale,
+    /// No target holds the object (deleted meanwhile).
+    Missing,
+}
+
 /// The gateway's handle on the targets.
 #[derive(Clone)]
 pub struct Targets {
@@ -383,6 +394,63 @@ impl Targets {
             }
         }
         Ok(())
+    }
+
+    /// New tags for `(bucket, key)` at `version` on every target that holds it (copies may be
+    /// anywhere during a rebalance, as for deletes). `Stale` when a target holds another
+    /// version (a write came in between: the caller reads again); an error when a target that
+    /// must hold a copy could not be reached.
+    pub async fn retag(
+        &self,
+        plan: &WritePlan,
+        bucket: &str,
+        key: &str,
+        version: u64,
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Retagged, ClientError> {
+        let in_write_set = |t: &TargetInfo| {
+            t.id == plan.target.id || plan.opts.replicas.iter().any(|p| p.id == t.id)
+        };
+        let body = serde_json::to_vec(&proto::RetagRequest {
+            version,
+            tags: tags.clone(),
+        })
+        .expect("tags serialize");
+        let q = ObjectQuery {
+            bucket: bucket.into(),
+            key: key.into(),
+            part: None,
+        };
+        let calls = self.all().into_iter().map(|t| {
+            let url = Self::url(&t, proto::T_OBJECT, &q);
+            let body = body.clone();
+            async move {
+                let req = client::request(Method::PATCH, &url)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(client::full(body))
+                    .expect("valid request parts");
+                let r = self.guarded(&t, self.client.send_ok(req)).await;
+                (in_write_set(&t), r)
+            }
+        });
+        let mut tagged = 0;
+        for (required, r) in futures::future::join_all(calls).await {
+            match r {
+                Ok(_) => tagged += 1,
+                Err(ClientError::Status { status, .. }) if status == http::StatusCode::CONFLICT => {
+                    return Ok(Retagged::Stale);
+                }
+                Err(ClientError::Status { status, .. })
+                    if status == http::StatusCode::NOT_FOUND => {}
+                Err(e) if required => return Err(e),
+                Err(_) => {}
+            }
+        }
+        Ok(if tagged == 0 {
+            Retagged::Missing
+        } else {
+            Retagged::Done
+        })
     }
 
     fn url<Q: serde::Serialize>(t: &TargetInfo, path: &str, q: &Q) -> String {

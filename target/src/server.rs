@@ -391,6 +391,7 @@ async fn dispatch(state: Arc<State>, req: Request<Incoming>) -> Resp {
         (Method::GET, proto::T_OBJECT) => get_object(&state, req, true).await,
         (Method::HEAD, proto::T_OBJECT) => get_object(&state, req, false).await,
         (Method::DELETE, proto::T_OBJECT) => delete_object(&state, req).await,
+        (Method::PATCH, proto::T_OBJECT) => retag_object(&state, req).await,
         (Method::GET, proto::T_LIST) => list(&state, req).await,
         (Method::POST, proto::T_MPU) => create_upload(&state, req).await,
         (Method::DELETE, proto::T_MPU) => abort_upload(&state, req).await,
@@ -791,6 +792,14 @@ async fn delete_object(state: &Arc<State>, req: Request<Incoming>) -> Result<Res
         .status(StatusCode::NO_CONTENT)
         .body(full_body(Bytes::new()))
         .expect("valid response"))
+}
+
+async fn retag_object(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let q: ObjectQuery = query(&req)?;
+    let body: proto::RetagRequest = read_json_body(req).await?;
+    let store = state.store.clone();
+    let meta = blocking(move || store.retag(&q.bucket, &q.key, body.version, body.tags)).await?;
+    Ok(json_resp(StatusCode::OK, &meta))
 }
 
 async fn list(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {

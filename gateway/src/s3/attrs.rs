@@ -67,6 +67,7 @@ pub fn object_attrs(
     cache_control: Option<String>,
     expires: Option<&Timestamp>,
     metadata: Option<Metadata>,
+    tagging: Option<&str>,
 ) -> S3Result<ObjectAttrs> {
     let user: std::collections::BTreeMap<String, String> = metadata
         .unwrap_or_default()
@@ -88,6 +89,7 @@ pub fn object_attrs(
         cache_control,
         expires: expires.and_then(expires_string),
         user,
+        tags: super::tagging::tags_of_header(tagging)?,
     })
 }
 

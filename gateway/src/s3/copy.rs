@@ -105,11 +105,25 @@ pub(super) async fn copy_object(
             "the source is larger than 5 GiB: use UploadPartCopy",
         ));
     }
-    let attrs = if replace {
+    let mut attrs = if replace {
         attrs_of!(input)?
     } else {
         src.meta.attrs.clone()
     };
+    // Tags follow x-amz-tagging-directive, independently of the metadata directive.
+    attrs.tags = match input.tagging_directive.as_ref().map(|d| d.as_str()) {
+        None | Some(TaggingDirective::COPY) => src.meta.attrs.tags.clone(),
+        Some(TaggingDirective::REPLACE) => {
+            super::tagging::tags_of_header(input.tagging.as_deref())?
+        }
+        Some(other) => {
+            return Err(s3_err(
+                S3ErrorCode::InvalidArgument,
+                format!("unknown tagging directive {other}"),
+            ));
+        }
+    };
+    super::tagging::check_taggable(s3, &input.bucket, &attrs.tags)?;
     // Keep (recompute) the source's full-object checksum algorithm, or the one asked for.
     let algo = match input.checksum_algorithm.as_ref() {
         Some(a) => Some(Algo::from_name(a.as_str()).ok_or_else(|| {

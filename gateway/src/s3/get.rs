@@ -242,6 +242,8 @@ pub(super) async fn get_object(
     let (input, read) = read_request!(s3, req, false);
     let mut out = GetObjectOutput::default();
     fill_output!(out, &read, &input, input.part_number);
+    let tags = read.meta.attrs.tags.len();
+    out.tag_count = (tags > 0).then_some(tags as i32);
     let mut headers = http::HeaderMap::new();
     applied_header(&mut headers, &read);
     let stats = s3.stats.clone();

@@ -12,6 +12,7 @@ macro_rules! attrs_of {
             $input.cache_control.clone(),
             $input.expires.as_ref(),
             $input.metadata.clone(),
+            $input.tagging.as_deref(),
         )
     };
 }

@@ -58,6 +58,7 @@ pub(super) async fn create(
         ));
     }
     let attrs = attrs_of!(input)?;
+    super::tagging::check_taggable(s3, &input.bucket, &attrs.tags)?;
     let target = s3.targets.upload_owner(&input.bucket, &input.key)?;
     let id = s3
         .targets

@@ -68,6 +68,7 @@ pub(super) async fn put_object(
     };
     let declared = check_declared_len(input.content_length, MAX_PUT_SIZE)?;
     let attrs = attrs_of!(input)?;
+    super::tagging::check_taggable(s3, &input.bucket, &attrs.tags)?;
     let (expect, algo) = upload_expect!(input, headers, trailing_headers, declared);
     let mut plan = s3.targets.write_plan(&input.bucket, &input.key)?;
     plan.opts.if_absent = if_absent;

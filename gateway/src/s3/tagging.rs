@@ -1,5 +1,6 @@
-//! Tags: S3's limits on a tag set, and Put/Get/DeleteBucketTagging (bucket tags live with the
-//! bucket in the cluster metadata).
+//! Tags: S3's limits on a tag set; bucket tags (Put/Get/DeleteBucketTagging, kept with the bucket
+//! in the cluster metadata) and object tags (`x-amz-tagging` on writes, kept in the object's
+//! record; Put/Get/DeleteObjectTagging change them in place on every copy, bytes untouched).
 
 use std::collections::BTreeMap;
 
@@ -8,10 +9,13 @@ use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::AisleS3;
 use super::bucket::{bucket_props, edit_bucket};
-use super::error::s3_err;
+use super::error::{check_key, from_client, s3_err};
+use crate::proxy::Retagged;
 
 /// Most tags on a bucket, as S3.
 pub const MAX_BUCKET_TAGS: usize = 50;
+/// Most tags on an object, as S3.
+pub const MAX_OBJECT_TAGS: usize = 10;
 /// Longest tag key and value, in characters, as S3.
 pub const MAX_TAG_KEY: usize = 128;
 /// Longest tag value, in characters, as S3.
@@ -46,6 +50,43 @@ pub(super) fn tag_map(set: TagSet, max: usize) -> S3Result<BTreeMap<String, Stri
         }
     }
     Ok(map)
+}
+
+/// The tags of an `x-amz-tagging` header (`k1=v1&k2=v2`, URL-encoded), checked as object tags.
+pub(super) fn tags_of_header(header: Option<&str>) -> S3Result<BTreeMap<String, String>> {
+    let Some(h) = header.filter(|h| !h.is_empty()) else {
+        return Ok(BTreeMap::new());
+    };
+    let set: TagSet = form_urlencoded::parse(h.as_bytes())
+        .map(|(k, v)| Tag {
+            key: Some(k.into_owned()),
+            value: Some(v.into_owned()),
+        })
+        .collect();
+    tag_map(set, MAX_OBJECT_TAGS)
+}
+
+/// Refuses tags on a write to a remote bucket: the remote keeps the object, and its tags would
+/// live only in the cache.
+pub(super) fn check_taggable(
+    s3: &AisleS3,
+    bucket: &str,
+    tags: &BTreeMap<String, String>,
+) -> S3Result<()> {
+    if tags.is_empty() {
+        return Ok(());
+    }
+    not_remote(s3, bucket)
+}
+
+fn not_remote(s3: &AisleS3, bucket: &str) -> S3Result<()> {
+    match s3.targets.remote(bucket) {
+        Some(_) => Err(s3_err(
+            S3ErrorCode::NotImplemented,
+            "object tags are not kept for remote buckets (their remote holds the object)",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A stored tag map as S3's tag set.
@@ -100,4 +141,90 @@ pub(super) async fn delete_bucket_tagging(
     })
     .await?;
     Ok(S3Response::new(DeleteBucketTaggingOutput::default()))
+}
+
+/// The current version of an object, read from any copy (alias buckets are read-only: refused
+/// by `check_bucket`).
+async fn current(
+    s3: &AisleS3,
+    bucket: &str,
+    key: &str,
+) -> S3Result<aisle_cluster::proto::ObjectMeta> {
+    s3.check_bucket(bucket)?;
+    not_remote(s3, bucket)?;
+    Ok(
+        super::get::read(s3, bucket, key, None, Default::default(), true)
+            .await?
+            .meta,
+    )
+}
+
+/// Sets the tags of the object `key` as it is now, on every copy. A write that replaces the
+/// object meanwhile makes the copies answer Stale: then the new object is tagged instead.
+async fn retag(
+    s3: &AisleS3,
+    bucket: &str,
+    key: &str,
+    tags: BTreeMap<String, String>,
+) -> S3Result<()> {
+    const ATTEMPTS: usize = 3;
+    for _ in 0..ATTEMPTS {
+        let meta = current(s3, bucket, key).await?;
+        let plan = s3.targets.write_plan(bucket, key)?;
+        match s3
+            .targets
+            .retag(&plan, bucket, key, meta.stamp(), &tags)
+            .await
+            .map_err(from_client)?
+        {
+            Retagged::Done => return Ok(()),
+            // Read again: a newer object to tag, or NoSuchKey.
+            Retagged::Stale | Retagged::Missing => continue,
+        }
+    }
+    Err(s3_err(
+        S3ErrorCode::SlowDown,
+        "the object kept changing while its tags were set; try again",
+    ))
+}
+
+pub(super) async fn put_object_tagging(
+    s3: &AisleS3,
+    req: S3Request<PutObjectTaggingInput>,
+) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+    let input = req.input;
+    check_key(&input.key)?;
+    super::version::check_version_id(input.version_id.as_deref())?;
+    let tags = tag_map(input.tagging.tag_set, MAX_OBJECT_TAGS)?;
+    retag(s3, &input.bucket, &input.key, tags).await?;
+    Ok(S3Response::new(PutObjectTaggingOutput {
+        version_id: input.version_id,
+    }))
+}
+
+pub(super) async fn get_object_tagging(
+    s3: &AisleS3,
+    req: S3Request<GetObjectTaggingInput>,
+) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+    let input = req.input;
+    check_key(&input.key)?;
+    super::version::check_version_id(input.version_id.as_deref())?;
+    let meta = current(s3, &input.bucket, &input.key).await?;
+    Ok(S3Response::new(GetObjectTaggingOutput {
+        tag_set: tag_set(&meta.attrs.tags),
+        version_id: input.version_id,
+    }))
+}
+
+pub(super) async fn delete_object_tagging(
+    s3: &AisleS3,
+    req: S3Request<DeleteObjectTaggingInput>,
+) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+    let input = req.input;
+    check_key(&input.key)?;
+    super::version::check_version_id(input.version_id.as_deref())?;
+    retag(s3, &input.bucket, &input.key, BTreeMap::new()).await?;
+    Ok(S3Response::new(DeleteObjectTaggingOutput {
+        version_id: input.version_id,
+    }))
 }

@@ -384,6 +384,26 @@ impl Store {
         Ok(rec.meta)
     }
 
+    /// Replace the tags of `(bucket, key)` at `version`: same bytes, same version, so copies
+    /// and rebalancing are not disturbed; another version held is [`StoreError::Stale`].
+    /// Blocking.
+    pub fn retag(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: u64,
+        tags: std::collections::BTreeMap<String, String>,
+    ) -> Result<ObjectMeta, StoreError> {
+        let mut rec = self.get(bucket, key)?;
+        if rec.meta.stamp() != version {
+            return Err(StoreError::Stale(self.have(bucket, key)?));
+        }
+        rec.meta.attrs.tags = tags;
+        // The same version and the same files (the index refuses it over a newer object).
+        self.index.put_object(bucket, key, &rec, PutRule::Repair)?;
+        Ok(rec.meta)
+    }
+
     /// The record of `(bucket, key)`.
     pub fn get(&self, bucket: &str, key: &str) -> Result<StoredObject, StoreError> {
         self.index
