@@ -66,6 +66,13 @@ pub struct UpArgs {
     /// Requests slower than this many milliseconds are logged (warn) and counted.
     #[arg(long, default_value_t = 2000)]
     slow_ms: u64,
+    /// Seconds between runs of the buckets' lifecycle rules (0: only `aisle cluster
+    /// lifecycle`).
+    #[arg(long, default_value_t = 3600)]
+    lifecycle_every: u64,
+    /// Seconds in a lifecycle "day" (86400; shorter to try rules out).
+    #[arg(long, default_value_t = 86_400)]
+    lifecycle_day: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -254,6 +261,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         },
         metrics_token: Some(creds.metrics_token.clone()),
         slow_request_ms: args.slow_ms,
+        lifecycle: aisle_gateway::lifecycle::LifecycleConfig {
+            interval_secs: args.lifecycle_every,
+            day_secs: args.lifecycle_day.max(1),
+        },
     };
     let gw_cfg_path = data.join("gateway").join("config.json");
     write_private(&gw_cfg_path, &serde_json::to_vec_pretty(&gw_cfg)?)?;

@@ -141,16 +141,7 @@ mod tests {
             m.targets
                 .insert(id.clone(), TargetInfo::new(&id, format!("http://{id}")));
         }
-        m.buckets.insert(
-            "b".into(),
-            BucketProps {
-                created_ms: 0,
-                copies: 2,
-                remote: None,
-                cors: Vec::new(),
-                tags: Default::default(),
-            },
-        );
+        m.buckets.insert("b".into(), BucketProps::new(0, 2));
         m
     }
 

@@ -59,6 +59,7 @@ pub mod copies;
 pub mod cors;
 pub mod etag;
 pub mod files;
+pub mod lifecycle;
 pub mod listing;
 pub mod local;
 pub mod map;

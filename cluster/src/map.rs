@@ -103,6 +103,23 @@ pub struct BucketProps {
     /// Bucket tags (PutBucketTagging).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// Lifecycle rules (PutBucketLifecycleConfiguration), run by the targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lifecycle: Vec<crate::lifecycle::LifecycleRule>,
+}
+
+impl BucketProps {
+    /// A new local bucket with `copies` copies of every object and nothing else set.
+    pub fn new(created_ms: i64, copies: u8) -> BucketProps {
+        BucketProps {
+            created_ms,
+            copies,
+            remote: None,
+            cors: Vec::new(),
+            tags: BTreeMap::new(),
+            lifecycle: Vec::new(),
+        }
+    }
 }
 
 /// The store behind a remote bucket, and how the cache in front of it behaves.

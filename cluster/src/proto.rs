@@ -770,6 +770,48 @@ pub const T_REPLICA_SEND: &str = "/_aisle/t/v1/replica/send";
 /// POST → JSON [`ScrubReport`].
 pub const T_SCRUB: &str = "/_aisle/t/v1/scrub";
 
+/// Evaluate every bucket's lifecycle rules over what this target is the first owner of, and
+/// abort the expired multipart uploads it holds: POST with [`LifecycleQuery`] → JSON
+/// [`LifecycleReport`]. Expired objects are listed, not deleted: the gateway deletes them.
+pub const T_LIFECYCLE: &str = "/_aisle/t/v1/lifecycle";
+
+/// Query of [`T_LIFECYCLE`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LifecycleQuery {
+    /// The instant the rules are evaluated at, Unix milliseconds.
+    pub now_ms: i64,
+    /// The length of a lifecycle "day" in milliseconds (shorter in tests).
+    pub day_ms: i64,
+    /// Most expired objects one answer lists (the rest wait for the next run).
+    pub limit: usize,
+}
+
+/// An object a lifecycle rule expired, at the version that was evaluated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expired {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key.
+    pub key: String,
+    /// The version evaluated ([`ObjectMeta::stamp`]): a newer object is not expired by it.
+    pub version: u64,
+}
+
+/// What one target's lifecycle evaluation found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleReport {
+    /// Objects looked at (those this target is the first owner of, in buckets with rules).
+    pub examined: u64,
+    /// Objects due for expiration, for the gateway to delete.
+    pub expired: Vec<Expired>,
+    /// More were due than the answer may list.
+    pub truncated: bool,
+    /// Multipart uploads aborted here.
+    pub aborted_uploads: u64,
+    /// Errors met (the run goes on past each).
+    pub errors: Vec<String>,
+}
+
 /// Query of [`T_SCRUB`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ScrubQuery {

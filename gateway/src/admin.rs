@@ -178,6 +178,8 @@ pub struct AdminRoute {
     pub membership: Arc<crate::membership::Membership>,
     /// Dashboard sessions (an alternative to a SigV4 signature).
     pub sessions: Arc<crate::ui::Sessions>,
+    /// How lifecycle rules run (the day length of an on-demand run).
+    pub lifecycle: crate::lifecycle::LifecycleConfig,
 }
 
 fn json<T: Serialize>(v: &T) -> S3Response<Body> {
@@ -431,6 +433,9 @@ impl S3Route for AdminRoute {
                     rebalance: meta.rebalance.clone(),
                 }))
             }
+            (&Method::POST, "/_aisle/v1/cluster/lifecycle") => Ok(json(
+                &crate::lifecycle::run(&self.targets, &self.lifecycle).await,
+            )),
             (&Method::POST, "/_aisle/v1/cluster/scrub") => {
                 let q: aisle_cluster::proto::ScrubQuery =
                     serde_urlencoded::from_str(req.uri.query().unwrap_or(""))

@@ -38,6 +38,9 @@ pub struct GatewayConfig {
     /// Periodic scrub of every target.
     #[serde(default)]
     pub scrub: ScrubConfig,
+    /// Lifecycle rules: how often they run, how long their day is.
+    #[serde(default)]
+    pub lifecycle: crate::lifecycle::LifecycleConfig,
     /// Bearer token of `GET /_aisle/metrics` (none: metrics are not served).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_token: Option<String>,

@@ -13,6 +13,7 @@ pub mod batch;
 pub mod config;
 mod cors;
 pub mod jobs;
+pub mod lifecycle;
 pub mod membership;
 pub mod meta;
 pub mod metrics;

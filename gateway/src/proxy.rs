@@ -684,6 +684,43 @@ impl Targets {
         futures::future::join_all(calls).await
     }
 
+    /// Every live target's lifecycle evaluation ([`proto::T_LIFECYCLE`]), by target id.
+    pub async fn lifecycle_all(
+        &self,
+        q: &proto::LifecycleQuery,
+    ) -> Vec<(String, Result<proto::LifecycleReport, String>)> {
+        let calls = self.all().into_iter().map(|t| {
+            let url = Self::url(&t, proto::T_LIFECYCLE, q);
+            async move {
+                let r = self
+                    .guarded(&t, self.client.json::<(), _>(Method::POST, &url, None))
+                    .await
+                    .map_err(|e| e.to_string());
+                (t.id.clone(), r)
+            }
+        });
+        futures::future::join_all(calls).await
+    }
+
+    /// The metadata of the object as a plain HEAD finds it now (`None`: no such key).
+    pub async fn current_meta(&self, q: &ObjectQuery) -> Result<Option<ObjectMeta>, ClientError> {
+        let (resp, target) = match self.read(q, &ReadOptions::default(), true).await {
+            Ok(r) => r,
+            Err(e) if is_miss(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if resp.status() == http::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(client::status_error(target.url.clone(), resp).await);
+        }
+        Ok(resp
+            .headers()
+            .get(META_HEADER)
+            .and_then(|v| proto::decode_header(v.as_bytes()).ok()))
+    }
+
     /// A target's status, with per-mountpath object counts.
     pub async fn status(&self, t: &TargetInfo) -> Result<TargetStatus, ClientError> {
         let url = Self::url(t, proto::T_STATUS, &proto::StatusQuery { counts: true });

@@ -74,11 +74,8 @@ pub async fn bind(meta: &MetaOwner, name: &str, spec: RemoteSpec) -> Result<Bind
                     m.buckets.insert(
                         name.to_string(),
                         BucketProps {
-                            created_ms,
-                            copies: 1,
                             remote: Some(spec.clone()),
-                            cors: Vec::new(),
-                            tags: Default::default(),
+                            ..BucketProps::new(created_ms, 1)
                         },
                     );
                     Ok((true, true))

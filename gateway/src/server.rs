@@ -113,6 +113,10 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
             }
         });
     }
+    crate::lifecycle::spawn(
+        Targets::new(client.clone(), meta.clone(), Default::default()),
+        cfg.lifecycle.clone(),
+    );
     let stats = Arc::new(Stats::default());
     let targets = Targets::new(client, meta.clone(), stats.clone());
     let token_key = sha2::Sha256::digest(format!("list-token\0{}", cfg.cluster_secret)).to_vec();
@@ -128,6 +132,7 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
         stats: stats.clone(),
         jobs: crate::jobs::Jobs::new(targets.clone(), meta.clone()),
         membership: membership.clone(),
+        lifecycle: cfg.lifecycle.clone(),
     };
     let stats_for_metrics = stats.clone();
     let s3 = AisleS3::new(

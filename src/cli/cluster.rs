@@ -67,6 +67,15 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run the buckets' lifecycle rules now: expire due objects, abort due multipart uploads.
+    /// Prints what was done.
+    Lifecycle {
+        #[command(flatten)]
+        conn: Connection,
+        /// Print JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Wait until the current rebalance has settled.
     Wait {
         #[command(flatten)]
@@ -259,6 +268,35 @@ pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ClusterCommand::Wait { conn, timeout } => wait_settled(&conn, timeout, None).await,
+        ClusterCommand::Lifecycle { conn, json } => {
+            let body =
+                admin_call(&conn, "POST", "/_aisle/v1/cluster/lifecycle", Bytes::new()).await?;
+            let run: aisle_gateway::lifecycle::LifecycleRun =
+                serde_json::from_slice(&body).context("parsing the answer")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&run)?);
+            } else {
+                println!(
+                    "{} objects examined, {} expired, {} changed since evaluated (kept), {} uploads aborted{}",
+                    run.examined,
+                    run.expired,
+                    run.changed,
+                    run.aborted_uploads,
+                    if run.truncated {
+                        "; more are due: run again"
+                    } else {
+                        ""
+                    }
+                );
+                for e in &run.errors {
+                    println!("  {e}");
+                }
+            }
+            if !run.errors.is_empty() {
+                bail!("{} errors", run.errors.len());
+            }
+            Ok(())
+        }
         ClusterCommand::Scrub {
             conn,
             rate_mib,

@@ -11,6 +11,7 @@ mod cold;
 pub mod config;
 mod etl;
 mod files;
+mod lifecycle;
 mod local;
 mod metrics;
 mod rebalance;

@@ -65,13 +65,7 @@ pub(super) async fn create_bucket(
             }
             m.buckets.insert(
                 name.clone(),
-                BucketProps {
-                    created_ms,
-                    copies: m.new_bucket_copies(),
-                    remote: None,
-                    cors: Vec::new(),
-                    tags: Default::default(),
-                },
+                BucketProps::new(created_ms, m.new_bucket_copies()),
             );
             Ok((true, ()))
         })
