@@ -29,6 +29,9 @@ pub struct Connection {
     /// Region to sign for.
     #[arg(long, env = "AWS_DEFAULT_REGION", default_value = "us-east-1")]
     region: String,
+    /// CA certificates (PEM) an https:// endpoint is verified against (default: the system's).
+    #[arg(long, env = "AWS_CA_BUNDLE")]
+    ca_bundle: Option<std::path::PathBuf>,
 }
 
 /// GET an admin path, signed.
@@ -63,7 +66,15 @@ async fn admin_stream(
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Full::new(body.clone()))?;
     conn.signer().sign(&mut req, SignableBody::Bytes(&body))?;
-    let client = Client::builder(TokioExecutor::new()).build_http();
+    // https:// endpoints are verified against AWS_CA_BUNDLE when set (as the AWS tools do),
+    // else the system's roots.
+    let tls = aisle_cluster::tls::endpoint_client_config(conn.ca_bundle.as_deref())?;
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*tls).clone())
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client = Client::builder(TokioExecutor::new()).build(https);
     let resp = client
         .request(req)
         .await
@@ -95,7 +106,14 @@ impl Connection {
             access_key: access_key.into(),
             secret_key: secret_key.into(),
             region: region.into(),
+            ca_bundle: None,
         }
+    }
+
+    /// The same, verifying an https:// endpoint against the CA in `ca` (PEM).
+    pub fn with_ca(mut self, ca: Option<std::path::PathBuf>) -> Self {
+        self.ca_bundle = ca;
+        self
     }
 
     /// A SigV4 signer for these keys.

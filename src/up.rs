@@ -73,6 +73,10 @@ pub struct UpArgs {
     /// Seconds in a lifecycle "day" (86400; shorter to try rules out).
     #[arg(long, default_value_t = 86_400)]
     lifecycle_day: u64,
+    /// Serve every port (S3, admin, intra-cluster) over TLS with a certificate from a CA made
+    /// under <data>/tls (kept across restarts); aisle.env then sets AWS_CA_BUNDLE to it.
+    #[arg(long)]
+    tls: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -241,8 +245,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             )
         })?;
     }
+    let tls = if args.tls {
+        Some(aisle_cluster::tls::self_signed(&data.join("tls"), &[])?)
+    } else {
+        None
+    };
     let gw_cfg = GatewayConfig {
         listen,
+        tls: tls.clone(),
         root: data.join("gateway"),
         cluster_secret: creds.cluster_secret.clone(),
         access_key: creds.access_key.clone(),
@@ -278,7 +288,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }];
     spawn(&data, &mut nodes[0])?;
     let addr = wait_for_file(&ready_file, Duration::from_secs(30)).await?;
-    let endpoint = format!("http://{}", addr.trim());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = format!("{scheme}://{}", addr.trim());
     // A restarted gateway must come back on the same port (with `--port 0`, the one it was
     // given first): clients hold the endpoint and the targets join there.
     let gw_cfg = GatewayConfig {
@@ -314,6 +325,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 .collect(),
             gateway_url: endpoint.clone(),
             cluster_secret: creds.cluster_secret.clone(),
+            tls: tls.clone(),
             etl_cache_bytes: aisle_target::config::DEFAULT_ETL_CACHE_BYTES,
             cache_max_bytes: args.cache_max.map(|b| b.as_u64()),
             metrics_token: Some(creds.metrics_token.clone()),
@@ -333,7 +345,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         nodes.push(node);
         ids.push(id);
     }
-    let client = NodeClient::new(&creds.cluster_secret);
+    let client_tls = match &tls {
+        Some(t) => Some(aisle_cluster::tls::client_config(&t.ca)?),
+        None => None,
+    };
+    let client = NodeClient::with_tls(&creds.cluster_secret, client_tls);
     wait_for_targets(&client, &endpoint, &ids, Duration::from_secs(60)).await?;
     if !extra.is_empty() {
         // Shrinking the cluster is a decommission of each extra target, through the admin API.
@@ -342,7 +358,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             &creds.access_key,
             &creds.secret_key,
             &creds.region,
-        );
+        )
+        .with_ca(tls.as_ref().map(|t| t.ca.clone()));
         for id in &extra {
             eprintln!(
                 "aisle: shrinking the cluster: decommissioning {id} (its objects move first)"
@@ -363,10 +380,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
 
     let scrape = write_scrape_files(&client, &endpoint, &data, &creds.metrics_token).await?;
-    let env = format!(
+    let mut env = format!(
         "export AWS_ENDPOINT_URL={endpoint}\nexport AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY={}\nexport AWS_DEFAULT_REGION={}\n",
         creds.access_key, creds.secret_key, creds.region
     );
+    if let Some(t) = &tls {
+        env.push_str(&format!("export AWS_CA_BUNDLE={}\n", t.ca.display()));
+    }
     write_private(&data.join("aisle.env"), env.as_bytes())?;
     println!(
         "aisle is up: 1 gateway, {} targets x {} mountpaths",
@@ -425,6 +445,7 @@ async fn write_scrape_files(
         .context("reading the cluster map")?;
     let host = |url: &str| {
         url.trim_start_matches("http://")
+            .trim_start_matches("https://")
             .trim_end_matches('/')
             .to_string()
     };

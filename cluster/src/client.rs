@@ -97,8 +97,14 @@ pub fn full(b: impl Into<Bytes>) -> ReqBody {
 }
 
 impl NodeClient {
-    /// A client that authenticates with `secret`.
+    /// A client that authenticates with `secret` (plain HTTP peers only).
     pub fn new(secret: &str) -> Self {
+        Self::with_tls(secret, None)
+    }
+
+    /// A client that authenticates with `secret` and reaches `https://` peers with `tls`
+    /// ([`crate::tls::client_config`]: trusting the cluster's CA).
+    pub fn with_tls(secret: &str, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -106,7 +112,7 @@ impl NodeClient {
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
-            .build(Connector::new(connector, routes.clone()));
+            .build(Connector::new(connector, routes.clone(), tls));
         Self {
             http,
             routes,

@@ -67,4 +67,5 @@ pub mod metrics;
 pub mod placement;
 pub mod proto;
 pub mod serve;
+pub mod tls;
 pub mod trace;

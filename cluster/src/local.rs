@@ -111,12 +111,23 @@ impl LocalRoutes {
 pub struct Connector {
     tcp: HttpConnector,
     routes: LocalRoutes,
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 impl Connector {
-    /// A connector that consults `routes` on every new connection.
-    pub fn new(tcp: HttpConnector, routes: LocalRoutes) -> Self {
-        Self { tcp, routes }
+    /// A connector that consults `routes` on every new connection; `https://` URLs are
+    /// reached over TLS with `tls` (none: they are refused).
+    pub fn new(
+        mut tcp: HttpConnector,
+        routes: LocalRoutes,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Self {
+        tcp.enforce_http(false);
+        Self {
+            tcp,
+            routes,
+            tls: tls.map(tokio_rustls::TlsConnector::from),
+        }
     }
 }
 
@@ -132,6 +143,7 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let local = self.routes.get(&uri).map(|l| l.path);
         let mut tcp = self.tcp.clone();
+        let tls = self.tls.clone();
         Box::pin(async move {
             if let Some(path) = local {
                 match UnixStream::connect(&path).await {
@@ -141,6 +153,14 @@ impl tower_service::Service<Uri> for Connector {
                         "local socket unreachable, using TCP"
                     ),
                 }
+            }
+            if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+                let tls = tls.ok_or("an https:// peer, but this node has no TLS CA configured")?;
+                let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())?;
+                let stream = tcp.call(uri).await?.into_inner();
+                let stream = tls.connect(name, stream).await?;
+                return Ok(Conn::Tls(Box::new(TokioIo::new(stream))));
             }
             Ok(Conn::Tcp(tcp.call(uri).await?))
         })
@@ -153,13 +173,15 @@ pub enum Conn {
     Tcp(TokioIo<TcpStream>),
     /// Over a Unix socket on this host.
     Unix(TokioIo<UnixStream>),
+    /// Over TLS on TCP (boxed: a TLS session is large, and rarer than the others).
+    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
 }
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {
         match self {
             Conn::Tcp(s) => s.connected(),
-            Conn::Unix(_) => Connected::new(),
+            Conn::Unix(_) | Conn::Tls(_) => Connected::new(),
         }
     }
 }
@@ -172,6 +194,10 @@ macro_rules! delegate {
                 $e
             }
             Conn::Unix($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Conn::Tls($s) => {
                 let $s = Pin::new($s);
                 $e
             }
@@ -210,6 +236,7 @@ impl hyper::rt::Write for Conn {
         match self {
             Conn::Tcp(s) => s.is_write_vectored(),
             Conn::Unix(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
         }
     }
 

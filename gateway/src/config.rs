@@ -14,6 +14,10 @@ pub struct GatewayConfig {
     pub root: PathBuf,
     /// Shared cluster secret (intra-cluster calls).
     pub cluster_secret: String,
+    /// Serve S3, the admin API and the intra-cluster endpoints over TLS with this certificate,
+    /// and trust this CA for calls to targets (`https://` URLs). None: plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<aisle_cluster::tls::TlsFiles>,
     /// S3 access key id.
     pub access_key: String,
     /// S3 secret access key.

@@ -26,6 +26,9 @@ use crate::s3::{AisleS3, Stats};
 /// Failure to start a gateway.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// The TLS files could not be used.
+    #[error(transparent)]
+    Tls(#[from] aisle_cluster::tls::TlsError),
     /// Binding or file setup failed.
     #[error("{context}: {source}")]
     Io {
@@ -88,7 +91,11 @@ struct Gateway {
 pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
     let io = |context: String| move |source| GatewayError::Io { context, source };
     std::fs::create_dir_all(&cfg.root).map_err(io(format!("creating {}", cfg.root.display())))?;
-    let client = NodeClient::new(&cfg.cluster_secret);
+    let client_tls = match &cfg.tls {
+        Some(t) => Some(aisle_cluster::tls::client_config(&t.ca)?),
+        None => None,
+    };
+    let client = NodeClient::with_tls(&cfg.cluster_secret, client_tls);
     let meta = MetaOwner::load(&cfg.root, client.clone());
     let membership =
         crate::membership::Membership::new(meta.clone(), client.clone(), cfg.health.clone());
@@ -178,10 +185,14 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
         std::fs::rename(&tmp, path).map_err(io(format!("writing {}", path.display())))?;
     }
     // Request heads beyond MAX_HEADER_BYTES are refused (431).
-    aisle_cluster::serve::serve(listener, Some(MAX_HEADER_BYTES), move |req| {
-        handle(gw.clone(), req)
-    })
-    .await;
+    let serve = move |req| handle(gw.clone(), req);
+    match &cfg.tls {
+        Some(t) => {
+            let tls = aisle_cluster::tls::server_config(&t.cert, &t.key)?;
+            aisle_cluster::serve::serve_tls(listener, tls, Some(MAX_HEADER_BYTES), serve).await
+        }
+        None => aisle_cluster::serve::serve(listener, Some(MAX_HEADER_BYTES), serve).await,
+    }
     Ok(())
 }
 

@@ -67,7 +67,8 @@ class Client:
 
     def __init__(self, endpoint: Optional[str] = None, access_key: Optional[str] = None,
                  secret_key: Optional[str] = None, region: Optional[str] = None,
-                 timeout: float = 60.0, retries: int = 4, pool_size: int = 16):
+                 timeout: float = 60.0, retries: int = 4, pool_size: int = 16,
+                 ca_bundle: Optional[str] = None):
         self.endpoint = (endpoint or os.environ.get("AWS_ENDPOINT_URL") or "").rstrip("/")
         if not self.endpoint:
             raise ValueError("no endpoint: pass one or set AWS_ENDPOINT_URL")
@@ -79,6 +80,10 @@ class Client:
         self._signer = S3SigV4Auth(Credentials(ak, sk), "s3", self.region)
         self._pool_args = dict(maxsize=pool_size, retries=False,
                                timeout=urllib3.Timeout(connect=10.0, read=timeout))
+        # HTTPS against a cluster with its own CA (`aisle up --tls`): AWS_CA_BUNDLE, as boto3.
+        ca = ca_bundle or os.environ.get("AWS_CA_BUNDLE")
+        if ca:
+            self._pool_args["ca_certs"] = ca
         self._http = urllib3.PoolManager(**self._pool_args)
         self._pid = os.getpid()
         self.retries = retries

@@ -23,6 +23,10 @@ pub struct TargetConfig {
     pub gateway_url: String,
     /// Shared cluster secret.
     pub cluster_secret: String,
+    /// Serve the intra-cluster API over TLS with this certificate, and trust this CA for
+    /// calls to other nodes (`https://` URLs). None: plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<aisle_cluster::tls::TlsFiles>,
     /// Budget of the cache of transformed (deterministic ETL) outputs, in bytes.
     #[serde(default = "default_etl_cache_bytes")]
     pub etl_cache_bytes: u64,

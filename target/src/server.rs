@@ -35,6 +35,9 @@ pub enum TargetError {
     /// Opening the store failed.
     #[error("opening the store: {0}")]
     Store(#[from] StoreError),
+    /// The TLS files could not be used.
+    #[error(transparent)]
+    Tls(#[from] aisle_cluster::tls::TlsError),
     /// Binding or serving failed.
     #[error("{context}: {source}")]
     Io {
@@ -90,12 +93,17 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
         .advertise_host
         .clone()
         .unwrap_or_else(|| local.ip().to_string());
-    let url = format!("http://{host}:{}", local.port());
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{host}:{}", local.port());
+    let client_tls = match &cfg.tls {
+        Some(t) => Some(aisle_cluster::tls::client_config(&t.ca)?),
+        None => None,
+    };
     let metrics = crate::metrics::TargetMetrics::new();
     started_ms();
     let state = Arc::new(State {
         id: cfg.id.clone(),
-        client: NodeClient::new(&cfg.cluster_secret),
+        client: NodeClient::with_tls(&cfg.cluster_secret, client_tls),
         rebalance: crate::rebalance::Rebalancer::default(),
         store,
         secret: cfg.cluster_secret.clone(),
@@ -137,7 +145,18 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
             tokio::spawn(crate::local::serve(fds, state.clone()));
         }
     }
-    aisle_cluster::serve::serve(listener, None, move |req| handle(state.clone(), req)).await;
+    match &cfg.tls {
+        Some(t) => {
+            let tls = aisle_cluster::tls::server_config(&t.cert, &t.key)?;
+            aisle_cluster::serve::serve_tls(listener, tls, None, move |req| {
+                handle(state.clone(), req)
+            })
+            .await
+        }
+        None => {
+            aisle_cluster::serve::serve(listener, None, move |req| handle(state.clone(), req)).await
+        }
+    }
     Ok(())
 }
 
