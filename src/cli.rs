@@ -11,8 +11,10 @@ use hyper_util::rt::TokioExecutor;
 
 mod cluster;
 mod remote;
+mod user;
 pub use cluster::{BucketCommand, ClusterCommand, bucket, cluster, decommission_and_wait};
 pub use remote::{CacheJobArgs, LsArgs, cache_job, ls};
+pub use user::{UserCommand, user};
 
 /// Where the cluster is and how to sign for it.
 #[derive(clap::Args)]

@@ -58,6 +58,11 @@ enum Command {
         command: cli::ClusterCommand,
     },
     /// Buckets: add a remote bucket, remove one, set properties (copies).
+    /// Users and their access keys: who may use S3 besides the admin (docs/s3.md, "Users").
+    User {
+        #[command(subcommand)]
+        command: cli::UserCommand,
+    },
     Bucket {
         #[command(subcommand)]
         command: cli::BucketCommand,
@@ -145,6 +150,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Cluster { command } => cli::cluster(command).await,
         Command::Bucket { command } => cli::bucket(command).await,
+        Command::User { command } => cli::user(command).await,
         Command::Prefetch(args) => cli::cache_job("prefetch", args).await,
         Command::Evict(args) => cli::cache_job("evict", args).await,
         Command::Ls(args) => cli::ls(args).await,

@@ -24,6 +24,7 @@
 //! It is not for S3 (no XML, no SigV4: that is the gateway's job) and holds no storage code
 //! (that is the target's).
 
+pub mod access;
 pub mod auth;
 
 /// A fresh write stamp: nanoseconds since the epoch, strictly increasing in this process (and

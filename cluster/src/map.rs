@@ -106,6 +106,19 @@ pub struct BucketProps {
     /// Lifecycle rules (PutBucketLifecycleConfiguration), run by the targets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lifecycle: Vec<crate::lifecycle::LifecycleRule>,
+    /// The user who created it (`None`: the cluster's admin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Its canned ACL.
+    #[serde(default, skip_serializing_if = "is_private")]
+    pub acl: crate::access::CannedAcl,
+    /// Its bucket policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::access::Policy>,
+}
+
+fn is_private(acl: &crate::access::CannedAcl) -> bool {
+    *acl == crate::access::CannedAcl::Private
 }
 
 impl BucketProps {
@@ -118,6 +131,9 @@ impl BucketProps {
             cors: Vec::new(),
             tags: BTreeMap::new(),
             lifecycle: Vec::new(),
+            owner: None,
+            acl: Default::default(),
+            policy: None,
         }
     }
 }
@@ -294,6 +310,20 @@ pub struct ClusterMeta {
     /// The current rebalance.
     #[serde(default)]
     pub rebalance: Rebalance,
+    /// Users besides the admin, by name, with their keys (`aisle user …`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub users: BTreeMap<String, crate::access::User>,
+}
+
+impl ClusterMeta {
+    /// The user that holds access key `access_key`, and the key's secret.
+    pub fn user_of_key(&self, access_key: &str) -> Option<(&str, &str)> {
+        self.users.iter().find_map(|(name, u)| {
+            u.keys
+                .get(access_key)
+                .map(|secret| (name.as_str(), secret.as_str()))
+        })
+    }
 }
 
 /// A registered transform, as `aisle etl init` takes it (YAML or JSON).

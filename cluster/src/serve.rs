@@ -11,6 +11,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
+/// The address a request's connection came from, in the request's extensions (TCP and TLS
+/// connections; none on a Unix socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// A listener the accept loop takes connections from: TCP (with `TCP_NODELAY`) or a Unix
 /// socket.
 pub trait Listener: Send + 'static {
@@ -18,6 +23,10 @@ pub trait Listener: Send + 'static {
     type Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// The next connection.
     fn next_conn(&self) -> impl Future<Output = std::io::Result<Self::Conn>> + Send;
+    /// The address a connection came from, where there is one.
+    fn peer(_conn: &Self::Conn) -> Option<PeerAddr> {
+        None
+    }
 }
 
 impl Listener for TcpListener {
@@ -26,6 +35,9 @@ impl Listener for TcpListener {
         let (stream, _) = self.accept().await?;
         let _ = stream.set_nodelay(true);
         Ok(stream)
+    }
+    fn peer(conn: &TcpStream) -> Option<PeerAddr> {
+        conn.peer_addr().ok().map(PeerAddr)
     }
 }
 
@@ -49,7 +61,10 @@ where
 {
     loop {
         match listener.next_conn().await {
-            Ok(stream) => connection(stream, max_head, handler.clone()),
+            Ok(stream) => {
+                let peer = L::peer(&stream);
+                connection(stream, peer, max_head, handler.clone())
+            }
             Err(e) => tracing::warn!(error = %e, "accept failed"),
         }
     }
@@ -87,6 +102,7 @@ pub async fn serve_tls<F, Fut, B>(
             }
         };
         let (acceptor, handler) = (acceptor.clone(), handler.clone());
+        let peer = TcpListener::peer(&stream);
         tokio::spawn(async move {
             let handshake = async {
                 // A TLS record starts with 0x16 (handshake); anything else is not TLS.
@@ -101,7 +117,7 @@ pub async fn serve_tls<F, Fut, B>(
                 acceptor.accept(stream).await.map(Some)
             };
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-                Ok(Ok(Some(tls))) => serve_connection(tls, max_head, handler).await,
+                Ok(Ok(Some(tls))) => serve_connection(tls, peer, max_head, handler).await,
                 Ok(Ok(None)) => tracing::debug!("plain HTTP on a TLS port refused"),
                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -111,7 +127,7 @@ pub async fn serve_tls<F, Fut, B>(
 }
 
 /// Serve one accepted connection on its own task.
-fn connection<S, F, Fut, B>(stream: S, max_head: Option<usize>, handler: F)
+fn connection<S, F, Fut, B>(stream: S, peer: Option<PeerAddr>, max_head: Option<usize>, handler: F)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -120,12 +136,16 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    tokio::spawn(serve_connection(stream, max_head, handler));
+    tokio::spawn(serve_connection(stream, peer, max_head, handler));
 }
 
 /// Serve one connection until it ends.
-async fn serve_connection<S, F, Fut, B>(stream: S, max_head: Option<usize>, handler: F)
-where
+async fn serve_connection<S, F, Fut, B>(
+    stream: S,
+    peer: Option<PeerAddr>,
+    max_head: Option<usize>,
+    handler: F,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
@@ -133,8 +153,11 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let svc = hyper::service::service_fn(move |req| {
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let handler = handler.clone();
+        if let Some(p) = peer {
+            req.extensions_mut().insert(p);
+        }
         async move { Ok::<_, Infallible>(handler(req).await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

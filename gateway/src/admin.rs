@@ -180,6 +180,8 @@ pub struct AdminRoute {
     pub sessions: Arc<crate::ui::Sessions>,
     /// How lifecycle rules run (the day length of an on-demand run).
     pub lifecycle: crate::lifecycle::LifecycleConfig,
+    /// The admin's access key: the only one the admin API takes (users' keys are for S3).
+    pub admin_key: String,
 }
 
 fn json<T: Serialize>(v: &T) -> S3Response<Body> {
@@ -376,9 +378,13 @@ impl S3Route for AdminRoute {
         uri.path().starts_with(ADMIN_PREFIX)
     }
 
-    /// A SigV4 signature with the cluster's keys, or a dashboard session ([`crate::ui`]).
+    /// A SigV4 signature with the admin's keys, or a dashboard session ([`crate::ui`]).
     async fn check_access(&self, req: &mut S3Request<Body>) -> S3Result<()> {
-        if req.credentials.is_some() || self.sessions.valid(&req.headers) {
+        let admin = req
+            .credentials
+            .as_ref()
+            .is_some_and(|c| c.access_key == self.admin_key);
+        if admin || self.sessions.valid(&req.headers) {
             Ok(())
         } else {
             Err(s3s::s3_error!(AccessDenied, "Signature is required"))
@@ -432,6 +438,9 @@ impl S3Route for AdminRoute {
                         .collect(),
                     rebalance: meta.rebalance.clone(),
                 }))
+            }
+            (m, path) if path.starts_with(crate::users::USERS_PREFIX) => {
+                Ok(json(&crate::users::route(&self.meta, m, path).await?))
             }
             (&Method::POST, "/_aisle/v1/cluster/lifecycle") => Ok(json(
                 &crate::lifecycle::run(&self.targets, &self.lifecycle).await,

@@ -8,6 +8,7 @@
 //! A gateway stores no object bytes and never buffers an object: bodies pass through in chunks.
 //! It never transforms data either; transforms run on targets.
 
+pub mod access;
 pub mod admin;
 pub mod batch;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod remote;
 pub mod s3;
 pub mod server;
 pub mod ui;
+pub mod users;
 
 pub use config::GatewayConfig;
 pub use server::run;

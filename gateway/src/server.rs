@@ -11,7 +11,6 @@ use aisle_cluster::proto::{self, ErrorBody};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use s3s::auth::SimpleAuth;
 use s3s::host::{S3Host, VirtualHost};
 use s3s::service::{S3Service, S3ServiceBuilder};
 use sha2::Digest;
@@ -140,6 +139,7 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
         jobs: crate::jobs::Jobs::new(targets.clone(), meta.clone()),
         membership: membership.clone(),
         lifecycle: cfg.lifecycle.clone(),
+        admin_key: cfg.access_key.clone(),
     };
     let stats_for_metrics = stats.clone();
     let s3 = AisleS3::new(
@@ -151,9 +151,15 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
         stats,
     );
     let mut builder = S3ServiceBuilder::new(s3);
-    builder.set_auth(SimpleAuth::from_single(
-        cfg.access_key.clone(),
-        cfg.secret_key.clone(),
+    builder.set_auth(crate::access::Keys::new(
+        &cfg.access_key,
+        &cfg.secret_key,
+        meta.clone(),
+    ));
+    builder.set_access(crate::access::Access::new(
+        &cfg.access_key,
+        meta.clone(),
+        cfg.tls.is_some(),
     ));
     builder.set_route(admin);
     builder.set_validation(Names);

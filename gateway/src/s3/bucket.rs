@@ -21,14 +21,27 @@ impl From<PersistError> for S3Error {
 
 pub(super) async fn list_buckets(
     s3: &AisleS3,
-    _req: S3Request<ListBucketsInput>,
+    req: S3Request<ListBucketsInput>,
 ) -> S3Result<S3Response<ListBucketsOutput>> {
+    use crate::access::Caller;
     let meta = s3.meta.snapshot();
+    // The admin sees every bucket; a user the buckets they own (as S3 lists an account's).
+    let who = s3.caller(&req);
     let mut buckets: Vec<Bucket> = meta
         .buckets
         .iter()
+        .filter(|(_, p)| match &who {
+            Caller::Admin => true,
+            Caller::User(u) => p.owner.as_deref() == Some(u.as_str()),
+            Caller::Anonymous => false,
+        })
         .map(|(name, p)| (name, p.created_ms))
-        .chain(meta.aliases.iter().map(|(name, a)| (name, a.created_ms)))
+        .chain(
+            meta.aliases
+                .iter()
+                .filter(|_| who == Caller::Admin)
+                .map(|(name, a)| (name, a.created_ms)),
+        )
         .map(|(name, created)| Bucket {
             name: Some(name.clone()),
             creation_date: Some(super::attrs::timestamp(created)),
@@ -47,6 +60,11 @@ pub(super) async fn create_bucket(
     s3: &AisleS3,
     req: S3Request<CreateBucketInput>,
 ) -> S3Result<S3Response<CreateBucketOutput>> {
+    let owner = match s3.caller(&req) {
+        crate::access::Caller::User(u) => Some(u),
+        _ => None,
+    };
+    let acl = super::policy::canned_acl(req.input.acl.as_ref().map(|a| a.as_str()))?;
     let name = req.input.bucket;
     if name.starts_with('_') {
         return Err(s3_err(
@@ -57,15 +75,32 @@ pub(super) async fn create_bucket(
     let created_ms = aisle_cluster::now_ms();
     s3.meta
         .update(|m| {
-            if m.buckets.contains_key(&name) || m.aliases.contains_key(&name) {
-                return Err(s3_err(
-                    S3ErrorCode::BucketAlreadyOwnedByYou,
-                    format!("you already own the bucket {name}"),
-                ));
+            let holder = match (m.buckets.get(&name), m.aliases.contains_key(&name)) {
+                (Some(b), _) => Some(b.owner.clone()),
+                (None, true) => Some(None),
+                (None, false) => None,
+            };
+            if let Some(holder) = holder {
+                // Someone else's bucket: the name is taken (S3's BucketAlreadyExists).
+                return Err(if holder == owner {
+                    s3_err(
+                        S3ErrorCode::BucketAlreadyOwnedByYou,
+                        format!("you already own the bucket {name}"),
+                    )
+                } else {
+                    s3_err(
+                        S3ErrorCode::BucketAlreadyExists,
+                        format!("the bucket name {name} is taken: choose another"),
+                    )
+                });
             }
             m.buckets.insert(
                 name.clone(),
-                BucketProps::new(created_ms, m.new_bucket_copies()),
+                BucketProps {
+                    owner,
+                    acl,
+                    ..BucketProps::new(created_ms, m.new_bucket_copies())
+                },
             );
             Ok((true, ()))
         })

@@ -73,6 +73,7 @@ pub(super) async fn copy_object(
     s3.check_bucket(&input.bucket)?;
     check_key(&input.key)?;
     let (src_bucket, src_key) = copy_source(&input.copy_source)?;
+    super::policy::check_object_acl(input.acl.as_ref().map(|a| a.as_str()))?;
     let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
         None | Some(MetadataDirective::COPY) => false,
         Some(MetadataDirective::REPLACE) => true,

@@ -18,6 +18,7 @@ mod get;
 mod lifecycle;
 pub(crate) mod list;
 mod multipart;
+mod policy;
 mod put;
 mod tagging;
 pub(crate) mod upload;
@@ -43,6 +44,7 @@ pub struct AisleS3 {
     meta: Arc<MetaOwner>,
     region: String,
     owner_id: String,
+    admin_key: String,
     token_key: Vec<u8>,
 }
 
@@ -62,11 +64,21 @@ impl AisleS3 {
             meta,
             region,
             owner_id: hex::encode(md5_bytes(access_key.as_bytes())),
+            admin_key: access_key.to_string(),
             token_key,
         }
     }
 
     /// The bucket must exist and take writes: NoSuchBucket, or 405 for an alias bucket.
+    /// Who signed `req` (s3s has verified the signature already).
+    fn caller<T>(&self, req: &S3Request<T>) -> crate::access::Caller {
+        crate::access::caller(
+            &self.meta.snapshot(),
+            &self.admin_key,
+            req.credentials.as_ref().map(|c| c.access_key.as_str()),
+        )
+    }
+
     fn check_bucket(&self, bucket: &str) -> S3Result<()> {
         let meta = self.meta.snapshot();
         if meta.buckets.contains_key(bucket) {
@@ -340,6 +352,48 @@ impl S3 for AisleS3 {
         req: S3Request<DeleteBucketLifecycleInput>,
     ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
         lifecycle::delete_bucket_lifecycle(self, req).await
+    }
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        policy::put_bucket_policy(self, req).await
+    }
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        policy::get_bucket_policy(self, req).await
+    }
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        policy::delete_bucket_policy(self, req).await
+    }
+    async fn get_bucket_policy_status(
+        &self,
+        req: S3Request<GetBucketPolicyStatusInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
+        policy::get_bucket_policy_status(self, req).await
+    }
+    async fn put_bucket_acl(
+        &self,
+        req: S3Request<PutBucketAclInput>,
+    ) -> S3Result<S3Response<PutBucketAclOutput>> {
+        policy::put_bucket_acl(self, req).await
+    }
+    async fn get_bucket_acl(
+        &self,
+        req: S3Request<GetBucketAclInput>,
+    ) -> S3Result<S3Response<GetBucketAclOutput>> {
+        policy::get_bucket_acl(self, req).await
+    }
+    async fn get_object_acl(
+        &self,
+        req: S3Request<GetObjectAclInput>,
+    ) -> S3Result<S3Response<GetObjectAclOutput>> {
+        policy::get_object_acl(self, req).await
     }
     async fn list_multipart_uploads(
         &self,

@@ -57,6 +57,7 @@ pub(super) async fn create(
             "server-side encryption and object lock are not supported",
         ));
     }
+    super::policy::check_object_acl(input.acl.as_ref().map(|a| a.as_str()))?;
     let attrs = attrs_of!(input)?;
     super::tagging::check_taggable(s3, &input.bucket, &attrs.tags)?;
     let target = s3.targets.upload_owner(&input.bucket, &input.key)?;

@@ -67,6 +67,7 @@ pub(super) async fn put_object(
         }
     };
     let declared = check_declared_len(input.content_length, MAX_PUT_SIZE)?;
+    super::policy::check_object_acl(input.acl.as_ref().map(|a| a.as_str()))?;
     let attrs = attrs_of!(input)?;
     super::tagging::check_taggable(s3, &input.bucket, &attrs.tags)?;
     let (expect, algo) = upload_expect!(input, headers, trailing_headers, declared);

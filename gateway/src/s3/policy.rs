@@ -1,0 +1,210 @@
+//! Bucket policies (Put/Get/DeleteBucketPolicy, GetBucketPolicyStatus) and canned ACLs
+//! (Put/GetBucketAcl, GetObjectAcl), kept with the bucket in the cluster metadata. The
+//! decision they feed is `crate::access`'s; only a bucket's owner (or the admin) changes them
+//! unless its policy grants that too.
+
+use aisle_cluster::access::{CannedAcl, Policy};
+use s3s::dto::*;
+use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
+
+use super::AisleS3;
+use super::bucket::{bucket_props, edit_bucket};
+use super::error::s3_err;
+
+/// The canned ACL of an `x-amz-acl` header (none: private).
+pub(super) fn canned_acl(header: Option<&str>) -> S3Result<CannedAcl> {
+    match header {
+        None => Ok(CannedAcl::Private),
+        Some(h) => CannedAcl::parse(h).ok_or_else(|| {
+            s3_err(
+                S3ErrorCode::InvalidArgument,
+                format!(
+                    "unsupported canned ACL {h}: private, public-read, public-read-write or \
+                     authenticated-read"
+                ),
+            )
+        }),
+    }
+}
+
+/// An object write's `x-amz-acl`: objects take their bucket's ACL, so only the values that
+/// change nothing are accepted; a public object ACL would be a promise not kept.
+pub(super) fn check_object_acl(header: Option<&str>) -> S3Result<()> {
+    match header {
+        None | Some("private" | "bucket-owner-full-control" | "bucket-owner-read") => Ok(()),
+        Some(other) => Err(s3_err(
+            S3ErrorCode::NotImplemented,
+            format!(
+                "per-object ACLs are not supported ({other}): objects take their bucket's \
+                 canned ACL (PutBucketAcl) or its policy"
+            ),
+        )),
+    }
+}
+
+pub(super) async fn put_bucket_policy(
+    s3: &AisleS3,
+    req: S3Request<PutBucketPolicyInput>,
+) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+    let input = req.input;
+    let policy = Policy::parse(&input.policy, &input.bucket)
+        .map_err(|e| s3_err(S3ErrorCode::MalformedPolicy, e.to_string()))?;
+    edit_bucket(s3, &input.bucket, |props| {
+        let changed = props.policy.as_ref() != Some(&policy);
+        props.policy = Some(policy);
+        Ok(changed)
+    })
+    .await?;
+    Ok(S3Response::new(PutBucketPolicyOutput::default()))
+}
+
+pub(super) async fn get_bucket_policy(
+    s3: &AisleS3,
+    req: S3Request<GetBucketPolicyInput>,
+) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+    let props = bucket_props(s3, &req.input.bucket)?;
+    let policy = props.policy.ok_or_else(|| {
+        s3_err(
+            S3ErrorCode::NoSuchBucketPolicy,
+            "the bucket policy does not exist",
+        )
+    })?;
+    Ok(S3Response::new(GetBucketPolicyOutput {
+        policy: Some(serde_json::to_string(&policy).expect("policy serializes")),
+    }))
+}
+
+pub(super) async fn delete_bucket_policy(
+    s3: &AisleS3,
+    req: S3Request<DeleteBucketPolicyInput>,
+) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+    edit_bucket(s3, &req.input.bucket, |props| {
+        Ok(props.policy.take().is_some())
+    })
+    .await?;
+    Ok(S3Response::new(DeleteBucketPolicyOutput::default()))
+}
+
+pub(super) async fn get_bucket_policy_status(
+    s3: &AisleS3,
+    req: S3Request<GetBucketPolicyStatusInput>,
+) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
+    let props = bucket_props(s3, &req.input.bucket)?;
+    let policy = props.policy.ok_or_else(|| {
+        s3_err(
+            S3ErrorCode::NoSuchBucketPolicy,
+            "the bucket policy does not exist",
+        )
+    })?;
+    Ok(S3Response::new(GetBucketPolicyStatusOutput {
+        policy_status: Some(PolicyStatus {
+            is_public: Some(policy.is_public()),
+        }),
+    }))
+}
+
+pub(super) async fn put_bucket_acl(
+    s3: &AisleS3,
+    req: S3Request<PutBucketAclInput>,
+) -> S3Result<S3Response<PutBucketAclOutput>> {
+    let input = req.input;
+    if input.access_control_policy.is_some()
+        || input.grant_full_control.is_some()
+        || input.grant_read.is_some()
+        || input.grant_read_acp.is_some()
+        || input.grant_write.is_some()
+        || input.grant_write_acp.is_some()
+    {
+        return Err(s3_err(
+            S3ErrorCode::NotImplemented,
+            "only canned ACLs (x-amz-acl) are supported, not grants",
+        ));
+    }
+    let acl = canned_acl(input.acl.as_ref().map(|a| a.as_str()))?;
+    edit_bucket(s3, &input.bucket, |props| {
+        let changed = props.acl != acl;
+        props.acl = acl;
+        Ok(changed)
+    })
+    .await?;
+    Ok(S3Response::new(PutBucketAclOutput::default()))
+}
+
+/// S3's grants for a canned ACL: the owner's FULL_CONTROL, then the group grants.
+fn grants(s3: &AisleS3, owner: Option<&str>, acl: CannedAcl) -> (Owner, Grants) {
+    let owner = match owner {
+        Some(u) => Owner {
+            display_name: Some(u.to_string()),
+            id: Some(hex::encode(super::md5_bytes(u.as_bytes()))),
+        },
+        None => s3.owner(),
+    };
+    let group = |uri: &str, perm: &'static str| Grant {
+        grantee: Some(Grantee {
+            type_: Type::from_static(Type::GROUP),
+            uri: Some(uri.to_string()),
+            display_name: None,
+            email_address: None,
+            id: None,
+        }),
+        permission: Some(Permission::from_static(perm)),
+    };
+    let mut g = vec![Grant {
+        grantee: Some(Grantee {
+            type_: Type::from_static(Type::CANONICAL_USER),
+            id: owner.id.clone(),
+            display_name: owner.display_name.clone(),
+            email_address: None,
+            uri: None,
+        }),
+        permission: Some(Permission::from_static(Permission::FULL_CONTROL)),
+    }];
+    const ALL: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
+    const AUTH: &str = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers";
+    match acl {
+        CannedAcl::Private => {}
+        CannedAcl::PublicRead => g.push(group(ALL, Permission::READ)),
+        CannedAcl::PublicReadWrite => {
+            g.push(group(ALL, Permission::READ));
+            g.push(group(ALL, Permission::WRITE));
+        }
+        CannedAcl::AuthenticatedRead => g.push(group(AUTH, Permission::READ)),
+    }
+    (owner, g)
+}
+
+pub(super) async fn get_bucket_acl(
+    s3: &AisleS3,
+    req: S3Request<GetBucketAclInput>,
+) -> S3Result<S3Response<GetBucketAclOutput>> {
+    let props = bucket_props(s3, &req.input.bucket)?;
+    let (owner, grants) = grants(s3, props.owner.as_deref(), props.acl);
+    Ok(S3Response::new(GetBucketAclOutput {
+        owner: Some(owner),
+        grants: Some(grants),
+    }))
+}
+
+/// An object's ACL is its bucket's (objects carry no ACL of their own).
+pub(super) async fn get_object_acl(
+    s3: &AisleS3,
+    req: S3Request<GetObjectAclInput>,
+) -> S3Result<S3Response<GetObjectAclOutput>> {
+    let input = req.input;
+    let props = bucket_props(s3, &input.bucket)?;
+    super::get::read(
+        s3,
+        &input.bucket,
+        &input.key,
+        None,
+        Default::default(),
+        true,
+    )
+    .await?;
+    let (owner, grants) = grants(s3, props.owner.as_deref(), props.acl);
+    Ok(S3Response::new(GetObjectAclOutput {
+        owner: Some(owner),
+        grants: Some(grants),
+        ..Default::default()
+    }))
+}
