@@ -77,6 +77,11 @@ impl CannedAcl {
         }
     }
 
+    /// Does it grant anything to others than the owner (AWS counts every user as public)?
+    pub fn is_public(self) -> bool {
+        self != CannedAcl::Private
+    }
+
     /// Does the ACL let this request through?
     pub fn allows(self, r: &Request<'_>) -> bool {
         let read = is_read(r.action);
@@ -98,6 +103,23 @@ fn is_read(action: &str) -> bool {
         action,
         "s3:GetObject" | "s3:ListBucket" | "s3:ListBucketVersions" | "s3:GetObjectTagging"
     )
+}
+
+/// A bucket's PublicAccessBlock: guards against making it public by mistake.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicAccessBlock {
+    /// Refuse setting a public ACL.
+    #[serde(default)]
+    pub block_public_acls: bool,
+    /// Treat a public ACL as private.
+    #[serde(default)]
+    pub ignore_public_acls: bool,
+    /// Refuse setting a public policy.
+    #[serde(default)]
+    pub block_public_policy: bool,
+    /// While the policy is public, its Allows grant nothing (only the owner keeps access).
+    #[serde(default)]
+    pub restrict_public_buckets: bool,
 }
 
 /// One request, as the access decision sees it.

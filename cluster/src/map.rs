@@ -115,6 +115,9 @@ pub struct BucketProps {
     /// Its bucket policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<crate::access::Policy>,
+    /// Its PublicAccessBlock configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_access_block: Option<crate::access::PublicAccessBlock>,
 }
 
 fn is_private(acl: &crate::access::CannedAcl) -> bool {
@@ -134,6 +137,7 @@ impl BucketProps {
             owner: None,
             acl: Default::default(),
             policy: None,
+            public_access_block: None,
         }
     }
 }

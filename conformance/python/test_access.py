@@ -199,3 +199,32 @@ def test_user_keys_rotate_and_users_go(cluster, users):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         c2.list_buckets()
     assert code_of(e) == "InvalidAccessKeyId"
+
+
+def test_public_access_block(cluster, users):
+    alice = s3_for(cluster, users["alice"])
+    alice.create_bucket(Bucket="alice-guarded")
+    alice.put_object(Bucket="alice-guarded", Key="k", Body=b"k")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        alice.get_public_access_block(Bucket="alice-guarded")
+    assert code_of(e) == "NoSuchPublicAccessBlockConfiguration"
+    public_policy = json.dumps({"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                                               "Resource": "arn:aws:s3:::alice-guarded/*"}]})
+    # Public already, then restricted: IgnorePublicAcls and RestrictPublicBuckets take effect at once.
+    alice.put_bucket_acl(Bucket="alice-guarded", ACL="public-read")
+    alice.put_bucket_policy(Bucket="alice-guarded", Policy=public_policy)
+    assert alice.get_bucket_policy_status(Bucket="alice-guarded")["PolicyStatus"]["IsPublic"] is True
+    url = f"{cluster.endpoint}/alice-guarded/k"
+    assert anonymous(url) == (200, b"k")
+    alice.put_public_access_block(Bucket="alice-guarded", PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    got = alice.get_public_access_block(Bucket="alice-guarded")["PublicAccessBlockConfiguration"]
+    assert got == {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+                   "RestrictPublicBuckets": True}
+    assert anonymous(url)[0] == 403
+    assert alice.get_object(Bucket="alice-guarded", Key="k")["Body"].read() == b"k", "the owner keeps access"
+    # Blocked: making it public again.
+    assert denied(lambda: alice.put_bucket_acl(Bucket="alice-guarded", ACL="public-read"))
+    assert denied(lambda: alice.put_bucket_policy(Bucket="alice-guarded", Policy=public_policy))
+    alice.delete_public_access_block(Bucket="alice-guarded")
+    assert anonymous(url) == (200, b"k")

@@ -244,8 +244,13 @@ fn allowed(meta: &ClusterMeta, r: &Request<'_>) -> S3Result<()> {
     if verdict == Decision::Deny {
         return Err(denied());
     }
+    let block = props.public_access_block.unwrap_or_default();
+    // RestrictPublicBuckets: a public policy grants nothing; IgnorePublicAcls: nor an ACL.
+    let policy_allows = verdict == Decision::Allow
+        && !(block.restrict_public_buckets && props.policy.as_ref().is_some_and(|p| p.is_public()));
+    let acl_allows = props.acl.allows(r) && !(block.ignore_public_acls && props.acl.is_public());
     let owner = r.user.is_some() && props.owner.as_deref() == r.user;
-    if owner || verdict == Decision::Allow || props.acl.allows(r) {
+    if owner || policy_allows || acl_allows {
         Ok(())
     } else {
         Err(denied())

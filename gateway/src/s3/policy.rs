@@ -3,7 +3,7 @@
 //! decision they feed is `crate::access`'s; only a bucket's owner (or the admin) changes them
 //! unless its policy grants that too.
 
-use aisle_cluster::access::{CannedAcl, Policy};
+use aisle_cluster::access::{CannedAcl, Policy, PublicAccessBlock};
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
 
@@ -50,6 +50,16 @@ pub(super) async fn put_bucket_policy(
     let policy = Policy::parse(&input.policy, &input.bucket)
         .map_err(|e| s3_err(S3ErrorCode::MalformedPolicy, e.to_string()))?;
     edit_bucket(s3, &input.bucket, |props| {
+        if policy.is_public()
+            && props
+                .public_access_block
+                .is_some_and(|b| b.block_public_policy)
+        {
+            return Err(s3_err(
+                S3ErrorCode::AccessDenied,
+                "the bucket's PublicAccessBlock (BlockPublicPolicy) refuses a public policy",
+            ));
+        }
         let changed = props.policy.as_ref() != Some(&policy);
         props.policy = Some(policy);
         Ok(changed)
@@ -122,6 +132,16 @@ pub(super) async fn put_bucket_acl(
     }
     let acl = canned_acl(input.acl.as_ref().map(|a| a.as_str()))?;
     edit_bucket(s3, &input.bucket, |props| {
+        if acl.is_public()
+            && props
+                .public_access_block
+                .is_some_and(|b| b.block_public_acls)
+        {
+            return Err(s3_err(
+                S3ErrorCode::AccessDenied,
+                "the bucket's PublicAccessBlock (BlockPublicAcls) refuses a public ACL",
+            ));
+        }
         let changed = props.acl != acl;
         props.acl = acl;
         Ok(changed)
@@ -207,4 +227,58 @@ pub(super) async fn get_object_acl(
         grants: Some(grants),
         ..Default::default()
     }))
+}
+
+pub(super) async fn put_public_access_block(
+    s3: &AisleS3,
+    req: S3Request<PutPublicAccessBlockInput>,
+) -> S3Result<S3Response<PutPublicAccessBlockOutput>> {
+    let c = req.input.public_access_block_configuration;
+    let block = PublicAccessBlock {
+        block_public_acls: c.block_public_acls == Some(true),
+        ignore_public_acls: c.ignore_public_acls == Some(true),
+        block_public_policy: c.block_public_policy == Some(true),
+        restrict_public_buckets: c.restrict_public_buckets == Some(true),
+    };
+    edit_bucket(s3, &req.input.bucket, |props| {
+        let changed = props.public_access_block != Some(block);
+        props.public_access_block = Some(block);
+        Ok(changed)
+    })
+    .await?;
+    Ok(S3Response::new(PutPublicAccessBlockOutput::default()))
+}
+
+pub(super) async fn get_public_access_block(
+    s3: &AisleS3,
+    req: S3Request<GetPublicAccessBlockInput>,
+) -> S3Result<S3Response<GetPublicAccessBlockOutput>> {
+    let props = bucket_props(s3, &req.input.bucket)?;
+    let Some(b) = props.public_access_block else {
+        let mut e = s3_err(
+            S3ErrorCode::Custom("NoSuchPublicAccessBlockConfiguration".into()),
+            "the public access block configuration was not found",
+        );
+        e.set_status_code(http::StatusCode::NOT_FOUND);
+        return Err(e);
+    };
+    Ok(S3Response::new(GetPublicAccessBlockOutput {
+        public_access_block_configuration: Some(PublicAccessBlockConfiguration {
+            block_public_acls: Some(b.block_public_acls),
+            ignore_public_acls: Some(b.ignore_public_acls),
+            block_public_policy: Some(b.block_public_policy),
+            restrict_public_buckets: Some(b.restrict_public_buckets),
+        }),
+    }))
+}
+
+pub(super) async fn delete_public_access_block(
+    s3: &AisleS3,
+    req: S3Request<DeletePublicAccessBlockInput>,
+) -> S3Result<S3Response<DeletePublicAccessBlockOutput>> {
+    edit_bucket(s3, &req.input.bucket, |props| {
+        Ok(props.public_access_block.take().is_some())
+    })
+    .await?;
+    Ok(S3Response::new(DeletePublicAccessBlockOutput::default()))
 }
