@@ -39,6 +39,39 @@ pub fn data_stream(
     http_body_util::BodyDataStream::new(body).map_err(std::io::Error::other)
 }
 
+/// An upload body for [`crate::proto::T_OBJECT`]: `data` as it comes, hashed on the way, then
+/// the commit trailer with its size and MD5 (the new object's ETag). An error in `data` ends
+/// the body without a trailer, so the receiving target publishes nothing.
+pub fn committed_body(
+    data: impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+) -> ReqBody {
+    use futures::StreamExt;
+    use md5::Digest;
+    use std::sync::{Arc, Mutex};
+    let hash = Arc::new(Mutex::new((md5::Md5::new(), 0u64)));
+    let seen = hash.clone();
+    let frames = data
+        .map_ok(move |chunk| {
+            let mut h = seen.lock().expect("hash lock");
+            h.0.update(&chunk);
+            h.1 += chunk.len() as u64;
+            Frame::data(chunk)
+        })
+        .map_err(|e| Box::new(e) as BoxError)
+        .chain(futures::stream::once(async move {
+            let (md5, size) = std::mem::take(&mut *hash.lock().expect("hash lock"));
+            let commit = Commit {
+                size,
+                md5: hex::encode(md5.finalize()),
+                checksums: Default::default(),
+            };
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert(COMMIT_TRAILER, crate::proto::encode_header(&commit));
+            Ok::<_, BoxError>(Frame::trailers(trailers))
+        }));
+    BodyExt::boxed_unsync(StreamBody::new(frames))
+}
+
 /// Failure of an intra-cluster call.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

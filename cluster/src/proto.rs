@@ -812,6 +812,26 @@ pub struct LifecycleReport {
     pub errors: Vec<String>,
 }
 
+/// Offline ETL with direct put: POST JSON [`EtlPutRequest`] to the target holding the source
+/// → JSON [`ObjectMeta`] of the output. That target transforms its copy and streams the output
+/// straight to the output's owner (target to target): the bytes never cross the gateway.
+pub const T_ETL_PUT: &str = "/_aisle/t/v1/etl/put";
+
+/// One transform-and-write of [`T_ETL_PUT`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EtlPutRequest {
+    /// The object to transform (read on the called target).
+    pub source: ObjectQuery,
+    /// The pipeline.
+    pub etl: EtlSelection,
+    /// Where the output goes.
+    pub output: ObjectQuery,
+    /// Base URL of the output's owner (the first of its write plan).
+    pub to: String,
+    /// The output write's stamp and copies, as the gateway planned them.
+    pub write: WriteOptions,
+}
+
 /// Query of [`T_SCRUB`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ScrubQuery {

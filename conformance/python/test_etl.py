@@ -22,7 +22,7 @@ import botocore.exceptions
 import pytest
 from PIL import Image
 
-from conftest import REPO, aisle_bin, http_get
+from conftest import REPO, aisle_bin, http_get, show
 
 RESIZE_ARGS = '{"resize":{"w":64,"h":64}}'
 EXAMPLES = REPO / "examples" / "etl"
@@ -279,6 +279,45 @@ def test_offline_etl_job(cluster, s3, bucket):
         assert got["ContentType"] == "application/gzip"
     bad = aisle(cluster, "etl", "run", "no-such", "--source", bucket, "--output-bucket", out, "--wait", check=False)
     assert bad.returncode != 0 and "400" in bad.stderr
+
+
+def test_offline_etl_outputs_go_target_to_target(cluster, s3, bucket):
+    """Direct put: each source holder transforms and writes to the output's owner, so the
+    gateway's process moves (almost) none of the bytes — measured on its socket I/O."""
+    n, size = 60, 256 * 1024
+    data = {f"d/{i:03d}": os.urandom(size // 2) * 2 for i in range(n)}
+    for k, v in data.items():
+        s3.put_object(Bucket=bucket, Key=k, Body=v)
+    out = f"{bucket}-direct"
+    s3.create_bucket(Bucket=out)
+    gw = cluster.pid("gateway")
+
+    def gateway_io():
+        io = dict(l.split(": ") for l in open(f"/proc/{gw}/io").read().splitlines())
+        return int(io["rchar"]) + int(io["wchar"])
+
+    def direct_puts():
+        total = 0
+        for t in show(cluster)["targets"]:
+            body = urllib.request.urlopen(urllib.request.Request(
+                t["url"] + "/_aisle/metrics",
+                headers={"Authorization": f"Bearer {(cluster.data / 'metrics-token').read_text().strip()}"})).read()
+            for line in body.decode().splitlines():
+                if line.startswith("aisle_etl_direct_puts_total "):
+                    total += int(float(line.split()[1]))
+        return total
+
+    before_io, before_puts = gateway_io(), direct_puts()
+    aisle(cluster, "etl", "run", "identity", "--source", bucket, "--prefix", "d/", "--output-bucket", out, "--wait")
+    moved = gateway_io() - before_io
+    print(f"offline ETL of {n} objects ({n * size} bytes): the gateway process moved {moved} bytes")
+    assert direct_puts() - before_puts == n
+    for k, v in data.items():
+        got = s3.get_object(Bucket=out, Key=k)
+        assert got["Body"].read() == v and got["ETag"].strip('"') == hashlib.md5(v).hexdigest()
+    # 15 MiB of outputs were written; through the gateway they would have crossed its process
+    # twice (30 MiB). It moved only the job's control traffic.
+    assert moved < n * size / 20, f"the gateway moved {moved} bytes"
 
 
 def test_get_batch_transforms_each_entry_on_its_target(cluster, s3, bucket, tmp_path):

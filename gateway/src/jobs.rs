@@ -382,6 +382,9 @@ impl Jobs {
 
     /// One object of an offline ETL job: only transformed bytes leave the source's target.
     async fn transform_one(&self, spec: &EtlJobSpec, key: &str) -> Result<u64, String> {
+        if !spec.dry_run {
+            return self.transform_direct(spec, key).await;
+        }
         let opts = ReadOptions {
             etl: Some(spec.etl.clone()),
             ..Default::default()
@@ -442,6 +445,34 @@ impl Jobs {
                     .take()
                     .map(|f| f.to_string())
                     .unwrap_or_else(|| e.to_string())
+            })?;
+        Ok(written.size)
+    }
+
+    /// One object of an offline ETL job, by direct put: the source's holder transforms it and
+    /// writes the output to the output's owner; this gateway only plans the write.
+    async fn transform_direct(&self, spec: &EtlJobSpec, key: &str) -> Result<u64, String> {
+        let source = ObjectQuery {
+            bucket: spec.sources.source.clone(),
+            key: key.to_string(),
+            part: None,
+        };
+        let output = ObjectQuery {
+            bucket: spec.output_bucket.clone(),
+            key: key.to_string(),
+            part: None,
+        };
+        let plan = self
+            .targets
+            .write_plan(&spec.output_bucket, key)
+            .map_err(|e| e.to_string())?;
+        let written = self
+            .targets
+            .etl_put(&source, &spec.etl, &plan, &output)
+            .await
+            .map_err(|e| {
+                let err = crate::s3::from_client(e);
+                format!("{}: {}", err.code().as_str(), err.message().unwrap_or(""))
             })?;
         Ok(written.size)
     }

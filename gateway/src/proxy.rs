@@ -351,6 +351,36 @@ impl Targets {
         .await
     }
 
+    /// Offline ETL with direct put: the first live holder of `source` transforms it and writes
+    /// the output to `plan`'s target itself ([`proto::T_ETL_PUT`]); the bytes never come here.
+    pub async fn etl_put(
+        &self,
+        source: &ObjectQuery,
+        etl: &proto::EtlSelection,
+        plan: &WritePlan,
+        output: &ObjectQuery,
+    ) -> Result<ObjectMeta, ClientError> {
+        let body = proto::EtlPutRequest {
+            source: source.clone(),
+            etl: etl.clone(),
+            output: output.clone(),
+            to: plan.target.url.clone(),
+            write: plan.opts.clone(),
+        };
+        let (meta, _) = self
+            .ask_holders(&source.bucket, &source.key, |t| {
+                let body = &body;
+                async move {
+                    let url = format!("{}{}", t.url, proto::T_ETL_PUT);
+                    self.client
+                        .json::<_, ObjectMeta>(Method::POST, &url, Some(body))
+                        .await
+                }
+            })
+            .await?;
+        Ok(meta)
+    }
+
     /// Delete `(bucket, key)` everywhere it may be, as `plan` says: a tombstone on its write
     /// set (so a copy that comes back from an outage is deleted, not restored), a plain delete
     /// on every other live target (strays a move left). Fails if a write-set target fails.

@@ -10,6 +10,7 @@
 mod cold;
 pub mod config;
 mod etl;
+mod etl_put;
 mod files;
 mod lifecycle;
 mod local;

@@ -64,6 +64,7 @@ pub(crate) struct TargetMetrics {
     pub(crate) etl_bytes_out: Family<Transform, Counter>,
     pub(crate) etl_cache: Family<CacheEvent, Counter>,
     pub(crate) shard_reads: Counter,
+    pub(crate) etl_direct_puts: Counter,
     pub(crate) remote_fetches: Family<Bucket, Counter>,
     pub(crate) remote_fetched_bytes: Family<Bucket, Counter>,
     pub(crate) remote_errors: Family<Bucket, Counter>,
@@ -92,6 +93,7 @@ impl TargetMetrics {
             etl_bytes_out: Family::default(),
             etl_cache: Family::default(),
             shard_reads: Counter::default(),
+            etl_direct_puts: Counter::default(),
             remote_fetches: Family::default(),
             remote_fetched_bytes: Family::default(),
             remote_errors: Family::default(),
@@ -144,6 +146,11 @@ impl TargetMetrics {
             "aisle_shard_reads",
             "Reads inside shards (members and selections)",
             m.shard_reads.clone(),
+        );
+        r.register(
+            "aisle_etl_direct_puts",
+            "Offline ETL outputs this target transformed and wrote straight to their owner",
+            m.etl_direct_puts.clone(),
         );
         r.register(
             "aisle_remote_fetches",
@@ -275,6 +282,7 @@ pub(crate) fn op_of(method: &http::Method, path: &str) -> &'static str {
         (&M::DELETE, p::T_OBJECT) => "delete",
         (&M::PATCH, p::T_OBJECT) => "retag",
         (_, p::T_LIFECYCLE) => "lifecycle",
+        (_, p::T_ETL_PUT) => "etl_put",
         (_, p::T_LIST) => "list",
         (_, p::T_MPU) | (_, p::T_MPU_PART) | (_, p::T_MPU_COMPLETE) => "multipart",
         (_, p::T_MPU_PARTS) | (_, p::T_MPU_UPLOADS) => "multipart_list",
