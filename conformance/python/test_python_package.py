@@ -198,3 +198,29 @@ def test_webdataset_reads_aisle_urls_and_alias_buckets(client, data, cluster):
         assert all("jpg" not in s and "cls" in s for s in samples)
     finally:
         client.unbind_alias(alias)
+
+
+def test_bad_inputs_are_clear_errors(client, data):
+    """Unknown bucket, a corrupt shard, a cluster that is gone: each a clear AisleError, fast."""
+    import socket
+    import time
+
+    b, _ = data
+    with pytest.raises(AisleError) as e:
+        client.get("no-such-bucket-here", "k")
+    assert e.value.status == 404 and e.value.code == "NoSuchBucket"
+    client.put(b, "corrupt.tar", b"this is not a tar archive" * 40)
+    with pytest.raises(AisleError) as e:
+        client.get(b, "corrupt.tar", archpath="a.jpg")
+    assert 400 <= e.value.status < 500, e.value
+    # A port nobody listens on: retried with backoff, then Unreachable (status 0), no hang.
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    gone = Client(f"http://127.0.0.1:{port}", "AK", "SK", retries=2, timeout=2)
+    t = time.time()
+    with pytest.raises(AisleError) as e:
+        gone.get(b, "obj/003.bin")
+    assert e.value.status == 0 and e.value.code == "Unreachable"
+    assert time.time() - t < 30
