@@ -3,7 +3,6 @@
 //! which asks [`aisle_cluster::access`] for the decision. The admin key may do everything;
 //! the admin API and the dashboard stay admin-only (`admin.rs`, `ui.rs`).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use aisle_cluster::access::{Decision, Request};
@@ -72,7 +71,7 @@ impl Access {
     }
 }
 
-/// The user an access key belongs to: `Ok(None)` for the admin.
+/// Who holds `access_key` (none: an unsigned request).
 pub fn caller(meta: &ClusterMeta, admin_key: &str, access_key: Option<&str>) -> Caller {
     match access_key {
         None => Caller::Anonymous,
@@ -116,8 +115,7 @@ pub fn action(op: &str) -> String {
         "GetBucketCors" => "GetBucketCORS",
         "PutBucketCors" | "DeleteBucketCors" => "PutBucketCORS",
         "DeleteBucketTagging" => "PutBucketTagging",
-        "DeleteObjectTagging" => "DeleteObjectTagging",
-        "PutBucketAcl" | "PutObjectAcl" | "GetBucketAcl" | "GetObjectAcl" => op,
+        // The rest have their operation's name (GetBucketPolicy, PutObjectTagging, …).
         other => other,
     };
     format!("s3:{a}")
@@ -127,10 +125,7 @@ pub fn action(op: &str) -> String {
 impl S3Access for Access {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
         let meta = self.meta.snapshot();
-        let source_ip = cx
-            .extensions_mut()
-            .get::<PeerAddr>()
-            .map(|p: &PeerAddr| SocketAddr::ip(&p.0));
+        let source_ip = cx.extensions_mut().get::<PeerAddr>().map(|p| p.0.ip());
         let who = caller(
             &meta,
             &self.admin_key,
