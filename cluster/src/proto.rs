@@ -832,6 +832,40 @@ pub struct EtlPutRequest {
     pub write: WriteOptions,
 }
 
+/// Build one shard on its owner: POST JSON [`ShardBuildRequest`] to the target that owns the
+/// shard → JSON [`ShardBuildReport`]. The owner fetches each member from a target holding it
+/// and writes the tar itself: no object crosses the gateway.
+pub const T_SHARD_BUILD: &str = "/_aisle/t/v1/shard/build";
+
+/// One shard of a shard-building job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardBuildRequest {
+    /// The bucket the members come from.
+    pub source_bucket: String,
+    /// Candidate members, in order: packed until the shard reaches `shard_size` at a sample
+    /// boundary (WebDataset: members of one sample stay together).
+    pub keys: Vec<String>,
+    /// Size at which the shard is closed (at the next sample boundary).
+    pub shard_size: u64,
+    /// The shard to write (this target owns it).
+    pub output: ObjectQuery,
+    /// The shard write's stamp and copies, as the gateway planned them.
+    pub write: WriteOptions,
+}
+
+/// What building one shard did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ShardBuildReport {
+    /// Candidates consumed (packed or skipped): the next shard starts after them.
+    pub consumed: usize,
+    /// Members packed.
+    pub packed: u64,
+    /// Object bytes packed.
+    pub bytes: u64,
+    /// Members skipped, with why (missing, unreadable before any byte was written).
+    pub errors: Vec<String>,
+}
+
 /// Query of [`T_SCRUB`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ScrubQuery {

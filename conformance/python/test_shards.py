@@ -194,12 +194,25 @@ def test_build_shards_from_10000_objects_and_get_batch(cluster, s3, bucket, tmp_
         list(ex.map(lambda k: c.put_object(Bucket=bucket, Key=k, Body=k.encode() * 20), keys))
     out = f"{bucket}-out"
     s3.create_bucket(Bucket=out)
+    gw = cluster.pid("gateway")
+
+    def gateway_io():
+        io_ = dict(l.split(": ") for l in open(f"/proc/{gw}/io").read().splitlines())
+        return int(io_["rchar"]) + int(io_["wchar"])
+
+    before = gateway_io()
     run = subprocess.run(
         [aisle_bin(), "archive", "build", "--source", bucket, "--prefix", "img-", "--output-bucket", out,
          "--output-prefix", "train-", "--shard-size", "1MiB", "--wait"],
         env=cluster.shell_env(), capture_output=True, text=True,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+    # Each shard is built on its owner from the members' holders: no member crosses the
+    # gateway (its process moves the key listing and the job's control traffic).
+    moved = gateway_io() - before
+    packed = sum(len(k) * 20 for k in keys)
+    print(f"shards of {len(keys)} objects ({packed} bytes): the gateway process moved {moved} bytes")
+    assert moved < packed / 2, moved
     members = []
     sample_shard = {}
     shards = [o["Key"] for o in s3.list_objects_v2(Bucket=out)["Contents"]]

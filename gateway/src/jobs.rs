@@ -11,12 +11,9 @@ use std::sync::{Arc, Mutex};
 use aisle_cluster::listing::{ListItem, merge_pages};
 use aisle_cluster::now_ms;
 use aisle_cluster::proto::{EtlSelection, ListQuery, ObjectAttrs, ObjectQuery, ReadOptions};
-use aisle_shard::{END_OF_ARCHIVE, member_header, padding, wds_split};
-use bytes::Bytes;
 use futures::StreamExt;
 use s3s::dto::StreamingBlob;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::meta::MetaOwner;
@@ -647,7 +644,8 @@ impl Jobs {
         Ok(())
     }
 
-    /// Pack objects from `keys[start..]` into one shard; returns the index of the next object.
+    /// Have the owner of shard `name` pack objects from `keys[start..]` into it, fetching each
+    /// from a target holding it (`T_SHARD_BUILD`); returns the index of the next object.
     async fn one_shard(
         &self,
         job: &Job,
@@ -656,133 +654,40 @@ impl Jobs {
         start: usize,
         name: &str,
     ) -> Result<usize, String> {
-        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-        let blob = StreamingBlob::wrap(futures::stream::poll_fn({
-            let mut rx = rx;
-            move |cx| rx.poll_recv(cx)
-        }));
-        let (body, failure) = verified_body(
-            blob,
-            Expect {
-                len: None,
-                max_len: MAX_PUT_SIZE,
-                content_md5: None,
-                checksum: None,
-            },
-        );
-        let owner = self
+        /// Candidates offered to one shard (it closes at `shard_size`, usually much sooner).
+        const CANDIDATES: usize = 10_000;
+        let plan = self
             .targets
             .write_plan(&spec.output_bucket, name)
             .map_err(|e| e.to_string())?;
-        let attrs = ObjectAttrs {
-            content_type: Some("application/x-tar".into()),
-            ..Default::default()
+        let request = aisle_cluster::proto::ShardBuildRequest {
+            source_bucket: spec.sources.source.clone(),
+            keys: keys[start..keys.len().min(start + CANDIDATES)].to_vec(),
+            shard_size: spec.shard_size,
+            output: ObjectQuery {
+                bucket: spec.output_bucket.clone(),
+                key: name.to_string(),
+                part: None,
+            },
+            write: plan.opts.clone(),
         };
-        let q = ObjectQuery {
-            bucket: spec.output_bucket.clone(),
-            key: name.to_string(),
-            part: None,
-        };
-        let targets = self.targets.clone();
-        let put = tokio::spawn(async move { targets.put_object(&owner, &q, &attrs, body).await });
-        let mut size = 0u64;
-        let mut i = start;
-        let mut packed = 0u64;
-        while i < keys.len() && !job.cancel.is_cancelled() {
-            let key = &keys[i];
-            // Close at a sample boundary once the shard is big enough.
-            if size >= spec.shard_size && (i == 0 || wds_split(key).0 != wds_split(&keys[i - 1]).0)
-            {
-                break;
-            }
-            match self.member(spec, key, &tx).await {
-                Ok((n, tar_bytes)) => {
-                    size += tar_bytes;
-                    packed += 1;
-                    Self::note(job, |v| {
-                        v.done += 1;
-                        v.bytes += n;
-                    });
-                }
-                Err(MemberError::Skip(e)) => Self::note(job, |v| {
-                    v.done += 1;
-                    if v.errors.len() < 100 {
-                        v.errors.push(format!("{key}: {e}"));
-                    }
-                }),
-                Err(MemberError::Fatal(e)) => {
-                    // The shard cannot be repaired: abort its upload (the target discards it).
-                    let _ = tx.send(Err(std::io::Error::other(e.clone()))).await;
-                    drop(tx);
-                    let _ = put.await;
-                    return Err(format!("{name}: {key}: {e}"));
+        let report = self
+            .targets
+            .build_shard(&plan, &request)
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+        Self::note(job, |v| {
+            v.done += report.consumed as u64;
+            v.bytes += report.bytes;
+            for e in report.errors {
+                if v.errors.len() < 100 {
+                    v.errors.push(e);
                 }
             }
-            i += 1;
-        }
-        if job.cancel.is_cancelled() {
-            let _ = tx.send(Err(std::io::Error::other("job aborted"))).await;
-            drop(tx);
-            let _ = put.await;
-            return Ok(keys.len());
-        }
-        let _ = tx.send(Ok(Bytes::from_static(&END_OF_ARCHIVE))).await;
-        drop(tx);
-        match put.await {
-            Ok(Ok(_)) if packed > 0 => Self::note(job, |v| v.shards.push(name.to_string())),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                return Err(failure
-                    .take()
-                    .map(|f| f.to_string())
-                    .unwrap_or_else(|| format!("writing {name}: {e}")));
+            if report.packed > 0 {
+                v.shards.push(name.to_string());
             }
-            Err(e) => return Err(format!("writing {name}: {e}")),
-        }
-        Ok(i)
+        });
+        Ok(start + report.consumed.max(1))
     }
-
-    /// Stream one source object into the shard as a member named by its key.
-    async fn member(
-        &self,
-        spec: &ShardJobSpec,
-        key: &str,
-        tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
-    ) -> Result<(u64, u64), MemberError> {
-        use MemberError::{Fatal, Skip};
-        let (resp, _) = self
-            .read_key(&spec.sources.source, key, &ReadOptions::default(), false)
-            .await
-            .map_err(Skip)?;
-        if !resp.status().is_success() {
-            return Err(Skip(format!("HTTP {}", resp.status())));
-        }
-        let size = content_length(&resp).ok_or_else(|| Skip("no length".into()))?;
-        let header = member_header(key, size).map_err(|e| Skip(e.to_string()))?;
-        let tar_bytes = header.len() as u64 + size + padding(size) as u64;
-        let gone = |_| Fatal("the shard's upload ended".into());
-        tx.send(Ok(Bytes::from(header))).await.map_err(gone)?;
-        let mut body = http_body_util::BodyDataStream::new(resp.into_body());
-        let mut sent = 0;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| Fatal(e.to_string()))?;
-            sent += chunk.len() as u64;
-            tx.send(Ok(chunk)).await.map_err(gone)?;
-        }
-        if sent != size {
-            return Err(Fatal("short read".into()));
-        }
-        tx.send(Ok(Bytes::from(vec![0u8; padding(size)])))
-            .await
-            .map_err(gone)?;
-        Ok((size, tar_bytes))
-    }
-}
-
-/// Why an object did not make it into a shard.
-enum MemberError {
-    /// Before any of its bytes were written: skip it, go on.
-    Skip(String),
-    /// Midway: the shard is broken.
-    Fatal(String),
 }

@@ -381,6 +381,18 @@ impl Targets {
         Ok(meta)
     }
 
+    /// Build one shard on its owner, `plan`'s target ([`proto::T_SHARD_BUILD`]).
+    pub async fn build_shard(
+        &self,
+        plan: &WritePlan,
+        request: &proto::ShardBuildRequest,
+    ) -> Result<proto::ShardBuildReport, ClientError> {
+        let t = &plan.target;
+        let url = format!("{}{}", t.url, proto::T_SHARD_BUILD);
+        self.guarded(t, self.client.json(Method::POST, &url, Some(request)))
+            .await
+    }
+
     /// Delete `(bucket, key)` everywhere it may be, as `plan` says: a tombstone on its write
     /// set (so a copy that comes back from an outage is deleted, not restored), a plain delete
     /// on every other live target (strays a move left). Fails if a write-set target fails.

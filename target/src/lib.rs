@@ -19,6 +19,7 @@ mod rebalance;
 mod replica;
 mod scrub;
 pub mod server;
+mod shard_build;
 mod shards;
 pub mod store;
 

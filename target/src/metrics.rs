@@ -283,6 +283,7 @@ pub(crate) fn op_of(method: &http::Method, path: &str) -> &'static str {
         (&M::PATCH, p::T_OBJECT) => "retag",
         (_, p::T_LIFECYCLE) => "lifecycle",
         (_, p::T_ETL_PUT) => "etl_put",
+        (_, p::T_SHARD_BUILD) => "shard_build",
         (_, p::T_LIST) => "list",
         (_, p::T_MPU) | (_, p::T_MPU_PART) | (_, p::T_MPU_COMPLETE) => "multipart",
         (_, p::T_MPU_PARTS) | (_, p::T_MPU_UPLOADS) => "multipart_list",

@@ -426,6 +426,7 @@ async fn dispatch(state: Arc<State>, req: Request<Incoming>) -> Resp {
         (Method::POST, proto::T_SCRUB) => crate::scrub::answer(&state, req).await,
         (Method::POST, proto::T_LIFECYCLE) => crate::lifecycle::answer(&state, req).await,
         (Method::POST, proto::T_ETL_PUT) => crate::etl_put::answer(&state, req).await,
+        (Method::POST, proto::T_SHARD_BUILD) => crate::shard_build::answer(&state, req).await,
         (Method::GET, proto::T_STATUS) => status(&state, req).await,
         (Method::GET, proto::T_ARCHIVE) => archive_list(&state, req).await,
         (Method::GET | Method::POST, proto::T_CACHE) => crate::cold::answer(&state, req).await,
