@@ -124,6 +124,13 @@ pub fn action(op: &str) -> String {
 #[async_trait::async_trait]
 impl S3Access for Access {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        // The admin's requests (most of them, on a training cluster) pay one compare.
+        if cx
+            .credentials()
+            .is_some_and(|c| c.access_key == self.admin_key)
+        {
+            return Ok(());
+        }
         let meta = self.meta.snapshot();
         let source_ip = cx.extensions_mut().get::<PeerAddr>().map(|p| p.0.ip());
         let who = caller(

@@ -18,13 +18,18 @@ pub(crate) struct Actual {
 }
 
 impl Actual {
-    /// `Some` for a request with an `Origin` header addressed to a bucket.
-    pub(crate) fn of(headers: &HeaderMap, method: &Method, bucket: Option<&str>) -> Option<Actual> {
+    /// `Some` for a request with an `Origin` header addressed to a bucket (`bucket` is asked
+    /// only then: requests without an Origin pay nothing).
+    pub(crate) fn of(
+        headers: &HeaderMap,
+        method: &Method,
+        bucket: impl FnOnce() -> Option<String>,
+    ) -> Option<Actual> {
         let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
         Some(Actual {
             origin: origin.to_string(),
             method: method.as_str().to_string(),
-            bucket: bucket?.to_string(),
+            bucket: bucket()?,
         })
     }
 

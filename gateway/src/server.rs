@@ -230,11 +230,9 @@ async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<s3s::Body>
             too_big
         } else {
             let mut req = req;
-            let cors = crate::cors::Actual::of(
-                req.headers(),
-                req.method(),
-                bucket_of_request(&gw.hosts, &req).as_deref(),
-            );
+            let cors = crate::cors::Actual::of(req.headers(), req.method(), || {
+                bucket_of_request(&gw.hosts, &req)
+            });
             if !is_vhost(&gw.hosts, &req) {
                 sigv2_bucket_resource(&mut req);
             }
