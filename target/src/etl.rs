@@ -558,20 +558,26 @@ pub(crate) async fn read_transformed(
             "Range is not supported on a non-deterministic transform",
         ));
     }
-    if opts.sized && with_body {
-        // The caller needs the size first (GetBatch's tar header): run to completion into a
-        // staged file here, answer its span; the file goes when the answer is dropped.
-        if !may_stream {
-            return Ok(ReadAnswer::Declined);
-        }
-        let out = pipeline
+    // Run the pipeline over the object's bytes (streamed transforms); a failure to start is
+    // recorded with the transform's status.
+    let start = || async {
+        pipeline
             .run(source_stream(state, &rec, q, member).await?, &object_path)
             .await
             .inspect_err(|e| {
                 state
                     .etl
                     .record(&applied, &object_path, e.status(), &e.to_string())
-            })?;
+            })
+            .map_err(ApiError::from)
+    };
+    if opts.sized && with_body {
+        // The caller needs the size first (GetBatch's tar header): run to completion into a
+        // staged file here, answer its span; the file goes when the answer is dropped.
+        if !may_stream {
+            return Ok(ReadAnswer::Declined);
+        }
+        let out = start().await?;
         let mp = state.store.mountpath_for(&q.bucket, &q.key);
         let mut temp = state.store.create_temp(mp).await?;
         let mut size = 0u64;
@@ -606,14 +612,7 @@ pub(crate) async fn read_transformed(
             b.body(full_body(Bytes::new())).expect("valid response"),
         ));
     }
-    let out = pipeline
-        .run(source_stream(state, &rec, q, member).await?, &object_path)
-        .await
-        .inspect_err(|e| {
-            state
-                .etl
-                .record(&applied, &object_path, e.status(), &e.to_string())
-        })?;
+    let out = start().await?;
     let recorder = state.clone();
     let out = out.inspect(move |r| match r {
         Ok(chunk) => {
