@@ -297,6 +297,39 @@ pub(super) async fn list_objects_v2(
     }))
 }
 
+/// A page of a marker-paginated listing (ListObjects V1, ListObjectVersions): its objects and
+/// common prefixes as S3 DTOs, and the marker to resume after when it is truncated.
+struct MarkerPage {
+    contents: Vec<Object>,
+    prefixes: Vec<CommonPrefix>,
+    truncated: bool,
+    next_marker: Option<String>,
+}
+
+async fn marker_page(
+    s3: &AisleS3,
+    bucket: &str,
+    prefix: &str,
+    delimiter: Option<&str>,
+    after: Option<String>,
+    limit: usize,
+    enc: &Encoder,
+) -> S3Result<MarkerPage> {
+    let page = merged_page(s3, bucket, prefix, delimiter, after, limit).await?;
+    let next_marker = page
+        .truncated
+        .then(|| page.items.last().map(|i| enc.apply(i.name())))
+        .flatten();
+    let truncated = page.truncated;
+    let (contents, prefixes) = split(s3, page.items, enc, true);
+    Ok(MarkerPage {
+        contents,
+        prefixes,
+        truncated,
+        next_marker,
+    })
+}
+
 pub(super) async fn list_objects(
     s3: &AisleS3,
     req: S3Request<ListObjectsInput>,
@@ -306,20 +339,16 @@ pub(super) async fn list_objects(
     let prefix = input.prefix.clone().unwrap_or_default();
     let limit = max_keys(input.max_keys)?;
     let after = input.marker.clone().filter(|m| !m.is_empty());
-    let page = merged_page(
+    let page = marker_page(
         s3,
         &input.bucket,
         &prefix,
         input.delimiter.as_deref(),
         after,
         limit,
+        &enc,
     )
     .await?;
-    let next_marker = page
-        .truncated
-        .then(|| page.items.last().map(|i| enc.apply(i.name())))
-        .flatten();
-    let (contents, prefixes) = split(s3, page.items, &enc, true);
     Ok(S3Response::new(ListObjectsOutput {
         name: Some(input.bucket),
         prefix: Some(enc.apply(&prefix)),
@@ -327,9 +356,9 @@ pub(super) async fn list_objects(
         delimiter: enc.opt(input.delimiter.as_ref()),
         max_keys: Some(limit as i32),
         is_truncated: Some(page.truncated),
-        next_marker,
-        contents: Some(contents),
-        common_prefixes: Some(prefixes),
+        next_marker: page.next_marker,
+        contents: Some(page.contents),
+        common_prefixes: Some(page.prefixes),
         encoding_type: input.encoding_type,
         ..Default::default()
     }))
@@ -365,21 +394,19 @@ pub(super) async fn list_object_versions(
         // Each key has one version, so resuming after (key, null) is resuming after the key.
         (marker, _) => marker,
     };
-    let page = merged_page(
+    let page = marker_page(
         s3,
         &input.bucket,
         &prefix,
         input.delimiter.as_deref(),
         after,
         limit,
+        &enc,
     )
     .await?;
-    let next_key_marker = page
-        .truncated
-        .then(|| page.items.last().map(|i| enc.apply(i.name())))
-        .flatten();
-    let (contents, prefixes) = split(s3, page.items, &enc, true);
-    let versions = contents
+    let next_key_marker = page.next_marker;
+    let versions = page
+        .contents
         .into_iter()
         .map(|o| ObjectVersion {
             key: o.key,
@@ -408,7 +435,7 @@ pub(super) async fn list_object_versions(
             .then(|| super::version::NULL_VERSION.into()),
         next_key_marker,
         versions: Some(versions),
-        common_prefixes: Some(prefixes),
+        common_prefixes: Some(page.prefixes),
         encoding_type: input.encoding_type,
         ..Default::default()
     }))

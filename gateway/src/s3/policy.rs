@@ -68,17 +68,21 @@ pub(super) async fn put_bucket_policy(
     Ok(S3Response::new(PutBucketPolicyOutput::default()))
 }
 
-pub(super) async fn get_bucket_policy(
-    s3: &AisleS3,
-    req: S3Request<GetBucketPolicyInput>,
-) -> S3Result<S3Response<GetBucketPolicyOutput>> {
-    let props = bucket_props(s3, &req.input.bucket)?;
-    let policy = props.policy.ok_or_else(|| {
+/// The bucket's policy, or S3's NoSuchBucketPolicy.
+fn stored_policy(s3: &AisleS3, bucket: &str) -> S3Result<Policy> {
+    bucket_props(s3, bucket)?.policy.ok_or_else(|| {
         s3_err(
             S3ErrorCode::NoSuchBucketPolicy,
             "the bucket policy does not exist",
         )
-    })?;
+    })
+}
+
+pub(super) async fn get_bucket_policy(
+    s3: &AisleS3,
+    req: S3Request<GetBucketPolicyInput>,
+) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+    let policy = stored_policy(s3, &req.input.bucket)?;
     Ok(S3Response::new(GetBucketPolicyOutput {
         policy: Some(serde_json::to_string(&policy).expect("policy serializes")),
     }))
@@ -99,13 +103,7 @@ pub(super) async fn get_bucket_policy_status(
     s3: &AisleS3,
     req: S3Request<GetBucketPolicyStatusInput>,
 ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
-    let props = bucket_props(s3, &req.input.bucket)?;
-    let policy = props.policy.ok_or_else(|| {
-        s3_err(
-            S3ErrorCode::NoSuchBucketPolicy,
-            "the bucket policy does not exist",
-        )
-    })?;
+    let policy = stored_policy(s3, &req.input.bucket)?;
     Ok(S3Response::new(GetBucketPolicyStatusOutput {
         policy_status: Some(PolicyStatus {
             is_public: Some(policy.is_public()),
