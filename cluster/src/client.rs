@@ -42,7 +42,7 @@ pub fn data_stream(
 /// An upload body for [`crate::proto::T_OBJECT`]: `data` as it comes, hashed on the way, then
 /// the commit trailer with its size and MD5 (the new object's ETag). An error in `data` ends
 /// the body without a trailer, so the receiving target publishes nothing.
-pub fn committed_body(
+fn committed_body(
     data: impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
 ) -> ReqBody {
     use futures::StreamExt;
@@ -152,6 +152,31 @@ impl NodeClient {
             local: LocalPool::default(),
             secret: HeaderValue::from_str(secret).expect("cluster secret is a valid header value"),
         }
+    }
+
+    /// Write a new object on the target at `base_url` from a node that computes it (a target
+    /// writing a transform's output or a shard): `data` streamed with its MD5 commit, `write`
+    /// the stamp and copies the gateway planned. Answered once the object and its copies are
+    /// published.
+    pub async fn put_object(
+        &self,
+        base_url: &str,
+        q: &ObjectQuery,
+        attrs: &ObjectAttrs,
+        write: &crate::proto::WriteOptions,
+        data: impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    ) -> Result<ObjectMeta, ClientError> {
+        use crate::proto::{META_HEADER, T_OBJECT, WRITE_HEADER, encode_header, path_and_query};
+        let url = format!("{base_url}{}", path_and_query(T_OBJECT, q));
+        let req = request(Method::PUT, &url)
+            .header(http::header::TRAILER, COMMIT_TRAILER)
+            .header(http::header::CONTENT_TYPE, "application/octet-stream")
+            .header(META_HEADER, encode_header(attrs))
+            .header(WRITE_HEADER, encode_header(write))
+            .body(committed_body(data))
+            .expect("valid request parts");
+        let resp = self.send_ok(req).await?;
+        read_json(&url, resp).await
     }
 
     /// The same-host routes this client (and its clones) connect through; see [`crate::local`].

@@ -7,13 +7,12 @@
 
 use std::sync::Arc;
 
-use aisle_cluster::client::{self, ClientError, committed_body};
+use aisle_cluster::client::ClientError;
 use aisle_cluster::proto::{
-    self, COMMIT_TRAILER, EtlPutRequest, META_HEADER, ObjectAttrs, ObjectMeta, ReadOptions,
-    WRITE_HEADER,
+    self, EtlPutRequest, META_HEADER, ObjectAttrs, ObjectMeta, ReadOptions,
 };
 use futures::TryStreamExt;
-use http::{Method, Request, header};
+use http::Request;
 use hyper::body::Incoming;
 
 use crate::server::{
@@ -48,22 +47,11 @@ pub(crate) async fn answer(state: &Arc<State>, req: Request<Incoming>) -> Result
         ..Default::default()
     };
     let data = http_body_util::BodyDataStream::new(read.into_body()).map_err(std::io::Error::other);
-    let url = format!(
-        "{}{}",
-        r.to,
-        proto::path_and_query(proto::T_OBJECT, &r.output)
-    );
-    let put = client::request(Method::PUT, &url)
-        .header(header::TRAILER, COMMIT_TRAILER)
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(META_HEADER, proto::encode_header(&attrs))
-        .header(WRITE_HEADER, proto::encode_header(&r.write))
-        .body(committed_body(data))
-        .expect("valid request parts");
-    let written: ObjectMeta = match state.client.send_ok(put).await {
-        Ok(resp) => client::read_json(&url, resp).await.map_err(output_failed)?,
-        Err(e) => return Err(output_failed(e)),
-    };
+    let written = state
+        .client
+        .put_object(&r.to, &r.output, &attrs, &r.write, data)
+        .await
+        .map_err(output_failed)?;
     state.metrics.etl_direct_puts.inc();
     Ok(json_resp(http::StatusCode::OK, &written))
 }

@@ -7,11 +7,8 @@
 
 use std::sync::Arc;
 
-use aisle_cluster::client::{self, ClientError, committed_body};
-use aisle_cluster::proto::{
-    self, COMMIT_TRAILER, META_HEADER, ObjectAttrs, ObjectMeta, ObjectQuery, ShardBuildReport,
-    ShardBuildRequest, WRITE_HEADER,
-};
+use aisle_cluster::client::{self, ClientError};
+use aisle_cluster::proto::{self, ObjectAttrs, ObjectQuery, ShardBuildReport, ShardBuildRequest};
 use aisle_shard::{END_OF_ARCHIVE, member_header, padding, wds_split};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -44,23 +41,13 @@ pub(crate) async fn answer(state: &Arc<State>, req: Request<Incoming>) -> Result
         let mut rx = rx;
         move |cx| rx.poll_recv(cx)
     });
-    let url = format!("{me}{}", proto::path_and_query(proto::T_OBJECT, &r.output));
     let attrs = ObjectAttrs {
         content_type: Some("application/x-tar".into()),
         ..Default::default()
     };
-    let put = client::request(Method::PUT, &url)
-        .header(header::TRAILER, COMMIT_TRAILER)
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(META_HEADER, proto::encode_header(&attrs))
-        .header(WRITE_HEADER, proto::encode_header(&r.write))
-        .body(committed_body(data))
-        .expect("valid request parts");
-    let client = state.client.clone();
-    let put = tokio::spawn(async move {
-        let resp = client.send_ok(put).await?;
-        client::read_json::<ObjectMeta>(&url, resp).await
-    });
+    let (client, output, write) = (state.client.clone(), r.output.clone(), r.write.clone());
+    let put =
+        tokio::spawn(async move { client.put_object(&me, &output, &attrs, &write, data).await });
     let mut report = ShardBuildReport::default();
     let mut size = 0u64;
     for (i, key) in r.keys.iter().enumerate() {
