@@ -344,14 +344,21 @@ impl ClusterMeta {
 pub struct EtlSpec {
     /// `[a-z0-9][a-z0-9-]{1,31}`.
     pub name: String,
-    /// `exec` or `hpush`.
+    /// `exec`, `hpush`, `hpull` or `ws` (AIStore's `hpush://`, `hpull://`, `ws://` are
+    /// accepted too).
+    #[serde(deserialize_with = "communicator")]
     pub communicator: String,
-    /// Command and arguments (`exec`; `hpush` when the target starts the transformer).
+    /// Command and arguments (`exec`; the server communicators when the target starts the
+    /// transformer).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
-    /// External transformer URL (`hpush` without a command).
+    /// External transformer URL (a server communicator without a command).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// What the transformer is handed: the bytes (empty, the default) or `fqn`, the object's
+    /// local file path when it is one whole file (AIStore's `argument`; server communicators).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub argument: String,
     /// Extra environment for the command.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -384,6 +391,12 @@ pub struct EtlSpec {
 
 fn yes() -> bool {
     true
+}
+
+/// A communicator name, without AIStore's `://` suffix.
+fn communicator<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok(s.strip_suffix("://").unwrap_or(&s).to_string())
 }
 fn default_init_timeout() -> u64 {
     300

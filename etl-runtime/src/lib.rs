@@ -5,6 +5,8 @@
 //!   caches);
 //! * [`builtin`] — transforms compiled into aisle, available by name on every cluster without
 //!   registration (identity, digests, compression, image operations);
+//! * [`exec`], [`hpush`] (`hpush` and `hpull`) and [`ws`] — the communicators to transformers
+//!   that run as their own processes, sharing supervision in `comm`;
 //! * [`pipeline`] — resolving names into a [`Pipeline`] of up to 8 stages and running it;
 //! * [`EtlError`] — every failure, with the HTTP status the client should see.
 //!
@@ -25,21 +27,36 @@
 //! ```
 
 pub mod builtin;
+mod comm;
 mod error;
 pub mod exec;
 pub mod hpush;
 pub mod pipeline;
+pub mod ws;
 
 use std::pin::Pin;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
+pub use comm::{CommConfig, ServerConfig, ServerStatus};
 pub use error::EtlError;
 pub use pipeline::{MAX_ARGS_LEN, MAX_STAGES, Pipeline, Registry, StageArgs, valid_name};
 
 /// A stream of bytes flowing through a transform.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, EtlError>> + Send>>;
+
+/// What the first stage of a pipeline may know of its input besides the bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// The input is the whole stored object named by the run's `path` (not a shard member,
+    /// not an earlier stage's output), so a transformer may read it from the node itself
+    /// (`hpull`).
+    pub stored: bool,
+    /// The one local file holding exactly the input's bytes, for transformers on this host
+    /// that take a file path instead of the bytes (`etl_fqn`).
+    pub file: Option<std::path::PathBuf>,
+}
 
 /// One transform stage.
 #[async_trait::async_trait]
@@ -72,6 +89,12 @@ pub trait Transformer: Send + Sync {
         Vec::new()
     }
 
+    /// Reads its input from the node or a file rather than from the stream, so it can only be
+    /// a pipeline's first stage ([`Transformer::run_source`]).
+    fn needs_source(&self) -> bool {
+        false
+    }
+
     /// Transform `input`, the bytes of the object at `path` (`bucket/key`). Errors found while
     /// streaming come through the returned stream.
     async fn run(
@@ -80,6 +103,18 @@ pub trait Transformer: Send + Sync {
         args: &StageArgs,
         path: &str,
     ) -> Result<ByteStream, EtlError>;
+
+    /// [`Transformer::run`] as a pipeline's first stage, told what `source` the input is; a
+    /// transformer that can use a file path or read the object itself overrides this.
+    async fn run_source(
+        &self,
+        input: ByteStream,
+        _source: &Source,
+        args: &StageArgs,
+        path: &str,
+    ) -> Result<ByteStream, EtlError> {
+        self.run(input, args, path).await
+    }
 }
 
 /// A stream of one chunk.

@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
-use crate::{ByteStream, EtlError, Transformer};
+use crate::{ByteStream, EtlError, Source, Transformer};
 
 /// Most stages in one pipeline.
 pub const MAX_STAGES: usize = 8;
@@ -152,11 +152,16 @@ impl Registry {
         }
         let map = self.transforms.read().expect("registry lock");
         let mut stages = Vec::with_capacity(names.len());
-        for n in names {
+        for (i, n) in names.iter().enumerate() {
             let t = map
                 .get(n)
                 .cloned()
                 .ok_or_else(|| EtlError::Unknown(n.clone()))?;
+            if i > 0 && t.needs_source() {
+                return Err(EtlError::BadPipeline(format!(
+                    "{n} reads the stored object itself, so it can only be a pipeline's first stage"
+                )));
+            }
             let a = StageArgs::for_stage(n, args);
             t.check_args(&a)?;
             stages.push((t, a));
@@ -221,9 +226,23 @@ impl Pipeline {
 
     /// Run every stage, in order, over the object at `path` (`bucket/key`).
     pub async fn run(&self, input: ByteStream, path: &str) -> Result<ByteStream, EtlError> {
+        self.run_from(input, &Source::default(), path).await
+    }
+
+    /// [`Pipeline::run`], the first stage told what `source` its input is.
+    pub async fn run_from(
+        &self,
+        input: ByteStream,
+        source: &Source,
+        path: &str,
+    ) -> Result<ByteStream, EtlError> {
         let mut s = input;
-        for (t, a) in &self.stages {
-            s = t.run(s, a, path).await?;
+        for (i, (t, a)) in self.stages.iter().enumerate() {
+            s = if i == 0 {
+                t.run_source(s, source, a, path).await?
+            } else {
+                t.run(s, a, path).await?
+            };
         }
         Ok(s)
     }

@@ -253,15 +253,21 @@ impl AdminRoute {
             {
                 return Err(bad("mode is oneshot or worker".into()));
             }
-            "hpush" if spec.command.is_empty() == spec.url.is_none() => {
-                return Err(bad("hpush needs either a command to start or a url".into()));
+            c @ ("hpush" | "hpull" | "ws") if spec.command.is_empty() == spec.url.is_none() => {
+                return Err(bad(format!("{c} needs either a command to start or a url")));
             }
-            "exec" | "hpush" => {}
+            "exec" | "hpush" | "hpull" | "ws" => {}
             other => {
                 return Err(bad(format!(
-                    "unknown communicator {other:?} (exec or hpush)"
+                    "unknown communicator {other:?} (exec, hpush, hpull or ws)"
                 )));
             }
+        }
+        match spec.argument.as_str() {
+            "" => {}
+            "fqn" if spec.communicator != "exec" => {}
+            "fqn" => return Err(bad("argument fqn needs hpush, hpull or ws".into())),
+            other => return Err(bad(format!("argument is \"\" or \"fqn\", not {other:?}"))),
         }
         self.meta
             .update(|m| {

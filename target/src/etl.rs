@@ -11,7 +11,9 @@ use std::time::Duration;
 use aisle_cluster::map::EtlSpec;
 use aisle_cluster::proto::{EtlErrorRecord, EtlNodeStatus};
 use aisle_etl_runtime::exec::{Exec, ExecConfig, ExecMode};
-use aisle_etl_runtime::hpush::{Hpush, HpushConfig};
+use aisle_etl_runtime::hpush::{Hpush, Mode};
+use aisle_etl_runtime::ws::Ws;
+use aisle_etl_runtime::{CommConfig, ServerConfig, ServerStatus, Source};
 
 use aisle_cluster::proto::{
     self, ETL_APPLIED_HEADER, EtlSelection, META_HEADER, ObjectMeta, ObjectQuery, ReadOptions,
@@ -33,7 +35,11 @@ use crate::store::{StoreError, StoredObject};
 pub(crate) struct Etl {
     pub(crate) registry: Registry,
     cache: Cache,
+    /// Where this node's transformers read objects (`AIS_TARGET_URL`): the node's URL, then
+    /// [`SOURCE_PATH`] and [`Etl::source_secret`].
     node_url: String,
+    /// The secret in [`Etl::node_url`]'s path, known only to this node and its transformers.
+    source_secret: String,
     installed: Mutex<HashMap<String, Installed>>,
     errors: Mutex<VecDeque<EtlErrorRecord>>,
 }
@@ -41,7 +47,31 @@ pub(crate) struct Etl {
 enum Handle {
     Exec(Arc<Exec>),
     Hpush(Arc<Hpush>),
+    Ws(Arc<Ws>),
 }
+
+impl Handle {
+    fn transformer(&self) -> Arc<dyn aisle_etl_runtime::Transformer> {
+        match self {
+            Handle::Exec(e) => e.clone(),
+            Handle::Hpush(h) => h.clone(),
+            Handle::Ws(w) => w.clone(),
+        }
+    }
+
+    /// The server's status (server communicators).
+    fn server(&self) -> Option<ServerStatus> {
+        match self {
+            Handle::Exec(_) => None,
+            Handle::Hpush(h) => Some(h.status()),
+            Handle::Ws(w) => Some(w.status()),
+        }
+    }
+}
+
+/// Path prefix of the object reads this node's transformers make (`hpull`, and servers that
+/// fetch instead of being pushed to): `GET <node>/_aisle/etl/source/<secret>/<bucket>/<key>`.
+pub(crate) const SOURCE_PATH: &str = "/_aisle/etl/source/";
 
 struct Installed {
     version: String,
@@ -58,10 +88,15 @@ impl Etl {
         node_url: String,
         events: CacheEvents,
     ) -> Result<Etl, StoreError> {
+        let source_secret = uuid::Uuid::new_v4().simple().to_string();
         Ok(Etl {
             registry: Registry::with_builtins(),
             cache: Cache::open(cache_dir, budget, events)?,
-            node_url,
+            node_url: format!(
+                "{}{SOURCE_PATH}{source_secret}",
+                node_url.trim_end_matches('/')
+            ),
+            source_secret,
             installed: Mutex::new(HashMap::new()),
             errors: Mutex::new(VecDeque::new()),
         })
@@ -90,11 +125,7 @@ impl Etl {
             }
             match self.instantiate(spec) {
                 Ok(handle) => {
-                    let t: Arc<dyn aisle_etl_runtime::Transformer> = match &handle {
-                        Handle::Exec(e) => e.clone(),
-                        Handle::Hpush(h) => h.clone(),
-                    };
-                    self.registry.register(t);
+                    self.registry.register(handle.transformer());
                     installed.insert(
                         spec.name.clone(),
                         Installed {
@@ -135,24 +166,61 @@ impl Etl {
                 },
                 version: spec.version(),
             })?))),
-            "hpush" => Ok(Handle::Hpush(Arc::new(Hpush::start(HpushConfig {
+            "hpush" => Ok(Handle::Hpush(Arc::new(Hpush::start(
+                self.comm_config(spec, env, concurrency),
+                Mode::Push,
+            )?))),
+            "hpull" => Ok(Handle::Hpush(Arc::new(Hpush::start(
+                self.comm_config(spec, env, concurrency),
+                Mode::Pull,
+            )?))),
+            "ws" => Ok(Handle::Ws(Arc::new(Ws::start(self.comm_config(
+                spec,
+                env,
+                concurrency,
+            ))?))),
+            other => Err(EtlError::BadPipeline(format!(
+                "unknown communicator {other:?}"
+            ))),
+        }
+    }
+
+    fn comm_config(
+        &self,
+        spec: &EtlSpec,
+        env: Vec<(String, String)>,
+        concurrency: usize,
+    ) -> CommConfig {
+        CommConfig {
+            server: ServerConfig {
                 name: spec.name.clone(),
                 url: spec.url.clone(),
                 argv: (!spec.command.is_empty()).then(|| spec.command.clone()),
                 env,
                 workdir: spec.workdir.as_ref().map(PathBuf::from),
                 init_timeout: Duration::from_secs(spec.init_timeout),
-                obj_timeout: Duration::from_secs(spec.obj_timeout),
-                deterministic: spec.deterministic,
-                content_type: spec.content_type.clone(),
-                concurrency,
                 node_url: self.node_url.clone(),
-                version: spec.version(),
-            })?))),
-            other => Err(EtlError::BadPipeline(format!(
-                "unknown communicator {other:?}"
-            ))),
+            },
+            obj_timeout: Duration::from_secs(spec.obj_timeout),
+            deterministic: spec.deterministic,
+            content_type: spec.content_type.clone(),
+            concurrency,
+            version: spec.version(),
+            fqn: spec.argument == "fqn",
         }
+    }
+
+    /// Does `path` (after [`SOURCE_PATH`]) start with this node's source secret? Returns the
+    /// rest, `<bucket>/<key>` still percent-encoded.
+    pub(crate) fn source_request<'a>(&self, rest: &'a str) -> Option<&'a str> {
+        let (secret, object) = rest.split_once('/')?;
+        let same = secret.len() == self.source_secret.len()
+            && secret
+                .bytes()
+                .zip(self.source_secret.bytes())
+                .fold(0u8, |d, (a, b)| d | (a ^ b))
+                == 0;
+        same.then_some(object)
     }
 
     fn record(&self, pipeline: &str, path: &str, status: u16, message: &str) {
@@ -178,18 +246,14 @@ impl Etl {
         };
         if let Some(i) = installed.get(name) {
             st.installed = true;
-            match &i.handle {
-                Handle::Exec(e) => {
-                    st.ready = true;
-                    st.logs = e.logs();
-                }
-                Handle::Hpush(h) => {
-                    let s = h.status();
+            st.logs = i.handle.transformer().logs();
+            match i.handle.server() {
+                None => st.ready = true,
+                Some(s) => {
                     st.ready = s.ready;
                     st.restarts = s.restarts;
                     st.pid = s.pid;
                     st.last_error = s.last_error;
-                    st.logs = aisle_etl_runtime::Transformer::logs(h.as_ref());
                 }
             }
         }
@@ -333,7 +397,8 @@ impl Cache {
         key: &str,
         pipeline: &Pipeline,
         path: &str,
-        source: impl FnOnce() -> ByteStream,
+        source: &Source,
+        input: impl FnOnce() -> ByteStream,
     ) -> Result<(PathBuf, u64), ApiError> {
         if let Some(hit) = self.lookup(key) {
             self.event("hit");
@@ -349,7 +414,7 @@ impl Cache {
             return Ok(hit);
         }
         self.event("miss");
-        let result = self.build(key, pipeline, path, source()).await;
+        let result = self.build(key, pipeline, path, source, input()).await;
         self.building.lock().await.remove(key);
         let size = result?;
         Ok((self.dir.join(key), size))
@@ -360,7 +425,8 @@ impl Cache {
         key: &str,
         pipeline: &Pipeline,
         path: &str,
-        source: ByteStream,
+        source: &Source,
+        input: ByteStream,
     ) -> Result<u64, ApiError> {
         let tmp = self
             .dir
@@ -375,7 +441,7 @@ impl Cache {
                 })
             }
         };
-        let mut out = pipeline.run(source, path).await?;
+        let mut out = pipeline.run_from(input, source, path).await?;
         let mut f = tokio::fs::File::create(&tmp)
             .await
             .map_err(io("creating"))?;
@@ -403,7 +469,6 @@ impl Cache {
     }
 }
 
-/// The source object's bytes as a transform input.
 /// The bytes a transform reads: the whole object, or one member of a shard (`archpath`).
 async fn source_stream(
     state: &Arc<State>,
@@ -510,11 +575,24 @@ pub(crate) async fn read_transformed(
     if let Some(r) = crate::server::condition_failed(opts, &meta) {
         return Ok(ReadAnswer::Response(r));
     }
+    // What the first stage may use besides the bytes: the stored object itself, and its one
+    // data file when it has exactly one.
+    let source = Source {
+        stored: member.is_none(),
+        file: match (member, rec.segments.as_slice()) {
+            (None, [one]) => Some(
+                state.store.segment_files(std::slice::from_ref(one))[0]
+                    .0
+                    .clone(),
+            ),
+            _ => None,
+        },
+    };
     if pipeline.deterministic() {
         let built = state
             .etl
             .cache
-            .get_or_build(&key, &pipeline, &object_path, || {
+            .get_or_build(&key, &pipeline, &object_path, &source, || {
                 // Opened lazily, only when the cache misses.
                 Box::pin(
                     futures::stream::once({
@@ -562,7 +640,11 @@ pub(crate) async fn read_transformed(
     // recorded with the transform's status.
     let start = || async {
         pipeline
-            .run(source_stream(state, &rec, q, member).await?, &object_path)
+            .run_from(
+                source_stream(state, &rec, q, member).await?,
+                &source,
+                &object_path,
+            )
             .await
             .inspect_err(|e| {
                 state
@@ -648,4 +730,60 @@ pub(crate) async fn read_transformed(
         b.body(BodyExt::boxed_unsync(StreamBody::new(frames)))
             .expect("valid response"),
     ))
+}
+
+/// `GET <SOURCE_PATH><secret>/<bucket>/<key>`: a transformer of this node reads an object
+/// (`hpull`, or any server that fetches from `AIS_TARGET_URL`). Only this node's copy is
+/// read, whole, untransformed; the secret in the path stands for the cluster's credentials,
+/// which transformers never get.
+pub(crate) async fn answer_source(
+    state: &Arc<State>,
+    req: &http::Request<hyper::body::Incoming>,
+) -> Option<crate::server::Resp> {
+    let rest = req.uri().path().strip_prefix(SOURCE_PATH)?;
+    let answer = async {
+        let object = state
+            .etl
+            .source_request(rest)
+            .ok_or_else(ApiError::denied)?;
+        if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+            return Err(api_err(
+                405,
+                "MethodNotAllowed",
+                "transformers only read objects",
+            ));
+        }
+        // AIStore's SDK servers encode the whole `<bucket>/<key>` (slashes too); bucket names
+        // have no slash, so the first one decoded ends the bucket.
+        let object = percent_encoding::percent_decode_str(object)
+            .decode_utf8()
+            .map_err(|_| api_err(400, "InvalidRequest", "the path is not UTF-8"))?;
+        let (bucket, key) = object
+            .split_once('/')
+            .ok_or_else(|| api_err(400, "InvalidRequest", "the path is <bucket>/<key>"))?;
+        let q = ObjectQuery {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            part: None,
+        };
+        let with_body = req.method() == http::Method::GET;
+        match crate::server::answer_read(state, &q, &ReadOptions::default(), with_body, true)
+            .await?
+        {
+            ReadAnswer::Files { head, spans } => {
+                let (parts, ()) = head.into_parts();
+                Ok(Response::from_parts(
+                    parts,
+                    crate::server::spans_body(spans)?,
+                ))
+            }
+            ReadAnswer::Response(r) => Ok(r),
+            ReadAnswer::Declined => unreachable!("a read that may stream is never declined"),
+        }
+    };
+    Some(
+        answer
+            .await
+            .unwrap_or_else(|e| crate::server::error_resp(e.status, e.code, e.message)),
+    )
 }

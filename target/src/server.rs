@@ -356,6 +356,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
     if req.uri().path() == aisle_cluster::metrics::METRICS_PATH {
         return metrics(&state, &req).await;
     }
+    if let Some(resp) = crate::etl::answer_source(&state, &req).await {
+        return resp;
+    }
     if !is_authorized(req.headers(), &state.secret) {
         let e = ApiError::denied();
         return error_resp(e.status, e.code, e.message);
