@@ -214,13 +214,8 @@ impl Etl {
     /// rest, `<bucket>/<key>` still percent-encoded.
     pub(crate) fn source_request<'a>(&self, rest: &'a str) -> Option<&'a str> {
         let (secret, object) = rest.split_once('/')?;
-        let same = secret.len() == self.source_secret.len()
-            && secret
-                .bytes()
-                .zip(self.source_secret.bytes())
-                .fold(0u8, |d, (a, b)| d | (a ^ b))
-                == 0;
-        same.then_some(object)
+        aisle_cluster::auth::constant_time_eq(secret.as_bytes(), self.source_secret.as_bytes())
+            .then_some(object)
     }
 
     fn record(&self, pipeline: &str, path: &str, status: u16, message: &str) {
