@@ -7,6 +7,8 @@ import signal
 import threading
 import time
 
+import pytest
+
 import botocore.config
 import botocore.exceptions
 
@@ -24,7 +26,10 @@ def wait_readable(s3, bucket, key, timeout=30):
             time.sleep(0.2)
 
 
-def test_kill9_target_during_puts_then_restart(fresh_dir):
+@pytest.mark.parametrize("writers,max_size", [(4, 1 << 20), (1, 4096)], ids=["mixed-c4", "small-c1"])
+def test_kill9_target_during_puts_then_restart(fresh_dir, writers, max_size):
+    """Also at concurrency 1 with small objects: nearly every PUT then fills a ready data file
+    (a name made durable ahead), so the kill lands in that path."""
     c = Cluster(fresh_dir).start()
     try:
         s3 = c.client(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=2, read_timeout=10)
@@ -37,7 +42,7 @@ def test_kill9_target_during_puts_then_restart(fresh_dir):
             i = 0
             while not stop.is_set():
                 key = f"w{w}/{i:05d}"
-                body = rnd.randbytes(rnd.randint(1, 1 << 20))
+                body = rnd.randbytes(rnd.randint(1, max_size))
                 digest = hashlib.md5(body).hexdigest()
                 with lock:
                     attempted[key] = digest
@@ -49,7 +54,7 @@ def test_kill9_target_during_puts_then_restart(fresh_dir):
                     pass
                 i += 1
 
-        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
         for t in threads:
             t.start()
         time.sleep(1.5)
@@ -187,7 +192,7 @@ def test_kill9_of_every_process_during_puts_with_two_copies(fresh_dir):
                     pass
                 i += 1
 
-        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
         for t in threads:
             t.start()
         time.sleep(2)

@@ -22,24 +22,34 @@ pub(crate) const CHECK_ON_READ_MAX: u64 = 64 * 1024;
 
 /// Whether `rec`'s files hold the bytes its ETag (or size) says. Blocking.
 pub(crate) fn intact(store: &Store, rec: &StoredObject) -> Result<bool, StoreError> {
+    let mut files = Vec::with_capacity(rec.segments.len());
+    for (path, size) in store.segment_files(&rec.segments) {
+        match std::fs::File::open(&path) {
+            Ok(f) => files.push((f, size)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::io(format!("opening {}", path.display()))(e)),
+        }
+    }
+    intact_files(&files, rec)
+}
+
+/// [`intact`] over `rec`'s files, already open (each with its size). Blocking.
+fn intact_files(files: &[(std::fs::File, u64)], rec: &StoredObject) -> Result<bool, StoreError> {
     let mut check = {
         let (etag, parts) = rec.meta.integrity();
         EtagCheck::new(etag, parts)
     };
-    let mut buf = vec![0u8; 256 * 1024];
-    for (path, size) in store.segment_files(&rec.segments) {
-        let f = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(StoreError::io(format!("opening {}", path.display()))(e)),
-        };
+    // No bigger than the object: a small object's read allocates a small buffer.
+    let mut buf = vec![0u8; rec.meta.size.clamp(1, 256 * 1024) as usize];
+    for (f, size) in files {
+        let size = *size;
         let mut at = 0u64;
         while at < size {
             let n = (buf.len() as u64).min(size - at) as usize;
             match f.read_exact_at(&mut buf[..n], at) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-                Err(e) => return Err(StoreError::io(format!("reading {}", path.display()))(e)),
+                Err(e) => return Err(StoreError::io("reading a data file".to_string())(e)),
             }
             check.update(&buf[..n]);
             at += n as u64;
@@ -50,13 +60,24 @@ pub(crate) fn intact(store: &Store, rec: &StoredObject) -> Result<bool, StoreErr
 
 /// A plain read of a small object: check it first. A corrupt copy is not served (the gateway
 /// reads another copy) and is repaired in the background.
+///
+/// `files` are `rec`'s data files, open, when the caller has them (they are then read from, not
+/// opened again).
 pub(crate) fn check_on_read(
     state: &Arc<State>,
     bucket: &str,
     key: &str,
     rec: &StoredObject,
+    files: Option<&[(std::fs::File, u64)]>,
 ) -> Result<(), ApiError> {
-    if rec.meta.size > CHECK_ON_READ_MAX || intact(&state.store, rec)? {
+    if rec.meta.size > CHECK_ON_READ_MAX {
+        return Ok(());
+    }
+    let ok = match files {
+        Some(files) => intact_files(files, rec)?,
+        None => intact(&state.store, rec)?,
+    };
+    if ok {
         return Ok(());
     }
     tracing::error!(%bucket, %key, "corrupt copy: not served; repairing from another copy");

@@ -718,15 +718,28 @@ pub(crate) async fn answer_read(
     if let Some(r) = condition_failed(opts, &rec.meta) {
         return Ok(ReadAnswer::Response(r));
     }
-    if with_body {
-        crate::scrub::check_on_read(state, &q.bucket, &q.key, &rec)?;
-    }
     let (start, end, partial) = select_span(&rec, q.part, opts)?;
     let head = span_head(&rec.meta, start, end, rec.meta.size, partial)
         .body(())
         .expect("valid response");
-    let spans = if with_body && end > start {
-        crate::files::spans(&state.store.segment_files(&rec.segments), start, end)?
+    let files = state.store.segment_files(&rec.segments);
+    let spans = if !with_body {
+        Vec::new()
+    } else if rec.meta.size <= crate::scrub::CHECK_ON_READ_MAX {
+        // A small object is checked whole before it is served; its files are opened once,
+        // for the check and for the answer.
+        let open = match crate::files::open_all(&files) {
+            Ok(open) => open,
+            Err(e) => {
+                // A missing data file is a corrupt copy: not served, repaired.
+                crate::scrub::check_on_read(state, &q.bucket, &q.key, &rec, None)?;
+                return Err(e.into());
+            }
+        };
+        crate::scrub::check_on_read(state, &q.bucket, &q.key, &rec, Some(&open))?;
+        crate::files::select(open, start, end)
+    } else if end > start {
+        crate::files::spans(&files, start, end)?
     } else {
         Vec::new()
     };

@@ -8,12 +8,18 @@
 //! A data file is written, fsynced, its directory fsynced, and only then referenced by an index
 //! commit; at start every file no record references is removed (a crash mid-write leaves one).
 //!
+//! The directory fsync is mostly paid ahead: each mountpath keeps a few empty data files whose
+//! names are already durable ([`Ready`], made 64 at a time in one directory and fsynced once).
+//! A write takes one, fills and fsyncs it, and needs no directory fsync before the index commit
+//! — one synchronous flush fewer per acknowledged PUT, with the same guarantee. When none is
+//! ready a write creates its file and fsyncs the directory itself, as before.
+//!
 //! File names are fresh UUIDs, never derived from keys: no key, however hostile, can name a
 //! path, and a new version never overwrites the file an older reader still has open.
 
 use std::path::{Path, PathBuf};
-
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -24,6 +30,63 @@ use aisle_cluster::files::BatchWriter;
 pub(super) struct Mountpath {
     root: PathBuf,
     index: u16,
+    ready: Arc<Ready>,
+}
+
+/// Empty data files whose directory entries are durable, for writes to take.
+struct Ready {
+    root: PathBuf,
+    ids: Mutex<Vec<String>>,
+    refilling: AtomicBool,
+}
+
+/// Below this many ready files, a batch is made.
+const READY_LOW: usize = 16;
+/// Ready files made at once (in one directory, one fsync).
+pub(super) const READY_BATCH: usize = 64;
+
+impl Ready {
+    fn take(&self) -> Option<String> {
+        self.ids.lock().expect("ready lock").pop()
+    }
+
+    /// Make a batch in the background when few are left.
+    fn refill(self: &Arc<Self>) {
+        if self.ids.lock().expect("ready lock").len() >= READY_LOW
+            || self.refilling.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = this.make_batch() {
+                tracing::warn!(root = %this.root.display(), error = %e, "cannot make ready data files");
+            }
+            this.refilling.store(false, Ordering::Release);
+        });
+    }
+
+    fn make_batch(&self) -> std::io::Result<()> {
+        // One directory for the whole batch, so one fsync makes every name durable.
+        let prefix = uuid::Uuid::new_v4().simple().to_string()[..2].to_string();
+        let dir = self.root.join("obj").join(&prefix);
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::File::open(self.root.join("obj"))?.sync_all()?;
+        }
+        let mut made = Vec::with_capacity(READY_BATCH);
+        for _ in 0..READY_BATCH {
+            let id = format!(
+                "{prefix}{}",
+                &uuid::Uuid::new_v4().simple().to_string()[2..]
+            );
+            std::fs::File::create(self.root.join(Mountpath::rel_path(&id)))?;
+            made.push(id);
+        }
+        std::fs::File::open(&dir)?.sync_all()?;
+        self.ids.lock().expect("ready lock").extend(made);
+        Ok(())
+    }
 }
 
 /// A staged file being written; removed on drop unless installed.
@@ -34,6 +97,8 @@ pub struct TempFile {
     /// Open until [`TempFile::finish`].
     writer: Option<BatchWriter>,
     installed: bool,
+    /// Its name is already durable (a [`Ready`] file): installing needs no directory fsync.
+    durable_name: bool,
 }
 
 impl TempFile {
@@ -125,6 +190,11 @@ impl Mountpath {
         Ok(Mountpath {
             root: root.to_path_buf(),
             index,
+            ready: Arc::new(Ready {
+                root: root.to_path_buf(),
+                ids: Mutex::new(Vec::new()),
+                refilling: AtomicBool::new(false),
+            }),
         })
     }
 
@@ -134,6 +204,23 @@ impl Mountpath {
 
     pub(super) async fn create_temp(&self) -> Result<TempFile, StoreError> {
         let mp = self.index;
+        let taken = self.ready.take();
+        self.ready.refill();
+        if let Some(id) = taken {
+            let path = self.root.join(Self::rel_path(&id));
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(StoreError::io(format!("opening {}", path.display())))?;
+            return Ok(TempFile {
+                mp,
+                id,
+                path,
+                writer: Some(BatchWriter::new(Arc::new(file))),
+                installed: false,
+                durable_name: true,
+            });
+        }
         let id = uuid::Uuid::new_v4().simple().to_string();
         // Staged in place: a fresh name nothing refers to until the index commit, so
         // publishing needs no rename (and no second directory journal commit).
@@ -151,6 +238,7 @@ impl Mountpath {
             path,
             writer: Some(BatchWriter::new(Arc::new(file))),
             installed: false,
+            durable_name: false,
         })
     }
 
@@ -162,7 +250,9 @@ impl Mountpath {
     /// Keep a finished (fsynced) staged file: make its directory entry durable; returns its
     /// path relative to the mountpath, for the index record that publishes it.
     pub(super) fn install(&self, mut temp: TempFile) -> Result<String, StoreError> {
-        sync_dir(temp.path.parent().expect("obj/<xx> has a parent"))?;
+        if !temp.durable_name {
+            sync_dir(temp.path.parent().expect("obj/<xx> has a parent"))?;
+        }
         temp.installed = true;
         Ok(Self::rel_path(&temp.id))
     }

@@ -662,6 +662,67 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    #[tokio::test]
+    async fn ready_files_carry_writes_and_a_crash_leaves_none_behind() {
+        let dir = std::env::temp_dir().join(format!("aisle-store-{}", uuid::Uuid::new_v4()));
+        let mps = vec![dir.join("mp0")];
+        let files = |dir: &Path| -> usize { walk_files(&dir.join("mp0").join("obj")) };
+        let published;
+        {
+            let store = Store::open(&dir.join("index.redb"), &mps).unwrap();
+            // The first write makes a batch of ready files in the background.
+            let first = staged(&store, b"first").await;
+            drop(first);
+            for _ in 0..200 {
+                if files(&dir) >= layout_ready_batch() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert!(
+                files(&dir) >= layout_ready_batch(),
+                "a batch of ready files was made"
+            );
+            // A write takes a ready file: published, it is an object like any other.
+            let t = staged(&store, b"durable").await;
+            published = t.path().to_path_buf();
+            store.publish_copy("b", "k", t, meta(7, 5), false).unwrap();
+            // A crash with a staged ready file and the rest of the batch unused.
+            let crashed = staged(&store, b"lost").await;
+            std::mem::forget(crashed);
+        }
+        let store = Store::open(&dir.join("index.redb"), &mps).unwrap();
+        assert!(published.exists());
+        assert_eq!(
+            files(&dir),
+            1,
+            "recovery keeps the published file and removes every other"
+        );
+        let rec = store.get("b", "k").unwrap();
+        assert_eq!(rec.meta.size, 7);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn walk_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            walk_files(&e.path())
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    fn layout_ready_batch() -> usize {
+        layout::READY_BATCH
+    }
+
     async fn staged(store: &Store, bytes: &[u8]) -> TempFile {
         let mut t = store.create_temp(0).await.unwrap();
         t.write(bytes.to_vec()).await.unwrap();
