@@ -207,9 +207,10 @@ impl NodeClient {
             query: query.clone(),
             opts: opts.clone(),
             head,
+            inline: true,
             trace: crate::trace::current().map(|t| t.to_string()),
         };
-        let (reply, spans) = match self.local.read(&socket, &req).await {
+        let (mut reply, spans) = match self.local.read(&socket, &req).await {
             Ok(Some(r)) => r,
             Ok(None) => return None,
             Err(e) => {
@@ -222,7 +223,9 @@ impl NodeClient {
             b = b.header(k, v);
         }
         let whole = |b: Bytes| Full::new(b).map_err(|e| match e {}).boxed();
-        let body = if spans.is_empty() {
+        let body = if reply.inline > 0 {
+            whole(std::mem::take(&mut reply.data))
+        } else if spans.is_empty() {
             whole(Bytes::from(reply.body))
         } else {
             match crate::files::body(spans) {

@@ -19,6 +19,10 @@
 //! resolves the key, conditions, range and part, opens the files (so an overwrite cannot pull
 //! them away mid-read), checks the staged size, fsyncs and publishes.
 //!
+//! A read of at most [`INLINE_MAX`] bytes is the exception: the target sends those bytes in
+//! its reply, after the JSON, instead of a descriptor — for a small object, passing, reading
+//! and closing a descriptor costs more than the copy.
+//!
 //! Not for: reaching targets on other machines (they have no route and use TCP).
 
 use std::collections::HashMap;
@@ -255,6 +259,9 @@ pub const MAX_FDS: usize = 64;
 /// Largest frame of the descriptor-passing protocol.
 const MAX_FRAME: usize = 1 << 20;
 
+/// Largest read answered with its bytes in the reply instead of descriptors.
+pub const INLINE_MAX: u64 = 16 * 1024;
+
 /// A call on a target's descriptor socket. Every call carries the cluster secret.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -269,6 +276,10 @@ pub enum LocalRequest {
         opts: ReadOptions,
         /// HEAD: no descriptors.
         head: bool,
+        /// The caller takes a body of at most [`INLINE_MAX`] bytes inline
+        /// ([`LocalReply::data`]).
+        #[serde(default)]
+        inline: bool,
         /// The request id ([`crate::trace`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         trace: Option<String>,
@@ -316,6 +327,44 @@ pub struct LocalReply {
     pub body: String,
     /// `[from, to)` of each passed descriptor, in order: the body is their concatenation.
     pub spans: Vec<(u64, u64)>,
+    /// Bytes of the body sent inline: they follow the JSON in the same frame.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub inline: u64,
+    /// The inline body ([`LocalReply::inline`] bytes).
+    #[serde(skip)]
+    pub data: bytes::Bytes,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl LocalReply {
+    /// The frame: the JSON, then the inline body.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut msg = serde_json::to_vec(self).expect("protocol types serialize");
+        msg.extend_from_slice(&self.data);
+        msg
+    }
+
+    /// A reply from its frame ([`LocalReply::encode`]).
+    pub fn decode(frame: Vec<u8>) -> io::Result<LocalReply> {
+        let mut it = serde_json::Deserializer::from_slice(&frame).into_iter::<LocalReply>();
+        let mut reply = match it.next() {
+            Some(r) => r.map_err(io::Error::other)?,
+            None => return Err(io::ErrorKind::UnexpectedEof.into()),
+        };
+        let end = it.byte_offset();
+        if (frame.len() - end) as u64 != reply.inline {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "inline body length does not match the reply",
+            ));
+        }
+        let mut frame = frame;
+        reply.data = bytes::Bytes::from(frame.split_off(end));
+        Ok(reply)
+    }
 }
 
 /// Write one frame (length, then `msg`) with `fds` attached to its first byte.
@@ -453,7 +502,7 @@ impl LocalPool {
         let (frame, fds) = recv_frame(&stream)
             .await?
             .ok_or(io::ErrorKind::UnexpectedEof)?;
-        let reply: LocalReply = serde_json::from_slice(&frame).map_err(io::Error::other)?;
+        let reply = LocalReply::decode(frame)?;
         Ok((reply, fds, stream))
     }
 
@@ -596,5 +645,31 @@ mod tests {
             Some(PathBuf::from("/x/target-fd.sock"))
         );
         assert_eq!(routes.fd_socket("http://127.0.0.1:4001"), None);
+    }
+
+    #[test]
+    fn a_reply_carries_its_inline_body_after_the_json() {
+        let reply = LocalReply {
+            status: 200,
+            headers: vec![("content-length".into(), "5".into())],
+            inline: 5,
+            data: bytes::Bytes::from_static(b"{\"x\"}"),
+            ..Default::default()
+        };
+        let back = LocalReply::decode(reply.encode()).unwrap();
+        assert_eq!((back.status, back.inline), (200, 5));
+        assert_eq!(&back.data[..], b"{\"x\"}");
+        // Without an inline body the frame is the JSON alone, as before.
+        let plain = LocalReply {
+            status: 404,
+            body: "{}".into(),
+            ..Default::default()
+        };
+        assert_eq!(plain.encode(), serde_json::to_vec(&plain).unwrap());
+        assert!(LocalReply::decode(plain.encode()).unwrap().data.is_empty());
+        // A length that does not match the bytes after the JSON is refused.
+        let mut bad = reply.encode();
+        bad.push(b'!');
+        assert!(LocalReply::decode(bad).is_err());
     }
 }

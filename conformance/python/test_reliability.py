@@ -192,7 +192,7 @@ def test_kill9_of_every_process_during_puts_with_two_copies(fresh_dir):
                     pass
                 i += 1
 
-        threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
         for t in threads:
             t.start()
         time.sleep(2)

@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use aisle_cluster::auth::constant_time_eq;
-use aisle_cluster::local::{LocalReply, LocalRequest, MAX_FDS, recv_frame, send_frame};
+use aisle_cluster::local::{INLINE_MAX, LocalReply, LocalRequest, MAX_FDS, recv_frame, send_frame};
 use aisle_cluster::proto::{
     Commit, ErrorBody, ObjectAttrs, ObjectQuery, UploadQuery, WriteOptions,
 };
@@ -74,8 +74,7 @@ async fn connection(stream: UnixStream, state: Arc<State>) {
         } else {
             spans.iter().map(|s| s.file.as_raw_fd()).collect()
         };
-        let msg = serde_json::to_vec(&reply).expect("protocol types serialize");
-        if let Err(e) = send_frame(&stream, &msg, &fds).await {
+        if let Err(e) = send_frame(&stream, &reply.encode(), &fds).await {
             tracing::debug!(error = %e, "descriptor reply failed");
             return;
         }
@@ -133,8 +132,12 @@ async fn dispatch(
             | LocalRequest::Part { secret, .. },
         ) if !authorized(&secret) => (error(ApiError::denied()), Vec::new()),
         Ok(LocalRequest::Read {
-            query, opts, head, ..
-        }) => read(state, &query, &opts, head).await,
+            query,
+            opts,
+            head,
+            inline,
+            ..
+        }) => read(state, &query, &opts, head, inline).await,
         Ok(LocalRequest::Put {
             query, attrs, opts, ..
         }) => staged_reply(staged, stage_object(state, query, attrs, opts).await),
@@ -162,7 +165,8 @@ async fn dispatch(
     }
 }
 
-/// Answer a read as over HTTP ([`answer_read`]), with the files' descriptors for the body.
+/// Answer a read as over HTTP ([`answer_read`]), with the files' descriptors for the body, or
+/// the body itself when it is at most [`INLINE_MAX`] bytes and the caller takes it `inline`.
 /// Whatever would have to stream (a shard member, a non-deterministic transform, a span over
 /// more than [`MAX_FDS`] files) is declined (status 0) and goes over HTTP.
 async fn read(
@@ -170,15 +174,43 @@ async fn read(
     q: &ObjectQuery,
     opts: &aisle_cluster::proto::ReadOptions,
     head: bool,
+    inline: bool,
 ) -> (LocalReply, Vec<Span>) {
     match answer_read(state, q, opts, !head, false).await {
         Ok(ReadAnswer::Files { head, spans }) if spans.len() <= MAX_FDS => {
-            let reply = LocalReply {
+            let mut reply = LocalReply {
                 status: head.status().as_u16(),
                 headers: header_pairs(head.headers()),
-                body: String::new(),
-                spans: spans.iter().map(|s| (s.from, s.to)).collect(),
+                ..Default::default()
             };
+            let len: u64 = spans.iter().map(|s| s.to - s.from).sum();
+            if inline && len > 0 && len <= INLINE_MAX {
+                // Read from the page cache here: cheaper than a descriptor to pass, read and
+                // close on the other side.
+                match aisle_cluster::files::body(spans) {
+                    Ok(aisle_cluster::files::Body::Whole(data)) if data.len() as u64 == len => {
+                        reply.inline = len;
+                        reply.data = data;
+                        return (reply, Vec::new());
+                    }
+                    Ok(_) => {
+                        return (
+                            error(crate::server::bad("short read of a small span")),
+                            Vec::new(),
+                        );
+                    }
+                    Err(e) => {
+                        return (
+                            error(
+                                crate::store::StoreError::io("reading a data file".to_string())(e)
+                                    .into(),
+                            ),
+                            Vec::new(),
+                        );
+                    }
+                }
+            }
+            reply.spans = spans.iter().map(|s| (s.from, s.to)).collect();
             (reply, spans)
         }
         Ok(ReadAnswer::Response(r)) if !r.status().is_success() => (answered(r).await, Vec::new()),
@@ -204,7 +236,7 @@ async fn answered(r: crate::server::Resp) -> LocalReply {
         status: parts.status.as_u16(),
         headers: header_pairs(&parts.headers),
         body,
-        spans: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -297,6 +329,6 @@ fn error(e: ApiError) -> LocalReply {
             message: e.message,
         })
         .expect("protocol types serialize"),
-        spans: Vec::new(),
+        ..Default::default()
     }
 }
