@@ -195,7 +195,11 @@ async fn read(
                     }
                     Ok(_) => {
                         return (
-                            error(crate::server::bad("short read of a small span")),
+                            error(crate::server::api_err(
+                                500,
+                                "InternalError",
+                                "a data file is shorter than its record",
+                            )),
                             Vec::new(),
                         );
                     }
