@@ -659,7 +659,7 @@ mod tests {
             !staged_path.exists(),
             "recovery removes what no record references"
         );
-        std::fs::remove_dir_all(dir).unwrap();
+        remove_test_dir(&dir).await;
     }
 
     #[tokio::test]
@@ -700,7 +700,19 @@ mod tests {
         );
         let rec = store.get("b", "k").unwrap();
         assert_eq!(rec.meta.size, 7);
-        std::fs::remove_dir_all(dir).unwrap();
+        remove_test_dir(&dir).await;
+    }
+
+    /// Remove a test's directory; a batch of ready files being made in the background may
+    /// still add files for a moment.
+    async fn remove_test_dir(dir: &Path) {
+        for _ in 0..100 {
+            if std::fs::remove_dir_all(dir).is_ok() || !dir.exists() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("cannot remove {}", dir.display());
     }
 
     fn walk_files(dir: &Path) -> usize {
@@ -818,6 +830,6 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(have("legacy"), Have::default());
-        std::fs::remove_dir_all(dir).unwrap();
+        remove_test_dir(&dir).await;
     }
 }
