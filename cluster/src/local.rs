@@ -19,9 +19,9 @@
 //! resolves the key, conditions, range and part, opens the files (so an overwrite cannot pull
 //! them away mid-read), checks the staged size, fsyncs and publishes.
 //!
-//! A read of at most [`INLINE_MAX`] bytes is the exception: the target sends those bytes in
-//! its reply, after the JSON, instead of a descriptor — for a small object, passing, reading
-//! and closing a descriptor costs more than the copy.
+//! A read the target answers from memory is the exception: a small object, which it reads
+//! whole for its integrity check anyway, comes back in the reply, after the JSON, instead of
+//! as a descriptor the gateway would read again and close.
 //!
 //! Not for: reaching targets on other machines (they have no route and use TCP).
 
@@ -259,9 +259,6 @@ pub const MAX_FDS: usize = 64;
 /// Largest frame of the descriptor-passing protocol.
 const MAX_FRAME: usize = 1 << 20;
 
-/// Largest read answered with its bytes in the reply instead of descriptors.
-pub const INLINE_MAX: u64 = 16 * 1024;
-
 /// A call on a target's descriptor socket. Every call carries the cluster secret.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -276,8 +273,7 @@ pub enum LocalRequest {
         opts: ReadOptions,
         /// HEAD: no descriptors.
         head: bool,
-        /// The caller takes a body of at most [`INLINE_MAX`] bytes inline
-        /// ([`LocalReply::data`]).
+        /// The caller takes a body the target holds in memory inline ([`LocalReply::data`]).
         #[serde(default)]
         inline: bool,
         /// The request id ([`crate::trace`]).
@@ -401,13 +397,21 @@ pub async fn send_frame(s: &UnixStream, msg: &[u8], fds: &[RawFd]) -> io::Result
 
 /// Read one frame and the descriptors that came with it; `None` on a clean end of stream.
 pub async fn recv_frame(s: &UnixStream) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
-    let mut buf = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
     let mut fds = Vec::new();
-    let mut tmp = [0u8; 8 * 1024];
     loop {
+        // Read into the frame's own buffer: up to the rest of the frame once its length is
+        // known (never into the next one), 8 KiB before.
+        let have = buf.len();
+        let room = if have >= 4 {
+            4 + u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize - have
+        } else {
+            8 * 1024
+        };
+        buf.resize(have + room, 0);
         s.readable().await?;
         let r = s.try_io(tokio::io::Interest::READABLE, || {
-            let mut iov = [io::IoSliceMut::new(&mut tmp)];
+            let mut iov = [io::IoSliceMut::new(&mut buf[have..])];
             let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
             let msg = recvmsg::<()>(
                 s.as_raw_fd(),
@@ -426,9 +430,13 @@ pub async fn recv_frame(s: &UnixStream) -> io::Result<Option<(Vec<u8>, Vec<Owned
         });
         let (n, got) = match r {
             Ok(x) => x,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                buf.truncate(have);
+                continue;
+            }
             Err(e) => return Err(e),
         };
+        buf.truncate(have + n);
         // SAFETY: the kernel just installed these descriptors in this process for us; nothing
         // else owns them.
         fds.extend(
@@ -442,7 +450,6 @@ pub async fn recv_frame(s: &UnixStream) -> io::Result<Option<(Vec<u8>, Vec<Owned
                 Err(io::ErrorKind::UnexpectedEof.into())
             };
         }
-        buf.extend_from_slice(&tmp[..n]);
         if buf.len() >= 4 {
             let want = 4 + u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
             if want > MAX_FRAME || buf.len() > want {

@@ -762,19 +762,9 @@ pub(crate) async fn answer_source(
             part: None,
         };
         let with_body = req.method() == http::Method::GET;
-        match crate::server::answer_read(state, &q, &ReadOptions::default(), with_body, true)
+        crate::server::answer_read(state, &q, &ReadOptions::default(), with_body, true)
             .await?
-        {
-            ReadAnswer::Files { head, spans } => {
-                let (parts, ()) = head.into_parts();
-                Ok(Response::from_parts(
-                    parts,
-                    crate::server::spans_body(spans)?,
-                ))
-            }
-            ReadAnswer::Response(r) => Ok(r),
-            ReadAnswer::Declined => unreachable!("a read that may stream is never declined"),
-        }
+            .into_response()
     };
     Some(
         answer

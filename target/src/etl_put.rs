@@ -15,9 +15,7 @@ use futures::TryStreamExt;
 use http::Request;
 use hyper::body::Incoming;
 
-use crate::server::{
-    ApiError, ReadAnswer, Resp, State, answer_read, api_err, json_resp, read_json_body, spans_body,
-};
+use crate::server::{ApiError, Resp, State, answer_read, api_err, json_resp, read_json_body};
 
 pub(crate) async fn answer(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let r: EtlPutRequest = read_json_body(req).await?;
@@ -25,14 +23,9 @@ pub(crate) async fn answer(state: &Arc<State>, req: Request<Incoming>) -> Result
         etl: Some(r.etl.clone()),
         ..Default::default()
     };
-    let read = match answer_read(state, &r.source, &opts, true, true).await? {
-        ReadAnswer::Files { head, spans } => {
-            let (parts, ()) = head.into_parts();
-            http::Response::from_parts(parts, spans_body(spans)?)
-        }
-        ReadAnswer::Response(resp) => resp,
-        ReadAnswer::Declined => unreachable!("a read that may stream is never declined"),
-    };
+    let read = answer_read(state, &r.source, &opts, true, true)
+        .await?
+        .into_response()?;
     if !read.status().is_success() {
         // The source's own answer (a missing key, a failed transform) goes back as it is.
         return Ok(read);

@@ -30,37 +30,6 @@ pub fn spans(files: &[(PathBuf, u64)], start: u64, end: u64) -> Result<Vec<Span>
     Ok(out)
 }
 
-/// Open every file of `files` (path, size), in order.
-pub fn open_all(files: &[(PathBuf, u64)]) -> Result<Vec<(std::fs::File, u64)>, StoreError> {
-    files
-        .iter()
-        .map(|(path, size)| {
-            std::fs::File::open(path)
-                .map(|f| (f, *size))
-                .map_err(StoreError::io(format!("opening {}", path.display())))
-        })
-        .collect()
-}
-
-/// The spans of `[start, end)` of the concatenation of already open `files` (see [`spans`]).
-pub fn select(files: Vec<(std::fs::File, u64)>, start: u64, end: u64) -> Vec<Span> {
-    let mut out = Vec::new();
-    let mut offset = 0u64;
-    for (file, size) in files {
-        let (s0, s1) = (offset, offset + size);
-        offset = s1;
-        if s1 <= start || s0 >= end {
-            continue;
-        }
-        out.push(Span {
-            file,
-            from: start.max(s0) - s0,
-            to: end.min(s1) - s0,
-        });
-    }
-    out
-}
-
 /// Stream `[start, end)` of the concatenation of `files` (see [`spans`]).
 pub async fn open_span(
     files: &[(PathBuf, u64)],

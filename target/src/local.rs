@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use aisle_cluster::auth::constant_time_eq;
-use aisle_cluster::local::{INLINE_MAX, LocalReply, LocalRequest, MAX_FDS, recv_frame, send_frame};
+use aisle_cluster::local::{LocalReply, LocalRequest, MAX_FDS, recv_frame, send_frame};
 use aisle_cluster::proto::{
     Commit, ErrorBody, ObjectAttrs, ObjectQuery, UploadQuery, WriteOptions,
 };
@@ -166,9 +166,10 @@ async fn dispatch(
 }
 
 /// Answer a read as over HTTP ([`answer_read`]), with the files' descriptors for the body, or
-/// the body itself when it is at most [`INLINE_MAX`] bytes and the caller takes it `inline`.
-/// Whatever would have to stream (a shard member, a non-deterministic transform, a span over
-/// more than [`MAX_FDS`] files) is declined (status 0) and goes over HTTP.
+/// the bytes themselves when the target read them anyway (a small object, checked whole) and
+/// the caller takes them `inline`. Whatever would have to stream (a shard member, a
+/// non-deterministic transform, a span over more than [`MAX_FDS`] files) is declined (status
+/// 0) and goes over HTTP; so are bytes for a caller that does not take them inline.
 async fn read(
     state: &Arc<State>,
     q: &ObjectQuery,
@@ -176,46 +177,22 @@ async fn read(
     head: bool,
     inline: bool,
 ) -> (LocalReply, Vec<Span>) {
+    let reply_of = |head: &http::Response<()>| LocalReply {
+        status: head.status().as_u16(),
+        headers: header_pairs(head.headers()),
+        ..Default::default()
+    };
     match answer_read(state, q, opts, !head, false).await {
         Ok(ReadAnswer::Files { head, spans }) if spans.len() <= MAX_FDS => {
-            let mut reply = LocalReply {
-                status: head.status().as_u16(),
-                headers: header_pairs(head.headers()),
-                ..Default::default()
-            };
-            let len: u64 = spans.iter().map(|s| s.to - s.from).sum();
-            if inline && len > 0 && len <= INLINE_MAX {
-                // Read from the page cache here: cheaper than a descriptor to pass, read and
-                // close on the other side.
-                match aisle_cluster::files::body(spans) {
-                    Ok(aisle_cluster::files::Body::Whole(data)) if data.len() as u64 == len => {
-                        reply.inline = len;
-                        reply.data = data;
-                        return (reply, Vec::new());
-                    }
-                    Ok(_) => {
-                        return (
-                            error(crate::server::api_err(
-                                500,
-                                "InternalError",
-                                "a data file is shorter than its record",
-                            )),
-                            Vec::new(),
-                        );
-                    }
-                    Err(e) => {
-                        return (
-                            error(
-                                crate::store::StoreError::io("reading a data file".to_string())(e)
-                                    .into(),
-                            ),
-                            Vec::new(),
-                        );
-                    }
-                }
-            }
+            let mut reply = reply_of(&head);
             reply.spans = spans.iter().map(|s| (s.from, s.to)).collect();
             (reply, spans)
+        }
+        Ok(ReadAnswer::Bytes { head, data }) if inline => {
+            let mut reply = reply_of(&head);
+            reply.inline = data.len() as u64;
+            reply.data = data;
+            (reply, Vec::new())
         }
         Ok(ReadAnswer::Response(r)) if !r.status().is_success() => (answered(r).await, Vec::new()),
         Ok(_) => (LocalReply::default(), Vec::new()),

@@ -22,63 +22,56 @@ pub(crate) const CHECK_ON_READ_MAX: u64 = 64 * 1024;
 
 /// Whether `rec`'s files hold the bytes its ETag (or size) says. Blocking.
 pub(crate) fn intact(store: &Store, rec: &StoredObject) -> Result<bool, StoreError> {
-    let mut files = Vec::with_capacity(rec.segments.len());
-    for (path, size) in store.segment_files(&rec.segments) {
-        match std::fs::File::open(&path) {
-            Ok(f) => files.push((f, size)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(StoreError::io(format!("opening {}", path.display()))(e)),
-        }
-    }
-    intact_files(&files, rec)
+    verify(store, rec, |_| {})
 }
 
-/// [`intact`] over `rec`'s files, already open (each with its size). Blocking.
-fn intact_files(files: &[(std::fs::File, u64)], rec: &StoredObject) -> Result<bool, StoreError> {
+/// Read `rec`'s files in order, each piece checked and shown to `also`: whether they hold the
+/// bytes its ETag (or size) says (`false` also when a file is missing or short). Blocking.
+fn verify(
+    store: &Store,
+    rec: &StoredObject,
+    mut also: impl FnMut(&[u8]),
+) -> Result<bool, StoreError> {
     let mut check = {
         let (etag, parts) = rec.meta.integrity();
         EtagCheck::new(etag, parts)
     };
     // No bigger than the object: a small object's read allocates a small buffer.
     let mut buf = vec![0u8; rec.meta.size.clamp(1, 256 * 1024) as usize];
-    for (f, size) in files {
-        let size = *size;
+    for (path, size) in store.segment_files(&rec.segments) {
+        let f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::io(format!("opening {}", path.display()))(e)),
+        };
         let mut at = 0u64;
         while at < size {
             let n = (buf.len() as u64).min(size - at) as usize;
             match f.read_exact_at(&mut buf[..n], at) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-                Err(e) => return Err(StoreError::io("reading a data file".to_string())(e)),
+                Err(e) => return Err(StoreError::io(format!("reading {}", path.display()))(e)),
             }
             check.update(&buf[..n]);
+            also(&buf[..n]);
             at += n as u64;
         }
     }
     Ok(check.len() == rec.meta.size && check.matches())
 }
 
-/// A plain read of a small object: check it first. A corrupt copy is not served (the gateway
-/// reads another copy) and is repaired in the background.
-///
-/// `files` are `rec`'s data files, open, when the caller has them (they are then read from, not
-/// opened again).
-pub(crate) fn check_on_read(
+/// A plain read of a small object (at most [`CHECK_ON_READ_MAX`] bytes): its bytes, read once
+/// and checked against its ETag; they are the answer. A corrupt copy is not served (the
+/// gateway reads another copy) and is repaired in the background.
+pub(crate) fn read_checked(
     state: &Arc<State>,
     bucket: &str,
     key: &str,
     rec: &StoredObject,
-    files: Option<&[(std::fs::File, u64)]>,
-) -> Result<(), ApiError> {
-    if rec.meta.size > CHECK_ON_READ_MAX {
-        return Ok(());
-    }
-    let ok = match files {
-        Some(files) => intact_files(files, rec)?,
-        None => intact(&state.store, rec)?,
-    };
-    if ok {
-        return Ok(());
+) -> Result<bytes::Bytes, ApiError> {
+    let mut data = Vec::with_capacity(rec.meta.size as usize);
+    if verify(&state.store, rec, |b| data.extend_from_slice(b))? {
+        return Ok(data.into());
     }
     tracing::error!(%bucket, %key, "corrupt copy: not served; repairing from another copy");
     let (state2, b, k, stamp) = (

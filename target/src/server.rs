@@ -645,14 +645,9 @@ async fn get_object(
 ) -> Result<Resp, ApiError> {
     let q: ObjectQuery = query(&req)?;
     let opts: ReadOptions = header_json(req.headers(), READ_HEADER)?;
-    match answer_read(state, &q, &opts, with_body, true).await? {
-        ReadAnswer::Files { head, spans } => {
-            let (parts, ()) = head.into_parts();
-            Ok(Response::from_parts(parts, spans_body(spans)?))
-        }
-        ReadAnswer::Response(r) => Ok(r),
-        ReadAnswer::Declined => unreachable!("a read that may stream is never declined"),
-    }
+    answer_read(state, &q, &opts, with_body, true)
+        .await?
+        .into_response()
 }
 
 /// A key this target does not hold: `NoSuchKey`, or `NoSuchKeyDeleted` when it holds a
@@ -674,10 +669,31 @@ pub(crate) enum ReadAnswer {
         head: Response<()>,
         spans: Vec<crate::files::Span>,
     },
+    /// `head` with `data` as the body: a small object (or a range of it), read whole once for
+    /// its integrity check ([`crate::scrub::read_checked`]).
+    Bytes { head: Response<()>, data: Bytes },
     /// A complete response: a failed condition, a shard member, a streamed transform.
     Response(Resp),
     /// Not answered: it would have to stream and the caller (`may_stream: false`) cannot.
     Declined,
+}
+
+impl ReadAnswer {
+    /// The HTTP response (for a read made with `may_stream`, which is never declined).
+    pub(crate) fn into_response(self) -> Result<Resp, ApiError> {
+        match self {
+            ReadAnswer::Files { head, spans } => {
+                let (parts, ()) = head.into_parts();
+                Ok(Response::from_parts(parts, spans_body(spans)?))
+            }
+            ReadAnswer::Bytes { head, data } => {
+                let (parts, ()) = head.into_parts();
+                Ok(Response::from_parts(parts, full_body(data)))
+            }
+            ReadAnswer::Response(r) => Ok(r),
+            ReadAnswer::Declined => unreachable!("a read that may stream is never declined"),
+        }
+    }
 }
 
 /// Resolve a read of `q`: record, transform or shard selection, conditions, part and range.
@@ -722,24 +738,17 @@ pub(crate) async fn answer_read(
     let head = span_head(&rec.meta, start, end, rec.meta.size, partial)
         .body(())
         .expect("valid response");
-    let files = state.store.segment_files(&rec.segments);
-    let spans = if !with_body {
-        Vec::new()
-    } else if rec.meta.size <= crate::scrub::CHECK_ON_READ_MAX {
-        // A small object is checked whole before it is served; its files are opened once,
-        // for the check and for the answer.
-        let open = match crate::files::open_all(&files) {
-            Ok(open) => open,
-            Err(e) => {
-                // A missing data file is a corrupt copy: not served, repaired.
-                crate::scrub::check_on_read(state, &q.bucket, &q.key, &rec, None)?;
-                return Err(e.into());
-            }
-        };
-        crate::scrub::check_on_read(state, &q.bucket, &q.key, &rec, Some(&open))?;
-        crate::files::select(open, start, end)
-    } else if end > start {
-        crate::files::spans(&files, start, end)?
+    if with_body && rec.meta.size <= crate::scrub::CHECK_ON_READ_MAX {
+        // A small object is checked whole before it is served: the checked bytes are the
+        // answer, so its file is read once.
+        let data = crate::scrub::read_checked(state, &q.bucket, &q.key, &rec)?;
+        return Ok(ReadAnswer::Bytes {
+            head,
+            data: data.slice(start as usize..end as usize),
+        });
+    }
+    let spans = if with_body && end > start {
+        crate::files::spans(&state.store.segment_files(&rec.segments), start, end)?
     } else {
         Vec::new()
     };
