@@ -24,7 +24,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 
-use crate::EtlError;
+use crate::{Declared, EtlError};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type Body = UnsyncBoxBody<Bytes, BoxError>;
@@ -58,8 +58,6 @@ pub(crate) fn encode_path(path: &str) -> String {
 /// Where the transformer server is and how it is run.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Transform name.
-    pub name: String,
     /// An external transformer's base URL (instead of `argv`).
     pub url: Option<String>,
     /// The command to start (instead of `url`).
@@ -78,18 +76,10 @@ pub struct ServerConfig {
 /// How objects are exchanged with a transformer server.
 #[derive(Debug, Clone)]
 pub struct CommConfig {
+    /// Name, determinism, content type, version, deadline, concurrency.
+    pub declared: Declared,
     /// The server.
     pub server: ServerConfig,
-    /// Per-object deadline.
-    pub obj_timeout: Duration,
-    /// Same input → same output.
-    pub deterministic: bool,
-    /// Output content type, if known.
-    pub content_type: Option<String>,
-    /// Most objects in flight on this node.
-    pub concurrency: usize,
-    /// Changes with the spec (cache keys).
-    pub version: String,
     /// Hand the transformer the object's local file path (`etl_fqn`) instead of its bytes,
     /// when the input is one whole stored object in one file ([`crate::Source::file`]).
     pub fqn: bool,
@@ -142,16 +132,15 @@ pub(crate) fn http_client() -> HttpClient {
 
 impl Server {
     /// Start (or connect to) the server; readiness follows in the background.
-    pub(crate) fn start(cfg: ServerConfig) -> Result<Server, EtlError> {
+    pub(crate) fn start(name: &str, cfg: ServerConfig) -> Result<Server, EtlError> {
         if cfg.url.is_none() && cfg.argv.as_ref().is_none_or(|a| a.is_empty()) {
             return Err(EtlError::BadPipeline(format!(
-                "{}: give a command or a URL",
-                cfg.name
+                "{name}: give a command or a URL"
             )));
         }
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let name = cfg.name.clone();
-        let supervisor = tokio::spawn(supervise(cfg, http_client(), shared.clone()));
+        let name = name.to_string();
+        let supervisor = tokio::spawn(supervise(name.clone(), cfg, http_client(), shared.clone()));
         Ok(Server {
             name,
             shared,
@@ -175,14 +164,19 @@ impl Server {
             .collect()
     }
 
-    /// The base URL, when the server is ready.
-    pub(crate) fn ready_url(&self) -> Result<String, EtlError> {
-        let status = self.status();
-        match (status.ready, status.url) {
-            (true, Some(base)) => Ok(base),
+    /// The base URL and the restart count (which server process it is), when the server is
+    /// ready.
+    pub(crate) fn ready(&self) -> Result<(String, u32), EtlError> {
+        let s = self.shared.lock().expect("server lock");
+        let status = &s.status;
+        match (status.ready, &status.url) {
+            (true, Some(base)) => Ok((base.clone(), status.restarts)),
             _ => Err(EtlError::NotReady {
                 stage: self.name.clone(),
-                message: status.last_error.unwrap_or_else(|| "starting".into()),
+                message: status
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "starting".into()),
             }),
         }
     }
@@ -214,7 +208,12 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-async fn supervise(cfg: ServerConfig, client: HttpClient, shared: Arc<Mutex<Shared>>) {
+async fn supervise(
+    name: String,
+    cfg: ServerConfig,
+    client: HttpClient,
+    shared: Arc<Mutex<Shared>>,
+) {
     let set = |f: &dyn Fn(&mut ServerStatus)| f(&mut shared.lock().expect("server lock").status);
     if let Some(url) = cfg.url.clone() {
         let url = url.trim_end_matches('/').to_string();
@@ -294,7 +293,7 @@ async fn supervise(cfg: ServerConfig, client: HttpClient, shared: Arc<Mutex<Shar
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             set(&|s| s.ready = true);
-            tracing::info!(etl = %cfg.name, %base, "transformer ready");
+            tracing::info!(etl = %name, %base, "transformer ready");
             let st = child.wait().await.map_err(|e| e.to_string())?;
             Ok(format!("exited: {st}"))
         }
@@ -302,7 +301,7 @@ async fn supervise(cfg: ServerConfig, client: HttpClient, shared: Arc<Mutex<Shar
         let why = match outcome {
             Ok(m) | Err(m) => m,
         };
-        tracing::warn!(etl = %cfg.name, reason = %why, "transformer stopped; restarting");
+        tracing::warn!(etl = %name, reason = %why, "transformer stopped; restarting");
         set(&|s| {
             s.ready = false;
             s.restarts += 1;

@@ -26,7 +26,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::{ByteStream, EtlError, StageArgs, Transformer};
+use crate::{ByteStream, Declared, EtlError, StageArgs, Transformer};
 
 /// Exit status of a one-shot command that rejects its input.
 pub const EXIT_REJECTED: i32 = 65;
@@ -45,26 +45,16 @@ pub enum ExecMode {
 /// Configuration of an `exec` transformer.
 #[derive(Debug, Clone)]
 pub struct ExecConfig {
-    /// Transform name.
-    pub name: String,
+    /// Name, determinism, content type, version, deadline, concurrency.
+    pub declared: Declared,
     /// Command and arguments.
     pub argv: Vec<String>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
     /// Working directory of the command.
     pub workdir: Option<std::path::PathBuf>,
-    /// Per-object deadline.
-    pub obj_timeout: Duration,
-    /// Same input → same output.
-    pub deterministic: bool,
-    /// Output content type, if known.
-    pub content_type: Option<String>,
-    /// Most objects in flight on this node.
-    pub concurrency: usize,
     /// One-shot or worker.
     pub mode: ExecMode,
-    /// Changes with the spec (cache keys).
-    pub version: String,
 }
 
 struct Worker {
@@ -98,11 +88,11 @@ impl Exec {
         if cfg.argv.is_empty() {
             return Err(EtlError::BadPipeline(format!(
                 "{}: the command is empty",
-                cfg.name
+                cfg.declared.name
             )));
         }
         Ok(Exec {
-            slots: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+            slots: Arc::new(Semaphore::new(cfg.declared.concurrency.max(1))),
             cfg,
             idle: Arc::new(Mutex::new(Vec::new())),
             log: Arc::new(Mutex::new(VecDeque::new())),
@@ -130,7 +120,7 @@ impl Exec {
 
     fn failed(&self, message: impl Into<String>) -> EtlError {
         EtlError::Failed {
-            stage: self.cfg.name.clone(),
+            stage: self.cfg.declared.name.clone(),
             message: message.into(),
         }
     }
@@ -167,7 +157,7 @@ impl Exec {
             .acquire_owned()
             .await
             .expect("semaphore is never closed");
-        let deadline = Instant::now() + self.cfg.obj_timeout;
+        let deadline = Instant::now() + self.cfg.declared.obj_timeout;
         let mut child = self
             .command()
             .env("AISLE_ETL_ARGS", args.raw.as_deref().unwrap_or(""))
@@ -188,8 +178,8 @@ impl Exec {
             Ok::<(), EtlError>(())
         });
         let st = OneShot {
-            name: self.cfg.name.clone(),
-            timeout: self.cfg.obj_timeout,
+            name: self.cfg.declared.name.clone(),
+            timeout: self.cfg.declared.obj_timeout,
             out: tokio_util::io::ReaderStream::with_capacity(stdout, 128 * 1024),
             child,
             feeder: Some(feeder),
@@ -240,11 +230,11 @@ impl Exec {
             .acquire_owned()
             .await
             .expect("semaphore is never closed");
-        let deadline = Instant::now() + self.cfg.obj_timeout;
+        let deadline = Instant::now() + self.cfg.declared.obj_timeout;
         let mut w = self.take_worker().await?;
         let header = serde_json::json!({"path": path, "args": args.raw.as_deref().unwrap_or("")});
         let mut stdin = w.stdin.take().expect("an idle worker has its stdin");
-        let name = self.cfg.name.clone();
+        let name = self.cfg.declared.name.clone();
         // Feed the request on its own task; the worker may answer while it reads.
         let feeder = tokio::spawn(async move {
             let mut line = serde_json::to_vec(&header).expect("json");
@@ -274,7 +264,7 @@ impl Exec {
         });
         let st = WorkerRun {
             name,
-            timeout: self.cfg.obj_timeout,
+            timeout: self.cfg.declared.obj_timeout,
             worker: Some(w),
             feeder: Some(feeder),
             deadline,
@@ -479,19 +469,11 @@ impl WorkerRun {
 #[async_trait::async_trait]
 impl Transformer for Exec {
     fn name(&self) -> &str {
-        &self.cfg.name
+        &self.cfg.declared.name
     }
 
-    fn deterministic(&self) -> bool {
-        self.cfg.deterministic
-    }
-
-    fn version(&self) -> String {
-        self.cfg.version.clone()
-    }
-
-    fn content_type(&self, input: Option<&str>) -> Option<String> {
-        self.cfg.content_type.clone().or(input.map(str::to_string))
+    fn declared(&self) -> Option<&Declared> {
+        Some(&self.cfg.declared)
     }
 
     async fn run(
@@ -518,16 +500,18 @@ mod tests {
 
     fn cfg(argv: &[&str], mode: ExecMode, timeout_ms: u64) -> ExecConfig {
         ExecConfig {
-            name: "t".into(),
+            declared: Declared {
+                name: "t".into(),
+                deterministic: true,
+                content_type: None,
+                version: "1".into(),
+                obj_timeout: Duration::from_millis(timeout_ms),
+                concurrency: 2,
+            },
             argv: argv.iter().map(|s| s.to_string()).collect(),
             env: vec![],
             workdir: None,
-            obj_timeout: Duration::from_millis(timeout_ms),
-            deterministic: true,
-            content_type: None,
-            concurrency: 2,
             mode,
-            version: "1".into(),
         }
     }
 

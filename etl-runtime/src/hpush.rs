@@ -25,7 +25,7 @@ use crate::comm::{
     BoxError, CommConfig, HttpClient, Server, ServerStatus, answer_error, encode_path, http_client,
     timeout,
 };
-use crate::{ByteStream, EtlError, Source, StageArgs, Transformer};
+use crate::{ByteStream, Declared, EtlError, Source, StageArgs, Transformer};
 
 /// Header carrying the client request's id to the transformer (the cluster's request-id
 /// header; see [`crate::StageArgs::request_id`]).
@@ -53,8 +53,8 @@ impl Hpush {
     /// Start (or connect to) the transformer; readiness follows in the background.
     pub fn start(cfg: CommConfig, mode: Mode) -> Result<Hpush, EtlError> {
         Ok(Hpush {
-            server: Server::start(cfg.server.clone())?,
-            slots: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+            server: Server::start(&cfg.declared.name, cfg.server.clone())?,
+            slots: Arc::new(Semaphore::new(cfg.declared.concurrency.max(1))),
             client: http_client(),
             mode,
             cfg,
@@ -67,7 +67,7 @@ impl Hpush {
     }
 
     fn name(&self) -> &str {
-        &self.cfg.server.name
+        &self.cfg.declared.name
     }
 
     fn failed(&self, message: impl Into<String>) -> EtlError {
@@ -81,19 +81,11 @@ impl Hpush {
 #[async_trait::async_trait]
 impl Transformer for Hpush {
     fn name(&self) -> &str {
-        &self.cfg.server.name
+        &self.cfg.declared.name
     }
 
-    fn deterministic(&self) -> bool {
-        self.cfg.deterministic
-    }
-
-    fn version(&self) -> String {
-        self.cfg.version.clone()
-    }
-
-    fn content_type(&self, input: Option<&str>) -> Option<String> {
-        self.cfg.content_type.clone().or(input.map(str::to_string))
+    fn declared(&self) -> Option<&Declared> {
+        Some(&self.cfg.declared)
     }
 
     fn logs(&self) -> Vec<String> {
@@ -127,14 +119,14 @@ impl Transformer for Hpush {
                 self.name()
             )));
         }
-        let base = self.server.ready_url()?;
+        let (base, _) = self.server.ready()?;
         let permit = self
             .slots
             .clone()
             .acquire_owned()
             .await
             .expect("semaphore is never closed");
-        let deadline = Instant::now() + self.cfg.obj_timeout;
+        let deadline = Instant::now() + self.cfg.declared.obj_timeout;
         let mut url = format!("{base}/{}", encode_path(path));
         let fqn = source.file.as_ref().filter(|_| self.cfg.fqn);
         let query = {
@@ -171,7 +163,7 @@ impl Transformer for Hpush {
             Empty::new().map_err(|e| match e {}).boxed_unsync()
         };
         let req = req.body(body).map_err(|e| self.failed(e.to_string()))?;
-        let limit = self.cfg.obj_timeout;
+        let limit = self.cfg.declared.obj_timeout;
         let resp = match tokio::time::timeout_at(deadline, self.client.request(req)).await {
             Err(_) => return Err(timeout(self.name(), limit)),
             Ok(Err(e)) => {
@@ -268,8 +260,15 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve
 
     pub(crate) fn cfg(name: &str, script: &str) -> CommConfig {
         CommConfig {
-            server: crate::ServerConfig {
+            declared: Declared {
                 name: name.into(),
+                deterministic: true,
+                content_type: None,
+                version: "1".into(),
+                obj_timeout: Duration::from_secs(10),
+                concurrency: 4,
+            },
+            server: crate::ServerConfig {
                 url: None,
                 argv: Some(vec!["python3".into(), "-c".into(), script.into()]),
                 env: vec![],
@@ -277,11 +276,6 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve
                 init_timeout: Duration::from_secs(20),
                 node_url: "http://127.0.0.1:1".into(),
             },
-            obj_timeout: Duration::from_secs(10),
-            deterministic: true,
-            content_type: None,
-            concurrency: 4,
-            version: "1".into(),
             fqn: false,
         }
     }
@@ -296,43 +290,40 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve
         panic!("not ready: {:?}", h.status());
     }
 
+    /// The whole output of one object, or its error (at the start or mid-stream).
+    async fn output(
+        h: &Hpush,
+        input: &[u8],
+        source: &Source,
+        args: &StageArgs,
+        path: &str,
+    ) -> Result<Vec<u8>, EtlError> {
+        collect(
+            h.run_source(once(input.to_vec()), source, args, path)
+                .await?,
+        )
+        .await
+    }
+
     #[tokio::test]
     async fn pushes_objects_and_restarts_a_crashed_server() {
         let h = Hpush::start(cfg("up", SERVER), Mode::Push).unwrap();
         wait_ready(&h).await;
         let args = StageArgs::for_stage("up", Some("x y"));
-        let out = collect(
-            h.run(once(b"abc".to_vec()), &args, "b/dir/k 1")
-                .await
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+        let none = Source::default();
+        let out = output(&h, b"abc", &none, &args, "b/dir/k 1").await.unwrap();
         assert_eq!(out, b"ABC/b/dir/k 1x y");
-        let e = collect(
-            h.run(once(b"bad".to_vec()), &args, "b/k")
-                .await
-                .unwrap_err_or_stream(),
-        )
-        .await;
-        assert_eq!(e.unwrap_err().status(), 422);
-        let crash = h.run(once(b"crash".to_vec()), &args, "b/k").await;
-        let err = match crash {
-            Err(e) => e,
-            Ok(s) => collect(s).await.unwrap_err(),
-        };
+        let e = output(&h, b"bad", &none, &args, "b/k").await.unwrap_err();
+        assert_eq!(e.status(), 422);
+        let err = output(&h, b"crash", &none, &args, "b/k").await.unwrap_err();
         assert_eq!(err.status(), 500, "{err}");
         // The supervisor restarts it; the next object succeeds.
         tokio::time::sleep(Duration::from_millis(100)).await;
         wait_ready(&h).await;
         assert!(h.status().restarts >= 1);
-        let out = collect(
-            h.run(once(b"z".to_vec()), &StageArgs::default(), "b/k")
-                .await
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+        let out = output(&h, b"z", &none, &StageArgs::default(), "b/k")
+            .await
+            .unwrap();
         assert_eq!(out, b"Z/b/k");
     }
 
@@ -365,22 +356,12 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve
         .await
         .unwrap();
         assert_eq!(out, b"FROM THE FILE/b/k");
-        let out = collect(
-            pull.run_source(once(b"".to_vec()), &stored, &args, "b/k")
-                .await
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+        let out = output(&pull, b"", &stored, &args, "b/k").await.unwrap();
         assert_eq!(out, b"FROM THE FILE/b/k");
         // Without a file, hpush sends the bytes.
-        let out = collect(
-            push.run_source(once(b"bytes".to_vec()), &Source::default(), &args, "b/k")
-                .await
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+        let out = output(&push, b"bytes", &Source::default(), &args, "b/k")
+            .await
+            .unwrap();
         assert_eq!(out, b"BYTES/b/k");
         // hpull cannot take another stage's output or a shard member.
         let e = pull
@@ -391,17 +372,5 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve
         assert_eq!(e.status(), 400, "{e}");
         assert!(pull.needs_source() && !push.needs_source());
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    trait ErrOrStream {
-        fn unwrap_err_or_stream(self) -> ByteStream;
-    }
-    impl ErrOrStream for Result<ByteStream, EtlError> {
-        fn unwrap_err_or_stream(self) -> ByteStream {
-            match self {
-                Ok(s) => s,
-                Err(e) => Box::pin(futures::stream::once(async move { Err(e) })),
-            }
-        }
     }
 }

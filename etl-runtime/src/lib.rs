@@ -46,6 +46,25 @@ pub use pipeline::{MAX_ARGS_LEN, MAX_STAGES, Pipeline, Registry, StageArgs, vali
 /// A stream of bytes flowing through a transform.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, EtlError>> + Send>>;
 
+/// What a registered transform declares about itself, whatever communicator runs it
+/// ([`exec`], [`hpush`], [`ws`]): the trait's descriptive methods read it
+/// ([`Transformer::declared`]).
+#[derive(Debug, Clone)]
+pub struct Declared {
+    /// Transform name.
+    pub name: String,
+    /// Same input and arguments → same output.
+    pub deterministic: bool,
+    /// Output content type, if fixed.
+    pub content_type: Option<String>,
+    /// Changes with the spec (cache keys).
+    pub version: String,
+    /// Per-object deadline.
+    pub obj_timeout: std::time::Duration,
+    /// Most objects in flight on this node.
+    pub concurrency: usize,
+}
+
 /// What the first stage of a pipeline may know of its input besides the bytes.
 #[derive(Debug, Clone, Default)]
 pub struct Source {
@@ -64,19 +83,29 @@ pub trait Transformer: Send + Sync {
     /// Its name, as clients write it in `x-ais-etl`.
     fn name(&self) -> &str;
 
+    /// What a registered transform declared (none for built-ins); the defaults below read it.
+    fn declared(&self) -> Option<&Declared> {
+        None
+    }
+
     /// Same input and arguments always give the same bytes (outputs may then be cached).
     fn deterministic(&self) -> bool {
-        true
+        self.declared().is_none_or(|d| d.deterministic)
     }
 
     /// Changes whenever the output for the same input and arguments may change (cache keys).
     fn version(&self) -> String {
-        env!("CARGO_PKG_VERSION").to_string()
+        match self.declared() {
+            Some(d) => d.version.clone(),
+            None => env!("CARGO_PKG_VERSION").to_string(),
+        }
     }
 
     /// Content type of the output, given the input's.
     fn content_type(&self, input: Option<&str>) -> Option<String> {
-        input.map(str::to_string)
+        self.declared()
+            .and_then(|d| d.content_type.clone())
+            .or(input.map(str::to_string))
     }
 
     /// Reject bad arguments before any byte is read.

@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::comm::{CommConfig, Server, ServerStatus, encode_path, timeout};
-use crate::{ByteStream, EtlError, Source, StageArgs, Transformer};
+use crate::{ByteStream, Declared, EtlError, Source, StageArgs, Transformer};
 
 /// Largest output one object may have over `ws` (one message, held in memory).
 pub const MAX_MESSAGE: usize = 1 << 30;
@@ -51,8 +51,8 @@ impl Ws {
     /// Start (or connect to) the transformer; readiness follows in the background.
     pub fn start(cfg: CommConfig) -> Result<Ws, EtlError> {
         Ok(Ws {
-            server: Server::start(cfg.server.clone())?,
-            slots: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+            server: Server::start(&cfg.declared.name, cfg.server.clone())?,
+            slots: Arc::new(Semaphore::new(cfg.declared.concurrency.max(1))),
             idle: Mutex::new(Vec::new()),
             cfg,
         })
@@ -65,7 +65,7 @@ impl Ws {
 
     fn failed(&self, message: impl Into<String>) -> EtlError {
         EtlError::Failed {
-            stage: self.cfg.server.name.clone(),
+            stage: self.cfg.declared.name.clone(),
             message: message.into(),
         }
     }
@@ -159,19 +159,11 @@ impl Ws {
 #[async_trait::async_trait]
 impl Transformer for Ws {
     fn name(&self) -> &str {
-        &self.cfg.server.name
+        &self.cfg.declared.name
     }
 
-    fn deterministic(&self) -> bool {
-        self.cfg.deterministic
-    }
-
-    fn version(&self) -> String {
-        self.cfg.version.clone()
-    }
-
-    fn content_type(&self, input: Option<&str>) -> Option<String> {
-        self.cfg.content_type.clone().or(input.map(str::to_string))
+    fn declared(&self) -> Option<&Declared> {
+        Some(&self.cfg.declared)
     }
 
     fn logs(&self) -> Vec<String> {
@@ -194,18 +186,17 @@ impl Transformer for Ws {
         args: &StageArgs,
         path: &str,
     ) -> Result<ByteStream, EtlError> {
-        let base = self.server.ready_url()?;
-        let generation = self.server.status().restarts;
+        let (base, generation) = self.server.ready()?;
         let _permit = self
             .slots
             .clone()
             .acquire_owned()
             .await
             .expect("semaphore is never closed");
-        let deadline = Instant::now() + self.cfg.obj_timeout;
+        let deadline = Instant::now() + self.cfg.declared.obj_timeout;
         let fqn = source.file.as_deref().filter(|_| self.cfg.fqn);
-        let name = self.cfg.server.name.as_str();
-        let limit = self.cfg.obj_timeout;
+        let name = self.cfg.declared.name.as_str();
+        let limit = self.cfg.declared.obj_timeout;
         let mut conn = tokio::time::timeout_at(deadline, self.connection(&base, generation))
             .await
             .map_err(|_| timeout(name, limit))??;
@@ -215,7 +206,7 @@ impl Transformer for Ws {
                 .map_err(|_| timeout(name, limit))??;
         // Only a connection whose exchange completed goes back (others are dropped: closed).
         let mut idle = self.idle.lock().expect("ws lock");
-        if idle.len() < self.cfg.concurrency {
+        if idle.len() < self.cfg.declared.concurrency {
             idle.push((generation, conn));
         }
         drop(idle);

@@ -13,7 +13,7 @@ use aisle_cluster::proto::{EtlErrorRecord, EtlNodeStatus};
 use aisle_etl_runtime::exec::{Exec, ExecConfig, ExecMode};
 use aisle_etl_runtime::hpush::{Hpush, Mode};
 use aisle_etl_runtime::ws::Ws;
-use aisle_etl_runtime::{CommConfig, ServerConfig, ServerStatus, Source};
+use aisle_etl_runtime::{CommConfig, Declared, ServerConfig, ServerStatus, Source};
 
 use aisle_cluster::proto::{
     self, ETL_APPLIED_HEADER, EtlSelection, META_HEADER, ObjectMeta, ObjectQuery, ReadOptions,
@@ -144,69 +144,51 @@ impl Etl {
     }
 
     fn instantiate(&self, spec: &EtlSpec) -> Result<Handle, EtlError> {
+        let declared = Declared {
+            name: spec.name.clone(),
+            deterministic: spec.deterministic,
+            content_type: spec.content_type.clone(),
+            version: spec.version(),
+            obj_timeout: Duration::from_secs(spec.obj_timeout),
+            concurrency: spec.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize,
+        };
         let env: Vec<(String, String)> = spec
             .env
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let concurrency = spec.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize;
-        match spec.communicator.as_str() {
-            "exec" => Ok(Handle::Exec(Arc::new(Exec::new(ExecConfig {
-                name: spec.name.clone(),
+        let workdir = spec.workdir.as_ref().map(PathBuf::from);
+        if spec.communicator == "exec" {
+            return Ok(Handle::Exec(Arc::new(Exec::new(ExecConfig {
+                declared,
                 argv: spec.command.clone(),
                 env,
-                workdir: spec.workdir.as_ref().map(PathBuf::from),
-                obj_timeout: Duration::from_secs(spec.obj_timeout),
-                deterministic: spec.deterministic,
-                content_type: spec.content_type.clone(),
-                concurrency,
+                workdir,
                 mode: match spec.mode.as_deref() {
                     Some("worker") => ExecMode::Worker,
                     _ => ExecMode::OneShot,
                 },
-                version: spec.version(),
-            })?))),
-            "hpush" => Ok(Handle::Hpush(Arc::new(Hpush::start(
-                self.comm_config(spec, env, concurrency),
-                Mode::Push,
-            )?))),
-            "hpull" => Ok(Handle::Hpush(Arc::new(Hpush::start(
-                self.comm_config(spec, env, concurrency),
-                Mode::Pull,
-            )?))),
-            "ws" => Ok(Handle::Ws(Arc::new(Ws::start(self.comm_config(
-                spec,
-                env,
-                concurrency,
-            ))?))),
-            other => Err(EtlError::BadPipeline(format!(
-                "unknown communicator {other:?}"
-            ))),
+            })?)));
         }
-    }
-
-    fn comm_config(
-        &self,
-        spec: &EtlSpec,
-        env: Vec<(String, String)>,
-        concurrency: usize,
-    ) -> CommConfig {
-        CommConfig {
+        let cfg = CommConfig {
+            declared,
             server: ServerConfig {
-                name: spec.name.clone(),
                 url: spec.url.clone(),
                 argv: (!spec.command.is_empty()).then(|| spec.command.clone()),
                 env,
-                workdir: spec.workdir.as_ref().map(PathBuf::from),
+                workdir,
                 init_timeout: Duration::from_secs(spec.init_timeout),
                 node_url: self.node_url.clone(),
             },
-            obj_timeout: Duration::from_secs(spec.obj_timeout),
-            deterministic: spec.deterministic,
-            content_type: spec.content_type.clone(),
-            concurrency,
-            version: spec.version(),
             fqn: spec.argument == "fqn",
+        };
+        match spec.communicator.as_str() {
+            "hpush" => Ok(Handle::Hpush(Arc::new(Hpush::start(cfg, Mode::Push)?))),
+            "hpull" => Ok(Handle::Hpush(Arc::new(Hpush::start(cfg, Mode::Pull)?))),
+            "ws" => Ok(Handle::Ws(Arc::new(Ws::start(cfg)?))),
+            other => Err(EtlError::BadPipeline(format!(
+                "unknown communicator {other:?}"
+            ))),
         }
     }
 
@@ -575,11 +557,7 @@ pub(crate) async fn read_transformed(
     let source = Source {
         stored: member.is_none(),
         file: match (member, rec.segments.as_slice()) {
-            (None, [one]) => Some(
-                state.store.segment_files(std::slice::from_ref(one))[0]
-                    .0
-                    .clone(),
-            ),
+            (None, [one]) => Some(state.store.segment_path(one)),
             _ => None,
         },
     };
