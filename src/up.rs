@@ -60,9 +60,13 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 64)]
     scrub_rate_mib: u64,
     /// Most bytes of remote-bucket objects each mountpath caches (e.g. `50GiB`); the least
-    /// recently read are evicted beyond it. Default: no budget, only a full disk (95%) evicts.
+    /// recently read are evicted beyond it. Default: no budget, only a full disk evicts.
     #[arg(long)]
     cache_max: Option<bytesize::ByteSize>,
+    /// Percent of a mountpath's disk used above which cached remote-bucket objects are evicted
+    /// (least recently read first, to 5 points below); 100 turns the rule off.
+    #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
+    cache_disk_full: u8,
     /// Requests slower than this many milliseconds are logged (warn) and counted.
     #[arg(long, default_value_t = 2000)]
     slow_ms: u64,
@@ -328,6 +332,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             tls: tls.clone(),
             etl_cache_bytes: aisle_target::config::DEFAULT_ETL_CACHE_BYTES,
             cache_max_bytes: args.cache_max.map(|b| b.as_u64()),
+            cache_disk_full: f64::from(args.cache_disk_full) / 100.0,
             metrics_token: Some(creds.metrics_token.clone()),
         };
         std::fs::create_dir_all(&root)?;

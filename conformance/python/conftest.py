@@ -34,9 +34,12 @@ class Cluster:
     def start(self, timeout=60):
         self.data.mkdir(parents=True, exist_ok=True)
         log = open(self.data / "up.log", "ab")
+        # The host's disk may be shared and nearly full (CI's has been): its fill must not
+        # empty the remote-bucket caches tests look at, unless a test sets the mark itself.
+        disk = [] if "--cache-disk-full" in self.extra else ["--cache-disk-full", "100"]
         self.proc = subprocess.Popen(
             [aisle_bin(), "up", "--port", "0", "--targets", str(self.targets), "--data", str(self.data),
-             "--domain", "s3.aisle.test", *self.extra],
+             "--domain", "s3.aisle.test", *disk, *self.extra],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             env=None if self.proc_env is None else {**os.environ, **self.proc_env},
         )

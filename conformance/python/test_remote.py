@@ -8,9 +8,11 @@ import io
 import os
 import random
 import shutil
+import subprocess
 import tarfile
 import tempfile
 import time
+from pathlib import Path
 
 import boto3
 import botocore.config
@@ -374,6 +376,50 @@ def test_aisle_behind_aisle_and_wrong_credentials(cluster, s3, other_cluster):
     aisle(cluster, "bucket", "rm", "behind")
     assert "behind" not in show(cluster)["buckets"]
     assert o.get_object(Bucket="origin", Key="deep/obj")["Body"].read() == b"from the other aisle"
+
+
+@pytest.fixture
+def small_disk():
+    """A 64 MiB tmpfs of the test's own (root only), unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    d = Path(tempfile.mkdtemp(prefix="aisle-small-disk-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(d)], check=True)
+    yield d
+    subprocess.run(["umount", "-l", str(d)], check=False)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_full_disk_evicts_cached_objects_and_the_mark_moves(moto, small_disk):
+    """The disk rule, on a disk the test fills itself: above 80% used, fetching evicts the least
+    recently read cached objects; local objects stay."""
+    c = Cluster(small_disk / "data", targets=1,
+                extra=["--mountpaths", "1", "--cache-disk-full", "80"]).start()
+    try:
+        s3 = c.client()
+        name, src, mc, p = remote_bucket(c, moto)
+        keys = [f"k{i}" for i in range(8)]
+        for k in keys:
+            mc.put_object(Bucket=src, Key=k, Body=os.urandom(2 * 1024 * 1024))
+        s3.create_bucket(Bucket="local")
+        s3.put_object(Bucket="local", Key="l", Body=b"kept")
+        for k in keys[:4]:
+            body(s3, name, k)
+        cached = aisle(c, "ls", name, "--cached").stdout.split()
+        assert all(k in cached for k in keys[:4]), "below the mark nothing is evicted"
+        # Other data fills the disk past the mark: the next fetches make room.
+        used = shutil.disk_usage(small_disk)
+        filler = int(used.total * 0.80) - used.used
+        with open(small_disk / "filler", "wb") as f:
+            f.write(b"\0" * filler)
+        for k in keys[4:]:
+            assert body(s3, name, k) is not None
+        cached = aisle(c, "ls", name, "--cached").stdout.split()
+        assert keys[0] not in cached and keys[-1] in cached, cached
+        assert body(s3, "local", "l") == b"kept", "local objects are never evicted"
+        assert shutil.disk_usage(small_disk).used < used.total * 0.80
+    finally:
+        c.stop()
 
 
 def test_cache_capacity_evicts_least_recently_read(moto, fresh_dir):

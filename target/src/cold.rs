@@ -42,10 +42,10 @@ use crate::store::{StoreError, StoredObject};
 
 /// Bytes a follower reads from the growing file at once.
 const FOLLOW_CHUNK: u64 = 256 * 1024;
-/// A mountpath's disk counts as full above this share used: cached objects make room.
-const DISK_HIGH: f64 = 0.95;
-/// Eviction stops at this share of the budget (or of the disk).
-const EVICT_TO: f64 = 0.90;
+/// Eviction for a budget stops at this share of it.
+const EVICT_TO_BUDGET: f64 = 0.90;
+/// Eviction for a full disk stops this many points (a share of the disk) below the mark.
+const EVICT_MARGIN: f64 = 0.05;
 
 /// The target's remote-bucket state.
 pub(crate) struct Cold {
@@ -56,6 +56,8 @@ pub(crate) struct Cold {
     health: Mutex<BTreeMap<String, RemoteReport>>,
     /// Budget of cached bytes per mountpath (none: only the disk's fill).
     capacity: Option<u64>,
+    /// Share of a mountpath's disk used above which cached objects make room (1.0: never).
+    disk_full: f64,
     metrics: RemoteMetrics,
 }
 
@@ -126,13 +128,18 @@ pub(crate) enum Lookup {
 }
 
 impl Cold {
-    pub(crate) fn new(capacity: Option<u64>, m: &crate::metrics::TargetMetrics) -> Cold {
+    pub(crate) fn new(
+        capacity: Option<u64>,
+        disk_full: f64,
+        m: &crate::metrics::TargetMetrics,
+    ) -> Cold {
         Cold {
             remotes: Default::default(),
             fetches: Default::default(),
             cached: Default::default(),
             health: Default::default(),
             capacity,
+            disk_full,
             metrics: RemoteMetrics {
                 fetches: m.remote_fetches.clone(),
                 bytes: m.remote_fetched_bytes.clone(),
@@ -790,30 +797,48 @@ pub(crate) async fn answer(state: &Arc<State>, req: Request<Incoming>) -> Result
     Ok(json_resp(StatusCode::OK, &out))
 }
 
+/// Bytes of cached objects to evict before `incoming` bytes join `cached` ones on a mountpath:
+/// beyond the `budget`, down to [`EVICT_TO_BUDGET`] of it; on a disk (`(total, free)`) more than
+/// `disk_full` used, down to the margin below that share. 0: nothing to evict.
+fn room_needed(
+    cached: u64,
+    incoming: u64,
+    budget: Option<u64>,
+    disk: Option<(u64, u64)>,
+    disk_full: f64,
+) -> u64 {
+    let mut need = 0u64;
+    if let Some(b) = budget
+        && cached + incoming > b
+    {
+        let low = (b as f64 * EVICT_TO_BUDGET).round() as u64;
+        need = need.max(cached + incoming - low);
+    }
+    if let Some((total, free)) = disk
+        && disk_full < 1.0
+    {
+        let used = total.saturating_sub(free) + incoming;
+        if used as f64 > total as f64 * disk_full {
+            let low = (total as f64 * (disk_full - EVICT_MARGIN).max(0.0)).round() as u64;
+            need = need.max(used.saturating_sub(low));
+        }
+    }
+    need
+}
+
 /// Make room on mountpath `mp` for `incoming` bytes: evict the least recently read cached
 /// objects while the mountpath's cache exceeds its budget or its disk is nearly full.
 async fn make_room(state: &Arc<State>, mp: u16, incoming: u64) {
     let dir = state.store.mountpath_dirs()[mp as usize].clone();
-    let budget = state.cold.capacity;
-    let over = |cached: u64| -> Option<u64> {
-        let mut need = 0u64;
-        if let Some(b) = budget
-            && cached + incoming > b
-        {
-            need = need.max(cached + incoming - (b as f64 * EVICT_TO) as u64);
-        }
-        if let Some((total, free)) = aisle_cluster::metrics::disk_space(&dir) {
-            let used = total - free + incoming;
-            if used as f64 > total as f64 * DISK_HIGH {
-                need = need.max(used - (total as f64 * EVICT_TO) as u64);
-            }
-        }
-        (need > 0).then_some(need)
-    };
+    let (budget, disk_full) = (state.cold.capacity, state.cold.disk_full);
+    let disk = aisle_cluster::metrics::disk_space(&dir);
     let victims: Vec<(String, String)> = {
         let cached = state.cold.cached.lock().expect("cache lock");
         let on_mp: u64 = cached.values().filter(|e| e.mp == mp).map(|e| e.size).sum();
-        let Some(mut need) = over(on_mp) else { return };
+        let mut need = room_needed(on_mp, incoming, budget, disk, disk_full);
+        if need == 0 {
+            return;
+        }
         let mut lru: Vec<(&(String, String), &Entry)> =
             cached.iter().filter(|(_, e)| e.mp == mp).collect();
         lru.sort_by_key(|(_, e)| e.access_ms);
@@ -848,5 +873,45 @@ async fn make_room(state: &Arc<State>, mp: u16, incoming: u64) {
             Ok(_) => tracing::debug!(%bucket, %key, "evicted to make room"),
             Err(e) => tracing::warn!(%bucket, %key, error = %e.message, "eviction failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::room_needed;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn budget_evicts_down_below_it() {
+        assert_eq!(room_needed(2 * MIB, MIB, Some(4 * MIB), None, 0.95), 0);
+        // 4 MiB cached + 1 incoming against a 4 MiB budget: down to 3.6 MiB.
+        let need = room_needed(4 * MIB, MIB, Some(4 * MIB), None, 0.95);
+        assert_eq!(need, 5 * MIB - (4.0 * MIB as f64 * 0.90).round() as u64);
+    }
+
+    #[test]
+    fn a_full_disk_evicts_unless_the_rule_is_off() {
+        let disk = Some((100 * MIB, 3 * MIB)); // 97% used
+        assert_eq!(
+            room_needed(10 * MIB, MIB, None, disk, 0.95),
+            98 * MIB - 90 * MIB
+        );
+        assert_eq!(
+            room_needed(10 * MIB, MIB, None, disk, 1.0),
+            0,
+            "1.0 turns it off"
+        );
+        assert_eq!(
+            room_needed(10 * MIB, MIB, None, Some((100 * MIB, 50 * MIB)), 0.95),
+            0
+        );
+    }
+
+    #[test]
+    fn the_larger_need_wins() {
+        let disk = Some((100 * MIB, 3 * MIB));
+        let need = room_needed(50 * MIB, MIB, Some(100 * MIB), disk, 0.95);
+        assert_eq!(need, 8 * MIB);
     }
 }

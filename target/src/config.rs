@@ -34,6 +34,10 @@ pub struct TargetConfig {
     /// fill alone triggers LRU eviction).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_max_bytes: Option<u64>,
+    /// Share of a mountpath's disk used (0..=1) above which cached remote-bucket objects are
+    /// evicted, least recently read first, to 5 points below it; 1.0 turns the rule off.
+    #[serde(default = "default_cache_disk_full")]
+    pub cache_disk_full: f64,
     /// Bearer token of `GET /_aisle/metrics` on the target's port (none: not served).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_token: Option<String>,
@@ -41,6 +45,13 @@ pub struct TargetConfig {
 
 /// Default budget of the ETL output cache: 2 GiB.
 pub const DEFAULT_ETL_CACHE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Default share of a disk used above which cached objects make room: 95%.
+pub const DEFAULT_CACHE_DISK_FULL: f64 = 0.95;
+
+fn default_cache_disk_full() -> f64 {
+    DEFAULT_CACHE_DISK_FULL
+}
 
 fn default_etl_cache_bytes() -> u64 {
     DEFAULT_ETL_CACHE_BYTES

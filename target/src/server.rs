@@ -116,7 +116,7 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
             metrics.etl_cache.clone(),
         )?,
         shards: Default::default(),
-        cold: crate::cold::Cold::new(cfg.cache_max_bytes, &metrics),
+        cold: crate::cold::Cold::new(cfg.cache_max_bytes, cfg.cache_disk_full, &metrics),
         metrics,
         metrics_token: cfg.metrics_token.clone(),
     });
