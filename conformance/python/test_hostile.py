@@ -66,10 +66,30 @@ def test_invalid_bucket_names(cluster, name):
     assert status == 400 and code_of(resp) == "InvalidBucketName", (name, status, resp)
 
 
+def test_recreating_your_bucket_outside_us_east_1_is_already_owned(fresh_dir):
+    import json
+    from conftest import Cluster
+    fresh_dir.mkdir(parents=True, exist_ok=True)
+    (fresh_dir / "credentials.json").write_text(json.dumps({
+        "access_key": "AISLEREGIONTEST", "secret_key": "s" * 40, "cluster_secret": "c" * 64,
+        "region": "eu-west-1", "metrics_token": "m" * 40}))
+    c = Cluster(fresh_dir, targets=1, extra=["--mountpaths", "1"]).start()
+    try:
+        s3 = c.client()
+        s3.create_bucket(Bucket="mine", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.create_bucket(Bucket="mine", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        assert e.value.response["Error"]["Code"] == "BucketAlreadyOwnedByYou"
+    finally:
+        c.stop()
+
+
 def test_bucket_exists_and_not_empty(s3, bucket):
-    with pytest.raises(botocore.exceptions.ClientError) as e:
-        s3.create_bucket(Bucket=bucket)
-    assert e.value.response["Error"]["Code"] == "BucketAlreadyOwnedByYou"
+    # us-east-1 (the cluster's region): re-creating your own bucket is 200 and keeps it as it is.
+    s3.put_object(Bucket=bucket, Key="kept", Body=b"k")
+    assert s3.create_bucket(Bucket=bucket)["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert s3.get_object(Bucket=bucket, Key="kept")["Body"].read() == b"k"
+    s3.delete_object(Bucket=bucket, Key="kept")
     s3.put_object(Bucket=bucket, Key="x", Body=b"")
     with pytest.raises(botocore.exceptions.ClientError) as e:
         s3.delete_bucket(Bucket=bucket)

@@ -228,3 +228,70 @@ def test_signature_v2_bucket_operations(cluster, s3):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         bad.list_objects_v2(Bucket="anything")
     assert code_of(e) == "SignatureDoesNotMatch"
+
+
+def raw_full(url, headers=None):
+    """(status, headers, body) of one GET."""
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn.request("GET", u.path + ("?" + u.query if u.query else ""), headers=headers or {})
+    r = conn.getresponse()
+    out = (r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    conn.close()
+    return out
+
+
+def v4_presigner(cluster):
+    import boto3
+    import botocore.config
+    return boto3.client(
+        "s3", endpoint_url=cluster.env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=cluster.env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=cluster.env["AWS_SECRET_ACCESS_KEY"],
+        region_name=cluster.env["AWS_DEFAULT_REGION"],
+        config=botocore.config.Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+
+
+def test_not_modified_carries_etag_and_last_modified(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="nm", Body=b"cached by the browser")
+    h = s3.head_object(Bucket=bucket, Key="nm")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "nm"})
+    status, headers, body = raw_full(url, {"If-None-Match": h["ETag"]})
+    assert status == 304 and body == b""
+    assert headers["etag"] == h["ETag"]
+    assert headers["last-modified"] == h["ResponseMetadata"]["HTTPHeaders"]["last-modified"]
+
+
+def test_every_error_body_names_the_request_id_of_its_header(cluster, s3, bucket):
+    urls = [
+        s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "missing"}),
+        s3.generate_presigned_url("get_object", Params={"Bucket": "no-such-bucket-x", "Key": "k"}),
+        cluster.env["AWS_ENDPOINT_URL"] + f"/{bucket}?list-type=2",  # anonymous: AccessDenied
+    ]
+    bad = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"})
+    urls.append(bad.replace("Signature=", "Signature=AAAA"))  # s3s's own error
+    for url in urls:
+        status, headers, body = raw_full(url)
+        assert status >= 400
+        rid = ET.fromstring(body).find("RequestId")
+        assert rid is not None and rid.text == headers["x-amz-request-id"], (url, body)
+        assert int(headers["content-length"]) == len(body)
+
+
+def test_presigned_expiry_beyond_a_week_or_negative_is_refused(cluster, s3, bucket):
+    s3.put_object(Bucket=bucket, Key="exp", Body=b"secret")
+    p = v4_presigner(cluster)
+    ok = p.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "exp"}, ExpiresIn=604800)
+    assert raw_full(ok)[0] == 200
+    long = p.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "exp"}, ExpiresIn=604801)
+    neg = ok.replace("X-Amz-Expires=604800", "X-Amz-Expires=-5")
+    for url in (long, neg):
+        status, _, body = raw_full(url)
+        assert status == 403 and b"secret" not in body, body
+        assert ET.fromstring(body).find("Code").text == "AuthorizationQueryParametersError"
+
+
+def test_content_encoding_comes_back_as_sent(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="enc", Body=b"x", ContentEncoding="gzip, br")
+    assert s3.head_object(Bucket=bucket, Key="enc")["ContentEncoding"] == "gzip, br"

@@ -228,6 +228,8 @@ async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<s3s::Body>
             crate::cors::preflight(&gw.meta.snapshot(), bucket.as_deref(), req.headers())
         } else if let Some(too_big) = xml_body_too_large(&req) {
             too_big
+        } else if let Some(expiry) = presign_expiry_error(&req) {
+            expiry
         } else {
             let mut req = req;
             let cors = crate::cors::Actual::of(req.headers(), req.method(), || {
@@ -263,6 +265,7 @@ async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<s3s::Body>
         if let Ok(v) = HeaderValue::from_str(&header_id) {
             resp.headers_mut().insert("x-amz-request-id", v);
         }
+        crate::s3::error::stamp_request_id(&mut resp, &header_id);
         resp
     };
     // Every call to a target made for this request carries its id, and every line logged.
@@ -361,6 +364,41 @@ fn sigv2_bucket_resource<B>(req: &mut Request<B>) {
             *req.uri_mut() = uri;
         }
     }
+}
+
+/// Longest validity S3 gives a SigV4 presigned URL: seven days.
+const MAX_PRESIGN_EXPIRES: i64 = 604_800;
+
+/// A SigV4 presigned URL whose `X-Amz-Expires` is not a whole number of seconds in 1..=604800:
+/// S3's `403 AuthorizationQueryParametersError`, before anything is served (s3s would take a
+/// longer one, or answer a negative one with a vague 400).
+fn presign_expiry_error<B>(req: &Request<B>) -> Option<Response<s3s::Body>> {
+    let query = req.uri().query()?;
+    if !query.contains("X-Amz-Expires=") {
+        return None;
+    }
+    let raw = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "X-Amz-Expires")
+        .map(|(_, v)| v.into_owned())?;
+    let msg = match raw.parse::<i64>() {
+        Ok(n) if n > MAX_PRESIGN_EXPIRES => {
+            "X-Amz-Expires must be less than a week (in seconds) that is 604800"
+        }
+        Ok(n) if n < 0 => "X-Amz-Expires must be non-negative",
+        Ok(_) => return None,
+        Err(_) => "X-Amz-Expires should be a number",
+    };
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error>\
+         <Code>AuthorizationQueryParametersError</Code><Message>{msg}</Message></Error>"
+    );
+    Some(
+        Response::builder()
+            .status(StatusCode::FORBIDDEN)
+            .header(header::CONTENT_TYPE, "application/xml")
+            .body(s3s::Body::from(body))
+            .expect("valid response"),
+    )
 }
 
 fn xml_body_too_large(req: &Request<Incoming>) -> Option<Response<s3s::Body>> {

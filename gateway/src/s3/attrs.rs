@@ -34,6 +34,20 @@ pub fn etag_condition(c: &dto::ETagCondition) -> String {
     }
 }
 
+/// The headers a 304 Not Modified carries, as S3's do: the object's ETag and Last-Modified.
+pub fn not_modified_headers(m: &aisle_cluster::proto::ObjectMeta) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", m.etag)) {
+        h.insert(http::header::ETAG, v);
+    }
+    if let Some(v) =
+        expires_string(&timestamp(m.mtime_ms)).and_then(|s| http::HeaderValue::from_str(&s).ok())
+    {
+        h.insert(http::header::LAST_MODIFIED, v);
+    }
+    h
+}
+
 fn expires_string(t: &Timestamp) -> Option<String> {
     let mut buf = Vec::new();
     t.format(TimestampFormat::HttpDate, &mut buf).ok()?;
@@ -49,6 +63,11 @@ pub fn parse_expires(s: &str) -> Option<Timestamp> {
 /// the object.
 pub fn strip_aws_chunked(enc: Option<String>) -> Option<String> {
     let enc = enc?;
+    let chunked = |t: &str| t.trim().eq_ignore_ascii_case("aws-chunked");
+    if !enc.split(',').any(chunked) {
+        // Kept exactly as sent (`gzip, br` stays `gzip, br`), as S3 does.
+        return (!enc.trim().is_empty()).then_some(enc);
+    }
     let kept: Vec<&str> = enc
         .split(',')
         .map(str::trim)
@@ -122,4 +141,18 @@ pub fn checksum_type(c: &Checksums) -> Option<dto::ChecksumType> {
         return None;
     }
     c.kind.clone().map(dto::ChecksumType::from)
+}
+
+#[cfg(test)]
+mod encoding_tests {
+    use super::strip_aws_chunked;
+
+    #[test]
+    fn content_encoding_is_kept_as_sent_without_the_upload_framing() {
+        let s = |v: &str| strip_aws_chunked(Some(v.into()));
+        assert_eq!(s("gzip, br").as_deref(), Some("gzip, br"));
+        assert_eq!(s("aws-chunked, gzip").as_deref(), Some("gzip"));
+        assert_eq!(s("aws-chunked"), None);
+        assert_eq!(s(" "), None);
+    }
 }

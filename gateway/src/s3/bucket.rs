@@ -73,6 +73,7 @@ pub(super) async fn create_bucket(
         ));
     }
     let created_ms = aisle_cluster::now_ms();
+    let us_east_1 = s3.region == "us-east-1";
     s3.meta
         .update(|m| {
             let holder = match (m.buckets.get(&name), m.aliases.contains_key(&name)) {
@@ -81,6 +82,12 @@ pub(super) async fn create_bucket(
                 (None, false) => None,
             };
             if let Some(holder) = holder {
+                // Your own bucket again: in us-east-1 S3 answers 200 and changes nothing (its
+                // legacy behaviour, which `aws s3 mb` scripts rely on); elsewhere
+                // BucketAlreadyOwnedByYou. An alias is nobody's bucket to re-create.
+                if holder == owner && us_east_1 && m.buckets.contains_key(&name) {
+                    return Ok((false, ()));
+                }
                 // Someone else's bucket: the name is taken (S3's BucketAlreadyExists).
                 return Err(if holder == owner {
                     s3_err(

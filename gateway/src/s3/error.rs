@@ -111,3 +111,85 @@ pub fn check_key(key: &str) -> S3Result<()> {
 pub fn s3_err(code: S3ErrorCode, msg: impl Into<String>) -> S3Error {
     S3Error::with_message(code, msg.into())
 }
+
+/// Put the request's id into an S3 error body (`<RequestId>` before `</Error>`), so the body
+/// names the same request as the `x-amz-request-id` header, as S3's do. s3s renders errors
+/// (its own, such as a bad signature, and ours) without it. Only a buffered XML error body is
+/// touched; a streamed body or one that already has an id is left as it is.
+pub(crate) fn stamp_request_id(resp: &mut http::Response<s3s::Body>, id: &str) {
+    if resp.status().as_u16() < 400 {
+        return;
+    }
+    let Some(body) = resp.body().bytes() else {
+        return;
+    };
+    let Some(end) = find(&body, b"</Error>") else {
+        return;
+    };
+    if find(&body, b"<RequestId>").is_some() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return;
+    }
+    let mut out = Vec::with_capacity(body.len() + id.len() + 23);
+    out.extend_from_slice(&body[..end]);
+    out.extend_from_slice(b"<RequestId>");
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(b"</RequestId>");
+    out.extend_from_slice(&body[end..]);
+    if resp.headers().contains_key(http::header::CONTENT_LENGTH) {
+        resp.headers_mut().insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(out.len()),
+        );
+    }
+    *resp.body_mut() = s3s::Body::from(bytes::Bytes::from(out));
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod request_id_tests {
+    use super::stamp_request_id;
+
+    fn resp(status: u16, body: &'static str) -> http::Response<s3s::Body> {
+        let mut r =
+            http::Response::new(s3s::Body::from(bytes::Bytes::from_static(body.as_bytes())));
+        *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        r.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, body.len().into());
+        r
+    }
+
+    #[test]
+    fn an_error_body_gets_the_id_and_its_length() {
+        let mut r = resp(
+            404,
+            "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code></Error>",
+        );
+        stamp_request_id(&mut r, "abc123");
+        let body = r.body().bytes().unwrap();
+        let text = std::str::from_utf8(&body).unwrap();
+        assert!(text.ends_with("<Code>NoSuchKey</Code><RequestId>abc123</RequestId></Error>"));
+        assert_eq!(
+            r.headers()[http::header::CONTENT_LENGTH],
+            body.len().to_string().as_str()
+        );
+    }
+
+    #[test]
+    fn success_and_bodies_with_an_id_stay() {
+        let mut ok = resp(200, "<Error>not an error</Error>");
+        stamp_request_id(&mut ok, "abc");
+        assert_eq!(
+            &ok.body().bytes().unwrap()[..],
+            b"<Error>not an error</Error>"
+        );
+        let mut has = resp(403, "<Error><RequestId>x</RequestId></Error>");
+        stamp_request_id(&mut has, "abc");
+        assert_eq!(
+            &has.body().bytes().unwrap()[..],
+            b"<Error><RequestId>x</RequestId></Error>"
+        );
+    }
+}

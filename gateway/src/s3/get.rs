@@ -95,7 +95,17 @@ pub(super) async fn read(
         .map_err(from_client)?;
     match resp.status() {
         StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
-        StatusCode::NOT_MODIFIED => return Err(s3_err(S3ErrorCode::NotModified, "not modified")),
+        StatusCode::NOT_MODIFIED => {
+            let mut e = s3_err(S3ErrorCode::NotModified, "not modified");
+            let meta = resp
+                .headers()
+                .get(META_HEADER)
+                .and_then(|v| proto::decode_header::<ObjectMeta>(v.as_bytes()).ok());
+            if let Some(m) = meta {
+                e.set_headers(super::attrs::not_modified_headers(&m));
+            }
+            return Err(e);
+        }
         _ => return Err(from_client(status_error(target.url.clone(), resp).await)),
     }
     let h = resp.headers();
