@@ -295,3 +295,49 @@ def test_presigned_expiry_beyond_a_week_or_negative_is_refused(cluster, s3, buck
 def test_content_encoding_comes_back_as_sent(s3, bucket):
     s3.put_object(Bucket=bucket, Key="enc", Body=b"x", ContentEncoding="gzip, br")
     assert s3.head_object(Bucket=bucket, Key="enc")["ContentEncoding"] == "gzip, br"
+
+
+def test_get_object_attributes(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="one", Body=b"attrs", ChecksumAlgorithm="SHA256")
+    a = s3.get_object_attributes(Bucket=bucket, Key="one",
+                                 ObjectAttributes=["ETag", "ObjectSize", "StorageClass", "Checksum", "ObjectParts"])
+    h = s3.head_object(Bucket=bucket, Key="one", ChecksumMode="ENABLED")
+    assert a["ETag"].strip('"') == h["ETag"].strip('"')
+    assert (a["ObjectSize"], a["StorageClass"]) == (5, "STANDARD")
+    assert a["Checksum"]["ChecksumSHA256"] == h["ChecksumSHA256"]
+    assert "ObjectParts" not in a, "a single-part object has no parts to list"
+    assert a["LastModified"] == h["LastModified"]
+    only = s3.get_object_attributes(Bucket=bucket, Key="one", ObjectAttributes=["ObjectSize"])
+    assert "ETag" not in only and only["ObjectSize"] == 5
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    parts = []
+    for n, size in [(1, 5 << 20), (2, 5 << 20), (3, 7)]:
+        e = s3.upload_part(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=n, Body=b"p" * size)["ETag"]
+        parts.append({"PartNumber": n, "ETag": e})
+    s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid, MultipartUpload={"Parts": parts})
+    a = s3.get_object_attributes(Bucket=bucket, Key="mp", ObjectAttributes=["ObjectParts"], MaxParts=2)
+    p = a["ObjectParts"]
+    assert p["TotalPartsCount"] == 3 and p["IsTruncated"] and p["NextPartNumberMarker"] == 2
+    assert [(x["PartNumber"], x["Size"]) for x in p["Parts"]] == [(1, 5 << 20), (2, 5 << 20)]
+    a = s3.get_object_attributes(Bucket=bucket, Key="mp", ObjectAttributes=["ObjectParts"],
+                                 PartNumberMarker=2)
+    assert [(x["PartNumber"], x["Size"]) for x in a["ObjectParts"]["Parts"]] == [(3, 7)]
+    assert not a["ObjectParts"]["IsTruncated"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object_attributes(Bucket=bucket, Key="missing", ObjectAttributes=["ETag"])
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_put_object_acl_takes_what_the_bucket_gives_and_refuses_the_rest(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="acl", Body=b"x")
+    assert s3.put_object_acl(Bucket=bucket, Key="acl", ACL="private")["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert s3.put_object_acl(Bucket=bucket, Key="acl", ACL="bucket-owner-full-control")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_object_acl(Bucket=bucket, Key="acl", ACL="public-read")
+    assert code_of(e) == "NotImplemented"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_object_acl(Bucket=bucket, Key="acl", GrantRead='uri="http://acs.amazonaws.com/groups/global/AllUsers"')
+    assert code_of(e) == "NotImplemented"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_object_acl(Bucket=bucket, Key="missing", ACL="private")
+    assert code_of(e) == "NoSuchKey"

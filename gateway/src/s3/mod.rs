@@ -197,6 +197,12 @@ impl S3 for AisleS3 {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         get::head_object(self, req).await
     }
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        get::get_object_attributes(self, req).await
+    }
     async fn delete_object(
         &self,
         req: S3Request<DeleteObjectInput>,
@@ -394,6 +400,12 @@ impl S3 for AisleS3 {
         req: S3Request<GetObjectAclInput>,
     ) -> S3Result<S3Response<GetObjectAclOutput>> {
         policy::get_object_acl(self, req).await
+    }
+    async fn put_object_acl(
+        &self,
+        req: S3Request<PutObjectAclInput>,
+    ) -> S3Result<S3Response<PutObjectAclOutput>> {
+        policy::put_object_acl(self, req).await
     }
     async fn put_public_access_block(
         &self,

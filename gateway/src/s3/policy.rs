@@ -227,6 +227,42 @@ pub(super) async fn get_object_acl(
     }))
 }
 
+/// PutObjectAcl: objects take their bucket's ACL, so a canned ACL that changes nothing
+/// ([`check_object_acl`]) is accepted for an existing object; grants or a public canned ACL are
+/// `501` with the reason, never silently dropped.
+pub(super) async fn put_object_acl(
+    s3: &AisleS3,
+    req: S3Request<PutObjectAclInput>,
+) -> S3Result<S3Response<PutObjectAclOutput>> {
+    let input = req.input;
+    super::version::check_version_id(input.version_id.as_deref())?;
+    bucket_props(s3, &input.bucket)?;
+    let grants = input.access_control_policy.is_some()
+        || input.grant_full_control.is_some()
+        || input.grant_read.is_some()
+        || input.grant_read_acp.is_some()
+        || input.grant_write.is_some()
+        || input.grant_write_acp.is_some();
+    if grants {
+        return Err(s3_err(
+            S3ErrorCode::NotImplemented,
+            "per-object grants are not supported: objects take their bucket's canned ACL \
+             (PutBucketAcl) or its policy",
+        ));
+    }
+    check_object_acl(Some(input.acl.as_ref().map_or("private", |a| a.as_str())))?;
+    super::get::read(
+        s3,
+        &input.bucket,
+        &input.key,
+        None,
+        Default::default(),
+        true,
+    )
+    .await?;
+    Ok(S3Response::new(PutObjectAclOutput::default()))
+}
+
 pub(super) async fn put_public_access_block(
     s3: &AisleS3,
     req: S3Request<PutPublicAccessBlockInput>,
