@@ -20,7 +20,11 @@ pub fn init(format: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log line that cannot be written (its disk is full) is lost, not fatal: reporting
+        // the failure would `eprintln!` to the same stderr, which panics — and under a fetch or
+        // a write, a panic while unwinding aborts the node.
+        .log_internal_errors(false);
     if format == "json" {
         builder.event_format(Json).init();
     } else {

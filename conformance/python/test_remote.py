@@ -422,6 +422,33 @@ def test_a_full_disk_evicts_cached_objects_and_the_mark_moves(moto, small_disk):
         c.stop()
 
 
+def test_a_disk_that_fills_up_fails_fetches_visibly_and_the_node_stays_up(moto, small_disk):
+    """Nothing evicts (the rule is off) and the cache outgrows its 64 MiB disk, logs included:
+    the prefetch ends with per-object errors instead of hanging, the target keeps running (a
+    log line it cannot write is dropped, not fatal), and once space is freed it fetches again."""
+    c = Cluster(small_disk / "data", targets=1, extra=["--mountpaths", "1"]).start()
+    try:
+        s3 = c.client()
+        name, src, mc, p = remote_bucket(c, moto)
+        keys = [f"big/{i:02d}" for i in range(40)]
+        for k in keys:
+            mc.put_object(Bucket=src, Key=k, Body=os.urandom(2 * 1024 * 1024))
+        out = aisle(c, "prefetch", "--source", name, "--prefix", "big/", check=False)
+        assert "done" in out.stdout and "40/40" in out.stdout, out.stdout + out.stderr
+        assert "No space left on device" in out.stdout, out.stdout
+        cached = aisle(c, "ls", name, "--cached").stdout.split()
+        assert 0 < sum(k in cached for k in keys) < 40
+        assert "exited" not in (small_disk / "data" / "up.log").read_text(), "the target stayed up"
+        missing = [k for k in keys if k not in cached]
+        with pytest.raises(Exception):
+            s3.get_object(Bucket=name, Key=missing[0])["Body"].read()
+        aisle(c, "evict", "--source", name, "--prefix", "big/")
+        data = s3.get_object(Bucket=name, Key=missing[0])["Body"].read()
+        assert data == mc.get_object(Bucket=src, Key=missing[0])["Body"].read()
+    finally:
+        c.stop()
+
+
 def test_cache_capacity_evicts_least_recently_read(moto, fresh_dir):
     c = Cluster(fresh_dir, targets=1, extra=["--mountpaths", "1", "--cache-max", "4MiB"]).start()
     try:

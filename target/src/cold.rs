@@ -463,14 +463,44 @@ fn start(
     fetches.insert(id.clone(), fetch.clone());
     let (state, f) = (state.clone(), fetch.clone());
     tokio::spawn(async move {
-        let r = run_fetch(&state, &remote, &id.0, &id.1, &f).await;
+        // Readers wait on this fetch: it ends for them even if the task panics.
+        let mut ended = FetchEnded {
+            state: state.clone(),
+            id,
+            fetch: f.clone(),
+            result: None,
+        };
+        let r = run_fetch(&state, &remote, &ended.id.0, &ended.id.1, &f).await;
         if let Err(e) = &r {
-            tracing::warn!(bucket = %id.0, key = %id.1, error = %e.message, "cold fetch failed");
+            let (bucket, key) = &ended.id;
+            tracing::warn!(%bucket, %key, error = %e.message, "cold fetch failed");
         }
-        state.cold.fetches.lock().expect("fetch lock").remove(&id);
-        f.progress.send_modify(|p| p.done = Some(r));
+        ended.result = Some(r);
     });
     Ok(fetch)
+}
+
+/// Ends a fetch when its task does, however it does: the fetch leaves the table of running
+/// fetches and its readers get the result — an error if the task panicked or was dropped, so a
+/// reader never waits for a fetch nobody runs.
+struct FetchEnded {
+    state: Arc<State>,
+    id: (String, String),
+    fetch: Arc<Fetch>,
+    result: Option<Result<(), ApiError>>,
+}
+
+impl Drop for FetchEnded {
+    fn drop(&mut self) {
+        let r = self.result.take().unwrap_or_else(|| {
+            tracing::error!(bucket = %self.id.0, key = %self.id.1, "a cold fetch ended without a result");
+            Err(api_err(500, "InternalError", "the fetch from the remote failed unexpectedly"))
+        });
+        if let Ok(mut fetches) = self.state.cold.fetches.lock() {
+            fetches.remove(&self.id);
+        }
+        self.fetch.progress.send_modify(|p| p.done = Some(r));
+    }
 }
 
 /// Fetch, stage, fsync and publish one object; readers follow `fetch`'s progress.
