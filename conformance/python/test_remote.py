@@ -378,6 +378,13 @@ def test_aisle_behind_aisle_and_wrong_credentials(cluster, s3, other_cluster):
     assert o.get_object(Bucket="origin", Key="deep/obj")["Body"].read() == b"from the other aisle"
 
 
+def put_random(mc, src, keys, size):
+    """Random objects of `size` bytes under `keys` in the moto bucket `src`; returns the keys."""
+    for k in keys:
+        mc.put_object(Bucket=src, Key=k, Body=os.urandom(size))
+    return keys
+
+
 @pytest.fixture
 def small_disk():
     """A 64 MiB tmpfs of the test's own (root only), unmounted afterwards."""
@@ -398,9 +405,7 @@ def test_a_full_disk_evicts_cached_objects_and_the_mark_moves(moto, small_disk):
     try:
         s3 = c.client()
         name, src, mc, p = remote_bucket(c, moto)
-        keys = [f"k{i}" for i in range(8)]
-        for k in keys:
-            mc.put_object(Bucket=src, Key=k, Body=os.urandom(2 * 1024 * 1024))
+        keys = put_random(mc, src, [f"k{i}" for i in range(8)], 2 * 1024 * 1024)
         s3.create_bucket(Bucket="local")
         s3.put_object(Bucket="local", Key="l", Body=b"kept")
         for k in keys[:4]:
@@ -430,9 +435,7 @@ def test_a_disk_that_fills_up_fails_fetches_visibly_and_the_node_stays_up(moto, 
     try:
         s3 = c.client()
         name, src, mc, p = remote_bucket(c, moto)
-        keys = [f"big/{i:02d}" for i in range(40)]
-        for k in keys:
-            mc.put_object(Bucket=src, Key=k, Body=os.urandom(2 * 1024 * 1024))
+        keys = put_random(mc, src, [f"big/{i:02d}" for i in range(40)], 2 * 1024 * 1024)
         out = aisle(c, "prefetch", "--source", name, "--prefix", "big/", check=False)
         assert "done" in out.stdout and "40/40" in out.stdout, out.stdout + out.stderr
         assert "No space left on device" in out.stdout, out.stdout

@@ -388,17 +388,11 @@ fn presign_expiry_error<B>(req: &Request<B>) -> Option<Response<s3s::Body>> {
         Ok(_) => return None,
         Err(_) => "X-Amz-Expires should be a number",
     };
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error>\
-         <Code>AuthorizationQueryParametersError</Code><Message>{msg}</Message></Error>"
-    );
-    Some(
-        Response::builder()
-            .status(StatusCode::FORBIDDEN)
-            .header(header::CONTENT_TYPE, "application/xml")
-            .body(s3s::Body::from(body))
-            .expect("valid response"),
-    )
+    Some(xml_error(
+        StatusCode::FORBIDDEN,
+        "AuthorizationQueryParametersError",
+        msg,
+    ))
 }
 
 fn xml_body_too_large(req: &Request<Incoming>) -> Option<Response<s3s::Body>> {
@@ -413,17 +407,25 @@ fn xml_body_too_large(req: &Request<Incoming>) -> Option<Response<s3s::Body>> {
     if !xml_op || len <= MAX_XML_BODY || req.uri().path().starts_with("/_aisle/") {
         return None;
     }
+    Some(xml_error(
+        StatusCode::BAD_REQUEST,
+        "MaxMessageLengthExceeded",
+        &format!("Your request was too big: the limit for XML bodies is {MAX_XML_BODY} bytes."),
+    ))
+}
+
+/// An S3 XML error answered before s3s sees the request (`code` and `message` are plain text
+/// without markup; the request id is stamped on later, as on every error).
+fn xml_error(status: StatusCode, code: &str, message: &str) -> Response<s3s::Body> {
     let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>MaxMessageLengthExceeded</Code>\
-         <Message>Your request was too big: the limit for XML bodies is {MAX_XML_BODY} bytes.</Message></Error>"
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
+         <Message>{message}</Message></Error>"
     );
-    Some(
-        Response::builder()
-            .status(StatusCode::BAD_REQUEST)
-            .header(header::CONTENT_TYPE, "application/xml")
-            .body(s3s::Body::from(body))
-            .expect("valid response"),
-    )
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/xml")
+        .body(s3s::Body::from(body))
+        .expect("valid response")
 }
 
 fn plain(status: StatusCode, msg: &str) -> Response<s3s::Body> {

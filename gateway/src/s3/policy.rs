@@ -203,6 +203,12 @@ pub(super) async fn get_bucket_acl(
     }))
 }
 
+/// `NoSuchKey` (or the read's other error) unless `(bucket, key)` is there: a HEAD.
+async fn object_exists(s3: &AisleS3, bucket: &str, key: &str) -> S3Result<()> {
+    super::get::read(s3, bucket, key, None, Default::default(), true).await?;
+    Ok(())
+}
+
 /// An object's ACL is its bucket's (objects carry no ACL of their own).
 pub(super) async fn get_object_acl(
     s3: &AisleS3,
@@ -210,15 +216,7 @@ pub(super) async fn get_object_acl(
 ) -> S3Result<S3Response<GetObjectAclOutput>> {
     let input = req.input;
     let props = bucket_props(s3, &input.bucket)?;
-    super::get::read(
-        s3,
-        &input.bucket,
-        &input.key,
-        None,
-        Default::default(),
-        true,
-    )
-    .await?;
+    object_exists(s3, &input.bucket, &input.key).await?;
     let (owner, grants) = grants(s3, props.owner.as_deref(), props.acl);
     Ok(S3Response::new(GetObjectAclOutput {
         owner: Some(owner),
@@ -251,15 +249,7 @@ pub(super) async fn put_object_acl(
         ));
     }
     check_object_acl(Some(input.acl.as_ref().map_or("private", |a| a.as_str())))?;
-    super::get::read(
-        s3,
-        &input.bucket,
-        &input.key,
-        None,
-        Default::default(),
-        true,
-    )
-    .await?;
+    object_exists(s3, &input.bucket, &input.key).await?;
     Ok(S3Response::new(PutObjectAclOutput::default()))
 }
 
