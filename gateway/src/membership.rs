@@ -73,6 +73,8 @@ pub struct Membership {
     client: NodeClient,
     cfg: HealthConfig,
     observed: Mutex<BTreeMap<String, Observed>>,
+    /// The last probe round's change could not be persisted (logged once, not every round).
+    persist_failing: std::sync::atomic::AtomicBool,
 }
 
 impl Membership {
@@ -83,6 +85,7 @@ impl Membership {
             client,
             cfg,
             observed: Mutex::default(),
+            persist_failing: Default::default(),
         })
     }
 
@@ -229,8 +232,25 @@ impl Membership {
                 Ok::<_, PersistError>((changed, ()))
             })
             .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "membership change not persisted");
+        // A full or failing disk fails every round the same way: say so once, and once more
+        // when it works again.
+        use std::sync::atomic::Ordering;
+        match result {
+            Err(e) if !self.persist_failing.swap(true, Ordering::Relaxed) => {
+                tracing::error!(error = %e, "membership change not persisted (retried every probe round)");
+            }
+            Err(e) => tracing::debug!(error = %e, "membership change still not persisted"),
+            Ok(()) if self.persist_failing.swap(false, Ordering::Relaxed) => {
+                tracing::info!("membership changes persisted again");
+            }
+            Ok(()) => {}
+        }
+        let after = self.meta.snapshot();
+        if !meta.rebalance.settled
+            && after.rebalance.settled
+            && after.rebalance.generation == meta.rebalance.generation
+        {
+            tracing::info!(generation = after.rebalance.generation, "rebalance settled");
         }
     }
 
@@ -422,6 +442,5 @@ fn settle(m: &mut ClusterMeta, observed: &BTreeMap<String, Observed>) -> bool {
         tracing::info!(target = %id, "decommissioned: drained and removed from the map");
         m.targets.remove(&id);
     }
-    tracing::info!(generation, "rebalance settled");
     true
 }
