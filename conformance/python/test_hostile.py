@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import json
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -11,6 +12,8 @@ import pytest
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+
+from conftest import Cluster
 
 
 def signed(cluster, method, path, body=b"", headers=None, query=""):
@@ -67,8 +70,6 @@ def test_invalid_bucket_names(cluster, name):
 
 
 def test_recreating_your_bucket_outside_us_east_1_is_already_owned(fresh_dir):
-    import json
-    from conftest import Cluster
     fresh_dir.mkdir(parents=True, exist_ok=True)
     (fresh_dir / "credentials.json").write_text(json.dumps({
         "access_key": "AISLEREGIONTEST", "secret_key": "s" * 40, "cluster_secret": "c" * 64,

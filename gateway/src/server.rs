@@ -377,9 +377,7 @@ fn presign_expiry_error<B>(req: &Request<B>) -> Option<Response<s3s::Body>> {
     if !query.contains("X-Amz-Expires=") {
         return None;
     }
-    let raw = form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "X-Amz-Expires")
-        .map(|(_, v)| v.into_owned())?;
+    let (_, raw) = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "X-Amz-Expires")?;
     let msg = match raw.parse::<i64>() {
         Ok(n) if n > MAX_PRESIGN_EXPIRES => {
             "X-Amz-Expires must be less than a week (in seconds) that is 604800"

@@ -465,12 +465,13 @@ fn start(
     tokio::spawn(async move {
         // Readers wait on this fetch: it ends for them even if the task panics.
         let mut ended = FetchEnded {
-            state: state.clone(),
+            state,
             id,
-            fetch: f.clone(),
+            fetch: f,
             result: None,
         };
-        let r = run_fetch(&state, &remote, &ended.id.0, &ended.id.1, &f).await;
+        let e = &ended;
+        let r = run_fetch(&e.state, &remote, &e.id.0, &e.id.1, &e.fetch).await;
         if let Err(e) = &r {
             let (bucket, key) = &ended.id;
             tracing::warn!(%bucket, %key, error = %e.message, "cold fetch failed");
@@ -861,7 +862,10 @@ fn room_needed(
 async fn make_room(state: &Arc<State>, mp: u16, incoming: u64) {
     let dir = state.store.mountpath_dirs()[mp as usize].clone();
     let (budget, disk_full) = (state.cold.capacity, state.cold.disk_full);
-    let disk = aisle_cluster::metrics::disk_space(&dir);
+    // No statvfs per fetch when the disk rule is off.
+    let disk = (disk_full < 1.0)
+        .then(|| aisle_cluster::metrics::disk_space(&dir))
+        .flatten();
     let victims: Vec<(String, String)> = {
         let cached = state.cold.cached.lock().expect("cache lock");
         let on_mp: u64 = cached.values().filter(|e| e.mp == mp).map(|e| e.size).sum();

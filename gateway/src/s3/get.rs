@@ -93,31 +93,28 @@ pub(super) async fn read(
         .read(&q, &opts, head)
         .await
         .map_err(from_client)?;
-    match resp.status() {
-        StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
-        StatusCode::NOT_MODIFIED => {
+    // The object's record: with the answer, and with a 304 (its ETag and Last-Modified).
+    let h = resp.headers();
+    let meta: Option<ObjectMeta> = h
+        .get(META_HEADER)
+        .and_then(|v| proto::decode_header(v.as_bytes()).ok());
+    let meta = match (resp.status(), meta) {
+        (StatusCode::OK | StatusCode::PARTIAL_CONTENT, Some(m)) => m,
+        (StatusCode::OK | StatusCode::PARTIAL_CONTENT, None) => {
+            return Err(s3_err(
+                S3ErrorCode::InternalError,
+                "a target answered without object metadata",
+            ));
+        }
+        (StatusCode::NOT_MODIFIED, m) => {
             let mut e = s3_err(S3ErrorCode::NotModified, "not modified");
-            let meta = resp
-                .headers()
-                .get(META_HEADER)
-                .and_then(|v| proto::decode_header::<ObjectMeta>(v.as_bytes()).ok());
-            if let Some(m) = meta {
+            if let Some(m) = m {
                 e.set_headers(super::attrs::not_modified_headers(&m));
             }
             return Err(e);
         }
         _ => return Err(from_client(status_error(target.url.clone(), resp).await)),
-    }
-    let h = resp.headers();
-    let meta: ObjectMeta = h
-        .get(META_HEADER)
-        .and_then(|v| proto::decode_header(v.as_bytes()).ok())
-        .ok_or_else(|| {
-            s3_err(
-                S3ErrorCode::InternalError,
-                "a target answered without object metadata",
-            )
-        })?;
+    };
     let etl_applied = h
         .get(ETL_APPLIED_HEADER)
         .and_then(|v| v.to_str().ok())
