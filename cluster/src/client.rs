@@ -400,6 +400,7 @@ impl NodeClient {
 fn reply_error(url: String, reply: LocalReply) -> ClientError {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::from_str(&reply.body).unwrap_or_else(|_| ErrorBody {
+        delete_marker: None,
         code: "InternalError".into(),
         message: reply.body.clone(),
     });
@@ -436,6 +437,7 @@ pub async fn status_error<B: hyper::body::Body>(url: String, resp: Response<B>) 
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
+        delete_marker: None,
         code: if status.is_server_error() {
             "InternalError".into()
         } else {

@@ -70,3 +70,4 @@ pub mod proto;
 pub mod serve;
 pub mod tls;
 pub mod trace;
+pub mod versioning;

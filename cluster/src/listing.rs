@@ -21,11 +21,25 @@ pub enum ListItem {
 }
 
 impl ListItem {
-    /// The name this item sorts by.
+    /// The key or the common prefix.
     pub fn name(&self) -> &str {
         match self {
             ListItem::Object(o) => &o.key,
             ListItem::Prefix(p) => p,
+        }
+    }
+
+    /// What this item sorts by: its name, and for a version of a key the key followed by a
+    /// NUL and the inverted stamp, so a key's versions follow each other newest first and
+    /// come before every longer key.
+    pub fn sort_name(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            ListItem::Object(ObjectEntry {
+                key,
+                version: Some(v),
+                ..
+            }) => format!("{key}\0{:020}", u64::MAX - v.stamp).into(),
+            other => other.name().into(),
         }
     }
 }
@@ -41,6 +55,24 @@ pub struct ObjectEntry {
     pub etag: String,
     /// Last modification, Unix milliseconds.
     pub mtime_ms: i64,
+    /// In a listing of versions: which version of the key this is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<VersionEntry>,
+}
+
+/// One version in a listing of versions ([`crate::proto::ListQuery::versions`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionEntry {
+    /// Version id (`None`: the `null` version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Its write stamp: orders the versions of a key, newest first.
+    pub stamp: u64,
+    /// The key's current version (or latest delete marker).
+    pub latest: bool,
+    /// A delete marker.
+    #[serde(default)]
+    pub delete_marker: bool,
 }
 
 /// One target's page: items in order, and whether more follow.
@@ -156,7 +188,7 @@ pub fn merge_pages(pages: Vec<ListPage>, max: usize) -> ListPage {
     for (page, item) in pending.iter().enumerate() {
         if let Some(item) = item {
             heap.push(Head {
-                name: item.name().to_string(),
+                name: item.sort_name().into_owned(),
                 page,
             });
         }
@@ -167,13 +199,13 @@ pub fn merge_pages(pages: Vec<ListPage>, max: usize) -> ListPage {
         let item = pending[page].take().expect("heap entry has a pending item");
         if let Some(next) = iters[page].next() {
             heap.push(Head {
-                name: next.name().to_string(),
+                name: next.sort_name().into_owned(),
                 page,
             });
             pending[page] = Some(next);
         }
-        if out.last().is_some_and(|l| l.name() == name) {
-            continue; // the same common prefix from another target
+        if out.last().is_some_and(|l| l.sort_name() == name) {
+            continue; // the same common prefix (or copy of a version) from another target
         }
         if out.len() == max {
             leftover = true;
@@ -197,7 +229,49 @@ mod tests {
             size: 0,
             etag: String::new(),
             mtime_ms: 0,
+            version: None,
         })
+    }
+
+    fn ver(k: &str, stamp: u64) -> ListItem {
+        ListItem::Object(ObjectEntry {
+            key: k.into(),
+            size: 0,
+            etag: String::new(),
+            mtime_ms: 0,
+            version: Some(VersionEntry {
+                id: None,
+                stamp,
+                latest: false,
+                delete_marker: false,
+            }),
+        })
+    }
+
+    #[test]
+    fn versions_merge_by_key_then_newest_first_and_copies_count_once() {
+        let page = |items| ListPage {
+            items,
+            truncated: false,
+        };
+        // Two targets holding copies of some versions.
+        let a = page(vec![ver("a", 5), ver("a", 3), ver("b", 1)]);
+        let b = page(vec![ver("a", 5), ver("a/x", 9), ver("b", 1)]);
+        let merged = merge_pages(vec![a, b], 10);
+        let got: Vec<(String, u64)> = merged
+            .items
+            .iter()
+            .map(|i| match i {
+                ListItem::Object(o) => (o.key.clone(), o.version.as_ref().unwrap().stamp),
+                ListItem::Prefix(p) => (p.clone(), 0),
+            })
+            .collect();
+        let want = [("a", 5), ("a", 3), ("a/x", 9), ("b", 1)];
+        assert_eq!(
+            got,
+            want.map(|(k, s)| (k.to_string(), s)).to_vec(),
+            "a key's versions precede longer keys"
+        );
     }
 
     #[test]

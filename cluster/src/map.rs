@@ -118,6 +118,9 @@ pub struct BucketProps {
     /// Its PublicAccessBlock configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_access_block: Option<crate::access::PublicAccessBlock>,
+    /// Object versioning (PutBucketVersioning); once enabled it can be suspended, never off.
+    #[serde(default, skip_serializing_if = "crate::versioning::Versioning::is_off")]
+    pub versioning: crate::versioning::Versioning,
 }
 
 fn is_private(acl: &crate::access::CannedAcl) -> bool {
@@ -138,6 +141,7 @@ impl BucketProps {
             acl: Default::default(),
             policy: None,
             public_access_block: None,
+            versioning: Default::default(),
         }
     }
 }

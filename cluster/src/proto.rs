@@ -95,7 +95,7 @@ pub const META_HEADER: &str = "x-aisle-meta";
 pub const COMMIT_TRAILER: &str = "x-aisle-commit";
 
 /// Selects one object.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ObjectQuery {
     /// Bucket name.
     pub bucket: String,
@@ -104,10 +104,13 @@ pub struct ObjectQuery {
     /// For GET/HEAD of a multipart object: only this part (1-based).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part: Option<u32>,
+    /// This version (its id, or `null`) instead of the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
 }
 
 /// One page of a target's listing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ListQuery {
     /// Bucket name.
     pub bucket: String,
@@ -122,6 +125,12 @@ pub struct ListQuery {
     pub after: Option<String>,
     /// At most this many items.
     pub limit: usize,
+    /// List every version of each key (ListObjectVersions), newest first, each an item.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub versions: bool,
+    /// With `versions`: resume after this version (an id or `null`) of the key `after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_version: Option<String>,
 }
 
 /// Selects one multipart upload (and one part of it).
@@ -276,6 +285,13 @@ pub struct ObjectMeta {
     /// repeated after success finds it here and succeeds again, as S3's does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_id: Option<String>,
+    /// Its version id in a bucket with versioning (`None`: the `null` version), see
+    /// [`crate::versioning`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// A delete marker: a version that says the key was deleted (no bytes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_marker: bool,
 }
 
 /// What a cached object of a remote bucket remembers of the remote's object (coherence checks
@@ -513,6 +529,10 @@ pub struct ErrorBody {
     pub code: String,
     /// Human-readable detail.
     pub message: String,
+    /// The answer is about a delete marker: its version id (`null` for the null one). S3
+    /// says so in `x-amz-delete-marker` and `x-amz-version-id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_marker: Option<String>,
 }
 
 /// A malformed protocol header.
@@ -744,6 +764,10 @@ pub struct WriteOptions {
     /// that publishes pushes it to each ([`T_REPLICA`]) and answers only then.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<Peer>,
+    /// The bucket's versioning: decides the write's version id
+    /// ([`crate::versioning::Versioning::id_for`]).
+    #[serde(default, skip_serializing_if = "crate::versioning::Versioning::is_off")]
+    pub versioning: crate::versioning::Versioning,
 }
 
 /// A target another node calls: its id (which finds its current address in the map, after a
@@ -941,6 +965,27 @@ pub struct DeleteQuery {
     /// (after an outage) is then deleted instead of restored.
     #[serde(default)]
     pub tombstone: bool,
+    /// A plain delete in a bucket with versioning adds a delete marker stamped `version`
+    /// (its id as [`crate::versioning::Versioning::id_for`] says) instead of removing data.
+    #[serde(default, skip_serializing_if = "crate::versioning::Versioning::is_off")]
+    pub versioning: crate::versioning::Versioning,
+    /// Remove this version (an id or `null`) for good, whatever the bucket's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+}
+
+/// What a target's DELETE did (JSON answer of a DELETE of [`T_OBJECT`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// The version removed or added (`None`: the `null` one, or nothing versioned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// That version is a delete marker (one was added, or the one removed was one).
+    #[serde(default)]
+    pub delete_marker: bool,
+    /// Something was there to delete.
+    #[serde(default)]
+    pub found: bool,
 }
 
 /// A target's progress through one rebalance generation (in its [`TargetStatus`]).

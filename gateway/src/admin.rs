@@ -555,6 +555,8 @@ impl S3Route for AdminRoute {
                 match what {
                     "cached" => {
                         let lq = aisle_cluster::proto::ListQuery {
+                            versions: false,
+                            after_version: None,
                             bucket: name.to_string(),
                             prefix: q.get("prefix").cloned().unwrap_or_default(),
                             delimiter: q.get("delimiter").cloned(),
@@ -641,6 +643,7 @@ impl S3Route for AdminRoute {
                 let members = self
                     .targets
                     .archive_members(&aisle_cluster::proto::ObjectQuery {
+                        version_id: None,
                         bucket: bucket.clone(),
                         key: key.clone(),
                         part: None,

@@ -107,6 +107,7 @@ async fn open_entry(
     e: &BatchEntry,
 ) -> Result<(http::Response<aisle_cluster::client::ReadBody>, u64), String> {
     let q = ObjectQuery {
+        version_id: None,
         bucket: e.bucket.clone(),
         key: e.key.clone(),
         part: None,

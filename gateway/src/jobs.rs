@@ -429,6 +429,7 @@ impl Jobs {
             .write_plan(&spec.output_bucket, key)
             .map_err(|e| e.to_string())?;
         let oq = ObjectQuery {
+            version_id: None,
             bucket: spec.output_bucket.clone(),
             key: key.to_string(),
             part: None,
@@ -450,11 +451,13 @@ impl Jobs {
     /// writes the output to the output's owner; this gateway only plans the write.
     async fn transform_direct(&self, spec: &EtlJobSpec, key: &str) -> Result<u64, String> {
         let source = ObjectQuery {
+            version_id: None,
             bucket: spec.sources.source.clone(),
             key: key.to_string(),
             part: None,
         };
         let output = ObjectQuery {
+            version_id: None,
             bucket: spec.output_bucket.clone(),
             key: key.to_string(),
             part: None,
@@ -534,6 +537,7 @@ impl Jobs {
         head: bool,
     ) -> Result<(http::Response<aisle_cluster::client::ReadBody>, String), String> {
         let q = ObjectQuery {
+            version_id: None,
             bucket: bucket.to_string(),
             key: key.to_string(),
             part: None,
@@ -591,6 +595,8 @@ impl Jobs {
         let mut after = None;
         loop {
             let q = ListQuery {
+                versions: false,
+                after_version: None,
                 bucket: bucket.to_string(),
                 prefix: prefix.to_string(),
                 delimiter: None,
@@ -665,6 +671,7 @@ impl Jobs {
             keys: keys[start..keys.len().min(start + CANDIDATES)].to_vec(),
             shard_size: spec.shard_size,
             output: ObjectQuery {
+                version_id: None,
                 bucket: spec.output_bucket.clone(),
                 key: name.to_string(),
                 part: None,

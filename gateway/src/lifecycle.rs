@@ -114,7 +114,7 @@ async fn expire(targets: &Targets, e: &proto::Expired) -> Result<bool, String> {
     let q = ObjectQuery {
         bucket: e.bucket.clone(),
         key: e.key.clone(),
-        part: None,
+        ..Default::default()
     };
     match targets.current_meta(&q).await.map_err(|err| what(&err))? {
         Some(meta) if meta.stamp() == e.version => {}
@@ -124,7 +124,7 @@ async fn expire(targets: &Targets, e: &proto::Expired) -> Result<bool, String> {
         .write_plan(&e.bucket, &e.key)
         .map_err(|err| what(&err))?;
     targets
-        .delete(&plan, &e.bucket, &e.key)
+        .delete(&plan, &e.bucket, &e.key, None)
         .await
         .map_err(|err| what(&err))?;
     tracing::info!(bucket = %e.bucket, key = %e.key, "lifecycle: object expired");

@@ -191,9 +191,15 @@ impl Targets {
         Ok(set)
     }
 
-    /// Where a write of `(bucket, key)` goes, with a fresh stamp.
+    /// Where a write of `(bucket, key)` goes, with a fresh stamp and the bucket's versioning.
     pub fn write_plan(&self, bucket: &str, key: &str) -> Result<WritePlan, NoTargets> {
-        let mut set = Self::write_set(&self.meta.snapshot(), bucket, key)?;
+        let meta = self.meta.snapshot();
+        let mut set = Self::write_set(&meta, bucket, key)?;
+        let versioning = meta
+            .buckets
+            .get(bucket)
+            .map(|b| b.versioning)
+            .unwrap_or_default();
         let replicas = set
             .drain(1..)
             .map(|t| proto::Peer {
@@ -204,6 +210,7 @@ impl Targets {
         Ok(WritePlan {
             target: set.remove(0),
             opts: WriteOptions {
+                versioning,
                 if_absent: false,
                 version: Self::stamp(),
                 replicas,
@@ -300,7 +307,11 @@ impl Targets {
             match self.guarded(t, call(t.clone())).await {
                 Ok(v) => return Ok((v, t.clone())),
                 Err(ClientError::Status { body, .. }) if body.code == "NoSuchKeyDeleted" => {
-                    return Err(not_found(t, "the key was deleted"));
+                    let mut e = not_found(t, "the key was deleted");
+                    if let ClientError::Status { body: b, .. } = &mut e {
+                        b.delete_marker = body.delete_marker;
+                    }
+                    return Err(e);
                 }
                 Err(e @ ClientError::Status { .. }) if is_miss(&e) => last = Some(e),
                 // A copy that fails its check is not served; the next one is.
@@ -396,12 +407,18 @@ impl Targets {
     /// Delete `(bucket, key)` everywhere it may be, as `plan` says: a tombstone on its write
     /// set (so a copy that comes back from an outage is deleted, not restored), a plain delete
     /// on every other live target (strays a move left). Fails if a write-set target fails.
+    ///
+    /// With `version_id`, that version is removed for good; in a bucket with versioning
+    /// (`plan.opts.versioning`) a plain delete adds a delete marker stamped like a write. Both
+    /// go to the write set only, where the key's versions live. Answers what the first
+    /// target of the write set did.
     pub async fn delete(
         &self,
         plan: &WritePlan,
         bucket: &str,
         key: &str,
-    ) -> Result<(), ClientError> {
+        version_id: Option<&str>,
+    ) -> Result<proto::Deleted, ClientError> {
         // A remote bucket keeps no tombstones: its remote decides what exists.
         let remote = self
             .meta
@@ -410,32 +427,44 @@ impl Targets {
             .get(bucket)
             .is_some_and(|b| b.remote.is_some());
         let in_write_set = |t: &TargetInfo| {
-            !remote && (t.id == plan.target.id || plan.opts.replicas.iter().any(|p| p.id == t.id))
+            t.id == plan.target.id || plan.opts.replicas.iter().any(|p| p.id == t.id)
         };
-        let calls = self.all().into_iter().map(|t| {
-            let q = proto::DeleteQuery {
-                bucket: bucket.into(),
-                key: key.into(),
-                version: plan.opts.version,
-                tombstone: in_write_set(&t),
-            };
-            async move {
-                let url = Self::url(&t, proto::T_OBJECT, &q);
-                let req = client::request(Method::DELETE, &url)
-                    .body(client::empty())
-                    .expect("valid request parts");
-                let r = self.guarded(&t, self.client.send_ok(req)).await;
-                (q.tombstone, r)
-            }
-        });
-        for (required, r) in futures::future::join_all(calls).await {
-            if let Err(e) = r
-                && required
-            {
-                return Err(e);
+        let versioned = version_id.is_some() || !plan.opts.versioning.is_off();
+        let calls = self
+            .all()
+            .into_iter()
+            .filter(|t| !versioned || in_write_set(t))
+            .map(|t| {
+                let q = proto::DeleteQuery {
+                    bucket: bucket.into(),
+                    key: key.into(),
+                    version: plan.opts.version,
+                    tombstone: !remote && in_write_set(&t),
+                    versioning: plan.opts.versioning,
+                    version_id: version_id.map(str::to_string),
+                };
+                async move {
+                    let url = Self::url(&t, proto::T_OBJECT, &q);
+                    let req = client::request(Method::DELETE, &url)
+                        .body(client::empty())
+                        .expect("valid request parts");
+                    let r = match self.guarded(&t, self.client.send_ok(req)).await {
+                        Ok(resp) => read_json::<proto::Deleted>(&url, resp).await,
+                        Err(e) => Err(e),
+                    };
+                    (t.id == plan.target.id, in_write_set(&t), r)
+                }
+            });
+        let mut answer = proto::Deleted::default();
+        for (first, required, r) in futures::future::join_all(calls).await {
+            match r {
+                Ok(d) if first => answer = d,
+                Ok(_) => {}
+                Err(e) if required => return Err(e),
+                Err(_) => {}
             }
         }
-        Ok(())
+        Ok(answer)
     }
 
     /// New tags for `(bucket, key)` at `version` on every target that holds it (copies may be
@@ -459,6 +488,7 @@ impl Targets {
         })
         .expect("tags serialize");
         let q = ObjectQuery {
+            version_id: None,
             bucket: bucket.into(),
             key: key.into(),
             part: None,
@@ -778,7 +808,8 @@ fn is_corrupt(e: &ClientError) -> bool {
 /// A target answered that it does not hold the key.
 fn is_miss(e: &ClientError) -> bool {
     matches!(e, ClientError::Status { status, body, .. }
-        if *status == http::StatusCode::NOT_FOUND && body.code == "NoSuchKey")
+        if *status == http::StatusCode::NOT_FOUND
+            && (body.code == "NoSuchKey" || body.code == "NoSuchVersion"))
 }
 
 fn not_found(t: &TargetInfo, message: &str) -> ClientError {
@@ -786,6 +817,7 @@ fn not_found(t: &TargetInfo, message: &str) -> ClientError {
         url: t.url.clone(),
         status: http::StatusCode::NOT_FOUND,
         body: proto::ErrorBody {
+            delete_marker: None,
             code: "NoSuchKey".into(),
             message: message.into(),
         },

@@ -447,6 +447,7 @@ fn cluster_error(status: StatusCode, code: &str, msg: String) -> Response<s3s::B
     json(
         status,
         &ErrorBody {
+            delete_marker: None,
             code: code.into(),
             message: msg,
         },

@@ -527,6 +527,7 @@ impl Remote {
                                 size: m.size,
                                 etag: unquoted(m.e_tag.as_deref()),
                                 mtime_ms: m.last_modified.timestamp_millis(),
+                                version: None,
                             })
                         })
                     }
@@ -771,6 +772,8 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let q = |prefix: &str, delim: Option<&str>, after: Option<&str>, limit| ListQuery {
+            versions: false,
+            after_version: None,
             bucket: "b".into(),
             prefix: prefix.into(),
             delimiter: delim.map(str::to_string),

@@ -26,6 +26,7 @@ use aisle_cluster::proto::{
     self, CacheQuery, CacheState, Have, ObjectMeta, ObjectQuery, ReadOptions, RemoteReport,
     RemoteStamp,
 };
+use aisle_cluster::versioning::VersionRef;
 use aisle_remote::{Remote, RemoteError, RemoteObject};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -276,6 +277,23 @@ pub(crate) fn spec_of(state: &State, bucket: &str) -> Option<RemoteSpec> {
 }
 
 /// Resolve the record a read of `q` works on (see the module doc).
+/// The version `id` of `q`'s key (versions exist in local buckets only). A delete marker is
+/// not an object: 405, as S3 answers.
+fn version(state: &State, q: &ObjectQuery, id: &str) -> Result<StoredObject, ApiError> {
+    let which = VersionRef::parse(id)
+        .ok_or_else(|| crate::server::bad(format!("invalid version id specified: {id}")))?;
+    let rec = state.store.get_version(&q.bucket, &q.key, &which)?;
+    if rec.meta.delete_marker {
+        return Err(crate::server::api_err(
+            405,
+            "MethodNotAllowed",
+            "the specified method is not allowed against a delete marker",
+        )
+        .about_marker(&rec.meta));
+    }
+    Ok(rec)
+}
+
 pub(crate) async fn lookup(
     state: &Arc<State>,
     q: &ObjectQuery,
@@ -283,6 +301,9 @@ pub(crate) async fn lookup(
     with_body: bool,
     may_stream: bool,
 ) -> Result<Lookup, ApiError> {
+    if let Some(id) = &q.version_id {
+        return version(state, q, id).map(Lookup::Local);
+    }
     let local = state.store.get(&q.bucket, &q.key);
     let Some(spec) = spec_of(state, &q.bucket) else {
         return match local {
@@ -530,6 +551,8 @@ async fn run_fetch(
     let reader = std::fs::File::open(temp.path()).map_err(io("opening a staged file"))?;
     let now = aisle_cluster::now_ms();
     let mut meta = ObjectMeta {
+        version_id: None,
+        delete_marker: false,
         size: obj.size,
         etag: obj.etag.clone(),
         mtime_ms: obj.mtime_ms,
@@ -784,6 +807,7 @@ pub(crate) async fn answer(state: &Arc<State>, req: Request<Incoming>) -> Result
             let cached = match held(state)? {
                 Some(rec) => {
                     let oq = ObjectQuery {
+                        version_id: None,
                         bucket: q.bucket.clone(),
                         key: q.key.clone(),
                         part: None,

@@ -532,6 +532,8 @@ pub(crate) async fn read_transformed(
     attrs.content_type = pipeline.content_type(attrs.content_type.as_deref());
     attrs.content_encoding = None;
     let mut meta = ObjectMeta {
+        version_id: None,
+        delete_marker: false,
         size: 0,
         // Stable for (source version, pipeline, args); never the source's ETag; the `-etl`
         // suffix tells clients it is not an MD5 of the bytes.
@@ -735,6 +737,7 @@ pub(crate) async fn answer_source(
             .split_once('/')
             .ok_or_else(|| api_err(400, "InvalidRequest", "the path is <bucket>/<key>"))?;
         let q = ObjectQuery {
+            version_id: None,
             bucket: bucket.to_string(),
             key: key.to_string(),
             part: None,
@@ -744,9 +747,5 @@ pub(crate) async fn answer_source(
             .await?
             .into_response()
     };
-    Some(
-        answer
-            .await
-            .unwrap_or_else(|e| crate::server::error_resp(e.status, e.code, e.message)),
-    )
+    Some(answer.await.unwrap_or_else(|e| e.into_resp()))
 }

@@ -44,6 +44,8 @@ fn evaluate(state: &State, q: &LifecycleQuery) -> LifecycleReport {
         let mut after = None;
         loop {
             let page = match state.store.list(&ListQuery {
+                versions: false,
+                after_version: None,
                 bucket: bucket.clone(),
                 prefix: String::new(),
                 delimiter: None,

@@ -41,7 +41,7 @@ struct Staged {
 enum StagedWhat {
     Object {
         query: ObjectQuery,
-        attrs: ObjectAttrs,
+        attrs: Box<ObjectAttrs>,
         opts: WriteOptions,
     },
     Part {
@@ -231,7 +231,11 @@ async fn stage_object(
     crate::server::check_put(state, &query, &opts).await?;
     let mp = state.store.mountpath_for(&query.bucket, &query.key);
     let temp = state.store.create_temp(mp).await?;
-    let what = StagedWhat::Object { query, attrs, opts };
+    let what = StagedWhat::Object {
+        query,
+        attrs: Box::new(attrs),
+        opts,
+    };
     Ok(Staged { what, temp })
 }
 
@@ -286,7 +290,7 @@ async fn commit_staged(
     Ok(match s.what {
         StagedWhat::Object { query, attrs, opts } => {
             let meta =
-                crate::server::publish_put(state, query, attrs, opts, s.temp, commit).await?;
+                crate::server::publish_put(state, query, *attrs, opts, s.temp, commit).await?;
             json(serde_json::to_string(&meta))
         }
         StagedWhat::Part {
@@ -306,6 +310,7 @@ fn error(e: ApiError) -> LocalReply {
         status: e.status,
         headers: vec![("content-type".into(), "application/json".into())],
         body: serde_json::to_string(&ErrorBody {
+            delete_marker: e.marker.clone(),
             code: e.code.into(),
             message: e.message,
         })

@@ -176,6 +176,7 @@ async fn place_batch(state: &Arc<State>, meta: &ClusterMeta, batch: Vec<WalkEntr
         let keys: Vec<ObjectQuery> = idxs
             .iter()
             .map(|&i| ObjectQuery {
+                version_id: None,
                 bucket: batch[i].bucket.clone(),
                 key: batch[i].key.clone(),
                 part: None,

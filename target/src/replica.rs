@@ -150,6 +150,8 @@ async fn push_once(
     let have = store.have(bucket, key)?;
     if have.deleted {
         let q = DeleteQuery {
+            version_id: None,
+            versioning: Default::default(),
             bucket: bucket.into(),
             key: key.into(),
             version: have.version,

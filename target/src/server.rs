@@ -13,6 +13,7 @@ use aisle_cluster::proto::{
     ObjectQuery, PartsQuery, READ_HEADER, ReadOptions, TargetStatus, UploadQuery, UploadsQuery,
     WRITE_HEADER, WriteOptions,
 };
+use aisle_cluster::versioning::VersionRef;
 use bytes::Bytes;
 use futures::StreamExt;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
@@ -274,8 +275,34 @@ pub(crate) fn error_resp(status: u16, code: &str, message: impl Into<String>) ->
         &ErrorBody {
             code: code.into(),
             message: message.into(),
+            delete_marker: None,
         },
     )
+}
+
+impl ApiError {
+    /// The error as the HTTP answer the gateway decodes.
+    pub(crate) fn into_resp(self) -> Resp {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        json_resp(
+            status,
+            &ErrorBody {
+                code: self.code.into(),
+                message: self.message,
+                delete_marker: self.marker,
+            },
+        )
+    }
+
+    /// The same error, about the delete marker `meta`.
+    pub(crate) fn about_marker(mut self, meta: &proto::ObjectMeta) -> Self {
+        self.marker = Some(
+            meta.version_id
+                .clone()
+                .unwrap_or_else(|| aisle_cluster::versioning::NULL_VERSION.into()),
+        );
+        self
+    }
 }
 
 /// A failed request: status, S3 error code for the gateway to pass on, and detail.
@@ -284,6 +311,8 @@ pub(crate) struct ApiError {
     pub(crate) status: u16,
     pub(crate) code: &'static str,
     pub(crate) message: String,
+    /// The error is about this delete marker (its version id).
+    pub(crate) marker: Option<String>,
 }
 
 pub(crate) fn api_err(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
@@ -291,6 +320,7 @@ pub(crate) fn api_err(status: u16, code: &'static str, message: impl Into<String
         status,
         code,
         message: message.into(),
+        marker: None,
     }
 }
 
@@ -361,7 +391,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
     }
     if !is_authorized(req.headers(), &state.secret) {
         let e = ApiError::denied();
-        return error_resp(e.status, e.code, e.message);
+        return e.into_resp();
     }
     let started = std::time::Instant::now();
     let op = crate::metrics::op_of(req.method(), req.uri().path());
@@ -437,7 +467,7 @@ async fn dispatch(state: Arc<State>, req: Request<Incoming>) -> Resp {
         (Method::GET, proto::T_ETL) => {
             let q: proto::EtlQuery = match query(&req) {
                 Ok(q) => q,
-                Err(e) => return error_resp(e.status, e.code, e.message),
+                Err(e) => return e.into_resp(),
             };
             Ok(json_resp(StatusCode::OK, &state.etl.status(&q.name)))
         }
@@ -447,7 +477,7 @@ async fn dispatch(state: Arc<State>, req: Request<Incoming>) -> Resp {
             format!("no such target API: {path}"),
         )),
     };
-    result.unwrap_or_else(|e| error_resp(e.status, e.code, e.message))
+    result.unwrap_or_else(|e| e.into_resp())
 }
 
 /// Stream a request body into a staged file; it counts only when the commit trailer arrives
@@ -567,16 +597,9 @@ pub(crate) async fn publish_put(
         None => None,
     };
     let store = state.store.clone();
-    let (b, k, if_absent, version) = (
-        q.bucket.clone(),
-        q.key.clone(),
-        opts.if_absent,
-        opts.version,
-    );
-    let meta = blocking(move || {
-        store.publish_object(&b, &k, temp, &commit, attrs, if_absent, version, remote)
-    })
-    .await?;
+    let (b, k, o) = (q.bucket.clone(), q.key.clone(), opts.clone());
+    let meta =
+        blocking(move || store.publish_object((&b, &k), temp, &commit, attrs, &o, remote)).await?;
     crate::cold::written(state, &q.bucket, &q.key, &meta);
     crate::replica::make_copies(state, &q.bucket, &q.key, &opts).await?;
     Ok(meta)
@@ -654,7 +677,13 @@ async fn get_object(
 /// tombstone (the gateway then looks no further: no other copy may bring it back).
 pub(crate) fn missing(state: &State, q: &ObjectQuery) -> ApiError {
     match state.store.have(&q.bucket, &q.key) {
-        Ok(h) if h.deleted => api_err(404, "NoSuchKeyDeleted", "the key was deleted"),
+        Ok(h) if h.deleted => {
+            let e = api_err(404, "NoSuchKeyDeleted", "the key was deleted");
+            match state.store.latest_marker(&q.bucket, &q.key) {
+                Ok(Some(m)) => e.about_marker(&m),
+                _ => e,
+            }
+        }
         Ok(_) => StoreError::NoSuchKey.into(),
         Err(e) => e.into(),
     }
@@ -829,16 +858,47 @@ async fn archive_list(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp
     Ok(json_resp(StatusCode::OK, &*members))
 }
 
+/// DELETE of an object: of one version for good (`version_id`), a delete marker (a plain
+/// delete in a bucket with versioning), or the object (and a tombstone). Answers
+/// [`proto::Deleted`].
 async fn delete_object(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q: proto::DeleteQuery = query(&req)?;
+    let which = match &q.version_id {
+        Some(id) => Some(
+            VersionRef::parse(id)
+                .ok_or_else(|| bad(format!("invalid version id specified: {id}")))?,
+        ),
+        None => None,
+    };
     let store = state.store.clone();
     let (b, k) = (q.bucket.clone(), q.key.clone());
-    blocking(move || store.delete(&q.bucket, &q.key, q.version, q.tombstone)).await?;
+    let deleted = blocking(move || {
+        Ok(match which {
+            Some(which) => {
+                let removed = store.delete_version(&q.bucket, &q.key, &which, q.version)?;
+                proto::Deleted {
+                    version_id: q.version_id,
+                    delete_marker: removed.as_ref().is_some_and(|m| m.delete_marker),
+                    found: removed.is_some(),
+                }
+            }
+            None if !q.versioning.is_off() => {
+                let marker = store.add_delete_marker(&q.bucket, &q.key, q.version, q.versioning)?;
+                proto::Deleted {
+                    version_id: marker.version_id,
+                    delete_marker: true,
+                    found: true,
+                }
+            }
+            None => {
+                store.delete(&q.bucket, &q.key, q.version, q.tombstone)?;
+                proto::Deleted::default()
+            }
+        })
+    })
+    .await?;
     state.cold.forget(&b, &k);
-    Ok(Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .body(full_body(Bytes::new()))
-        .expect("valid response"))
+    Ok(json_resp(StatusCode::OK, &deleted))
 }
 
 async fn retag_object(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {

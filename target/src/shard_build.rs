@@ -104,6 +104,7 @@ async fn member(
             .collect()
     };
     let q = ObjectQuery {
+        version_id: None,
         bucket: bucket.into(),
         key: key.into(),
         part: None,

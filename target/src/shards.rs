@@ -209,6 +209,8 @@ async fn members_of(
 fn member_meta(rec: &StoredObject, name: &str, size: u64, content_type: &str) -> ObjectMeta {
     let tag = hex::encode(sha2::Sha256::digest(format!("{}\0{}", rec.meta.etag, name)));
     ObjectMeta {
+        version_id: None,
+        delete_marker: false,
         size,
         etag: format!("{}-member", &tag[..32]),
         mtime_ms: rec.meta.mtime_ms,
@@ -518,6 +520,8 @@ pub(crate) async fn append(
     );
     let tag = hex::encode(sha2::Sha256::digest(etag_seed));
     let meta = ObjectMeta {
+        version_id: None,
+        delete_marker: false,
         size: end + new_len,
         etag: format!("{}-{}", &tag[..32], kept_count(&current) + 1),
         mtime_ms: crate::store::now_ms(),
@@ -689,6 +693,8 @@ async fn rewrite_append(
     drop(member);
     out.finish().await?;
     let meta = ObjectMeta {
+        version_id: None,
+        delete_marker: false,
         size,
         etag: md5,
         mtime_ms: crate::store::now_ms(),

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use aisle_cluster::listing::{ListItem, ListPage, common_prefix, merge_pages};
-use aisle_cluster::proto::{Commit, ListQuery, ObjectAttrs};
+use aisle_cluster::proto::{Commit, ListQuery, ObjectAttrs, WriteOptions};
 use aisle_target::store::Store;
 use proptest::prelude::*;
 
@@ -50,7 +50,17 @@ async fn put(store: &Store, key: &str) {
         checksums: Default::default(),
     };
     store
-        .publish_object("b", key, t, &commit, ObjectAttrs::default(), false, 1, None)
+        .publish_object(
+            ("b", key),
+            t,
+            &commit,
+            ObjectAttrs::default(),
+            &WriteOptions {
+                version: 1,
+                ..Default::default()
+            },
+            None,
+        )
         .unwrap();
 }
 
@@ -89,7 +99,7 @@ proptest! {
         let mut walked = Vec::new();
         let mut after: Option<String> = None;
         for _ in 0..1000 {
-            let q = ListQuery {
+            let q = ListQuery { versions: false, after_version: None,
                 bucket: "b".into(),
                 prefix: prefix.to_string(),
                 delimiter: delimiter.map(str::to_string),

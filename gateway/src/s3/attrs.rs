@@ -48,6 +48,19 @@ pub fn not_modified_headers(m: &aisle_cluster::proto::ObjectMeta) -> http::Heade
     h
 }
 
+/// What S3 says with an error about a delete marker: that it is one, and its version id.
+pub fn delete_marker_headers(version_id: &str) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    h.insert(
+        "x-amz-delete-marker",
+        http::HeaderValue::from_static("true"),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(version_id) {
+        h.insert("x-amz-version-id", v);
+    }
+    h
+}
+
 fn expires_string(t: &Timestamp) -> Option<String> {
     let mut buf = Vec::new();
     t.format(TimestampFormat::HttpDate, &mut buf).ok()?;

@@ -192,6 +192,8 @@ pub(super) async fn delete_bucket(
         return Ok(S3Response::new(DeleteBucketOutput {}));
     }
     let q = ListQuery {
+        versions: false,
+        after_version: None,
         bucket: name.clone(),
         prefix: String::new(),
         delimiter: None,
@@ -234,6 +236,8 @@ async fn evict_cached(s3: &AisleS3, name: &str) -> S3Result<()> {
     let mut after = None;
     loop {
         let q = ListQuery {
+            versions: false,
+            after_version: None,
             bucket: name.to_string(),
             prefix: String::new(),
             delimiter: None,

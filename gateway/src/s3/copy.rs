@@ -8,21 +8,29 @@ use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
 use super::AisleS3;
 use super::attrs::{etag, timestamp};
 use super::error::{check_key, from_client, s3_err};
-use super::get::{conditions, read};
+use super::get::{conditions, read_version};
 use super::upload::{Algo, Expect, ExpectedValue, MAX_PUT_SIZE, verified_body};
 
-/// Bucket and key of a copy source (its version, if named, must be `null`; access-point
-/// sources are not supported).
-pub(super) fn copy_source(src: &CopySource) -> S3Result<(String, String)> {
+/// A copy source: bucket, key and the version named, if one is (access-point sources are not
+/// supported).
+pub(super) struct Source {
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+}
+
+/// The copy source of a request, its version id checked.
+pub(super) fn copy_source(src: &CopySource) -> S3Result<Source> {
     match src {
         CopySource::Bucket {
             bucket,
             key,
             version_id,
-        } => {
-            super::version::check_version_id(version_id.as_deref())?;
-            Ok((bucket.to_string(), key.to_string()))
-        }
+        } => Ok(Source {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version_id: super::version::version_param(version_id.as_deref())?,
+        }),
         _ => Err(s3_err(
             S3ErrorCode::NotImplemented,
             "access-point copy sources are not supported",
@@ -34,16 +42,16 @@ pub(super) fn copy_source(src: &CopySource) -> S3Result<(String, String)> {
 /// with 412 whichever of them fails.
 pub(super) async fn read_source(
     s3: &AisleS3,
-    bucket: &str,
-    key: &str,
+    src: &Source,
     conds: aisle_cluster::proto::Conditions,
     range: Option<String>,
 ) -> S3Result<super::get::Read> {
-    s3.check_bucket(bucket)?;
-    read(
+    s3.check_bucket(&src.bucket)?;
+    read_version(
         s3,
-        bucket,
-        key,
+        &src.bucket,
+        &src.key,
+        src.version_id.clone(),
         None,
         aisle_cluster::proto::ReadOptions {
             conditions: conds,
@@ -72,7 +80,8 @@ pub(super) async fn copy_object(
     let input = req.input;
     s3.check_bucket(&input.bucket)?;
     check_key(&input.key)?;
-    let (src_bucket, src_key) = copy_source(&input.copy_source)?;
+    let source = copy_source(&input.copy_source)?;
+    let (src_bucket, src_key) = (source.bucket.clone(), source.key.clone());
     super::policy::check_object_acl(input.acl.as_ref().map(|a| a.as_str()))?;
     let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
         None | Some(MetadataDirective::COPY) => false,
@@ -84,7 +93,8 @@ pub(super) async fn copy_object(
             ));
         }
     };
-    if !replace && src_bucket == input.bucket && src_key == input.key {
+    if !replace && src_bucket == input.bucket && src_key == input.key && source.version_id.is_none()
+    {
         return Err(s3_err(
             S3ErrorCode::InvalidRequest,
             "this copy request is illegal because it is trying to copy an object to itself without \
@@ -98,7 +108,7 @@ pub(super) async fn copy_object(
         input.copy_source_if_modified_since.as_ref(),
         input.copy_source_if_unmodified_since.as_ref(),
     );
-    let src = read_source(s3, &src_bucket, &src_key, conds, None).await?;
+    let src = read_source(s3, &source, conds, None).await?;
     let src_size = src.content_length.unwrap_or(src.meta.size as i64) as u64;
     if src_size > MAX_PUT_SIZE {
         return Err(s3_err(
@@ -146,10 +156,11 @@ pub(super) async fn copy_object(
     let blob = StreamingBlob::wrap(aisle_cluster::client::data_stream(src.body));
     let (body, failure) = verified_body(blob, expect);
     let plan = s3.targets.write_plan(&input.bucket, &input.key)?;
+    let versioning = plan.opts.versioning;
     let q = ObjectQuery {
         bucket: input.bucket.clone(),
         key: input.key.clone(),
-        part: None,
+        ..Default::default()
     };
     let meta = s3
         .targets
@@ -168,6 +179,8 @@ pub(super) async fn copy_object(
             checksum_sha256: c.sha256.clone(),
             ..Default::default()
         }),
+        version_id: super::version::shown(versioning, &meta),
+        copy_source_version_id: src.version_id.clone(),
         ..Default::default()
     }))
 }

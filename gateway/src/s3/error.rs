@@ -18,6 +18,9 @@ pub fn from_client(e: ClientError) -> S3Error {
             if let Ok(s) = http::StatusCode::from_u16(status.as_u16()) {
                 err.set_status_code(s);
             }
+            if let Some(id) = body.delete_marker.as_deref() {
+                err.set_headers(super::attrs::delete_marker_headers(id));
+            }
             if status.as_u16() == 503 {
                 // A transformer still starting, a copy that could not be made: come back soon.
                 retry_after(&mut err);

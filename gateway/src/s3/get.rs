@@ -25,6 +25,8 @@ pub(super) struct Read {
     pub content_range: Option<String>,
     pub partial: bool,
     pub body: ReadBody,
+    /// The `x-amz-version-id` to show ([`super::version::shown`]).
+    pub version_id: Option<String>,
 }
 
 /// The conditions of a GET/HEAD, in the cluster's form.
@@ -51,11 +53,25 @@ pub(super) fn range_spec(range: Option<&Range>) -> Option<String> {
     })
 }
 
-/// Read `(bucket, key)` from a target that holds it: a range, a part, or all of it, maybe transformed.
+/// Read the current version of `(bucket, key)` ([`read_version`]).
 pub(super) async fn read(
     s3: &AisleS3,
     bucket: &str,
     key: &str,
+    part_number: Option<i32>,
+    opts: ReadOptions,
+    head: bool,
+) -> S3Result<Read> {
+    read_version(s3, bucket, key, None, part_number, opts, head).await
+}
+
+/// Read `(bucket, key)` — its current version, or `version_id` — from a target that holds
+/// it: a range, a part, or all of it, maybe transformed.
+pub(super) async fn read_version(
+    s3: &AisleS3,
+    bucket: &str,
+    key: &str,
+    version_id: Option<String>,
     part_number: Option<i32>,
     opts: ReadOptions,
     head: bool,
@@ -87,6 +103,7 @@ pub(super) async fn read(
         bucket: bucket.into(),
         key: key.into(),
         part,
+        version_id,
     };
     let (resp, target) = s3
         .targets
@@ -126,6 +143,7 @@ pub(super) async fn read(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     Ok(Read {
+        version_id: super::version::shown(super::version::state(s3, bucket), &meta),
         etl_applied,
         partial: resp.status() == StatusCode::PARTIAL_CONTENT,
         meta,
@@ -145,6 +163,7 @@ macro_rules! fill_output {
         $out.content_length = read.content_length;
         $out.content_range = read.content_range.clone();
         $out.e_tag = Some(etag(&m.etag));
+        $out.version_id = read.version_id.clone();
         $out.last_modified = Some(timestamp(m.mtime_ms));
         $out.accept_ranges = Some("bytes".into());
         $out.metadata = metadata(a);
@@ -211,7 +230,7 @@ macro_rules! read_request {
         let requested = super::etl::selection(&$req.headers, &$req.uri)?;
         let archive = super::archive::selection(&$req.headers, &$req.uri)?;
         let input = $req.input;
-        super::version::check_version_id(input.version_id.as_deref())?;
+        let version = super::version::version_param(input.version_id.as_deref())?;
         let (bucket, etl) = $s3.read_source(&input.bucket, requested)?;
         if etl.is_some()
             && matches!(
@@ -237,7 +256,16 @@ macro_rules! read_request {
             archive,
             sized: false,
         };
-        let read = read($s3, &bucket, &input.key, input.part_number, opts, $head).await?;
+        let read = read_version(
+            $s3,
+            &bucket,
+            &input.key,
+            version,
+            input.part_number,
+            opts,
+            $head,
+        )
+        .await?;
         (input, read)
     }};
 }
@@ -291,9 +319,18 @@ pub(super) async fn get_object_attributes(
     req: S3Request<GetObjectAttributesInput>,
 ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
     let input = req.input;
-    super::version::check_version_id(input.version_id.as_deref())?;
+    let version = super::version::version_param(input.version_id.as_deref())?;
     let (bucket, _) = s3.read_source(&input.bucket, None)?;
-    let read = read(s3, &bucket, &input.key, None, ReadOptions::default(), true).await?;
+    let read = read_version(
+        s3,
+        &bucket,
+        &input.key,
+        version,
+        None,
+        ReadOptions::default(),
+        true,
+    )
+    .await?;
     let m = &read.meta;
     // The header may come as one comma-separated value (botocore sends it so).
     let wants = |a: &str| {
@@ -305,6 +342,7 @@ pub(super) async fn get_object_attributes(
     };
     let mut out = GetObjectAttributesOutput {
         last_modified: Some(timestamp(m.mtime_ms)),
+        version_id: read.version_id.clone(),
         ..Default::default()
     };
     if wants(ObjectAttributes::ETAG) {

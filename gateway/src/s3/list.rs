@@ -96,6 +96,7 @@ async fn merged_page(
         delimiter: delimiter.filter(|d| !d.is_empty()).map(str::to_string),
         after,
         limit,
+        ..Default::default()
     };
     let mut page = match s3.targets.remote(&source) {
         // A remote bucket lists what its remote holds (`aisle ls --cached`: what is cached).
@@ -364,10 +365,12 @@ pub(super) async fn list_objects(
     }))
 }
 
-/// ListObjectVersions. aisle keeps one version of each key (versioning is never enabled), so
-/// every object is listed as its `null` version, the latest, and there are no delete markers —
-/// what S3 answers for a bucket that never had versioning. Tools that clean up or sync call
-/// this even on unversioned buckets.
+/// ListObjectVersions: every version of each key, newest first, and the delete markers, in
+/// pages of `max-keys` items (versions, markers and common prefixes together) resumed at
+/// (`key-marker`, `version-id-marker`). An object written without versioning is its `null`
+/// version, so an unversioned bucket lists each object once, as the latest `null` version —
+/// what S3 answers; tools that clean up or sync call this on any bucket. A remote bucket (its
+/// remote keeps its own versions) and an alias bucket list what they hold that way too.
 pub(super) async fn list_object_versions(
     s3: &AisleS3,
     req: S3Request<ListObjectVersionsInput>,
@@ -378,50 +381,86 @@ pub(super) async fn list_object_versions(
     let limit = max_keys(input.max_keys)?;
     let key_marker = input.key_marker.clone().filter(|m| !m.is_empty());
     let id_marker = input.version_id_marker.clone().filter(|m| !m.is_empty());
-    let after = match (key_marker, id_marker.as_deref()) {
-        (None, Some(_)) => {
-            return Err(s3_err(
-                S3ErrorCode::InvalidArgument,
-                "a version-id marker cannot be specified without a key marker",
-            ));
-        }
-        (_, Some(id)) if id != super::version::NULL_VERSION => {
-            return Err(s3_err(
-                S3ErrorCode::InvalidArgument,
-                format!("invalid version id specified: {id}"),
-            ));
-        }
-        // Each key has one version, so resuming after (key, null) is resuming after the key.
-        (marker, _) => marker,
+    if key_marker.is_none() && id_marker.is_some() {
+        return Err(s3_err(
+            S3ErrorCode::InvalidArgument,
+            "a version-id marker cannot be specified without a key marker",
+        ));
+    }
+    super::version::version_param(id_marker.as_deref())?;
+    let (source, etl) = s3.read_source(&input.bucket, None)?;
+    let page = if etl.is_none() && s3.targets.remote(&source).is_none() && limit > 0 {
+        let q = ListQuery {
+            bucket: source.clone(),
+            prefix: prefix.clone(),
+            delimiter: input.delimiter.clone().filter(|d| !d.is_empty()),
+            after: key_marker,
+            limit,
+            versions: true,
+            after_version: id_marker,
+        };
+        cached_page(&s3.targets, &input.bucket, &q).await?
+    } else {
+        // Each key has one version here: resuming after (key, null) is resuming after the key.
+        let delimiter = input.delimiter.as_deref();
+        merged_page(s3, &input.bucket, &prefix, delimiter, key_marker, limit).await?
     };
-    let page = marker_page(
-        s3,
-        &input.bucket,
-        &prefix,
-        input.delimiter.as_deref(),
-        after,
-        limit,
-        &enc,
-    )
-    .await?;
-    let next_key_marker = page.next_marker;
-    let versions = page
-        .contents
-        .into_iter()
-        .map(|o| ObjectVersion {
-            key: o.key,
-            version_id: Some(super::version::NULL_VERSION.into()),
-            is_latest: Some(true),
-            e_tag: o.e_tag,
-            size: o.size,
-            last_modified: o.last_modified,
-            owner: o.owner,
+    let null = || super::version::NULL_VERSION.to_string();
+    let (next_key_marker, next_version_id_marker) = match page.items.last() {
+        Some(last) if page.truncated => match last {
+            ListItem::Object(o) => (
+                Some(enc.apply(&o.key)),
+                Some(
+                    o.version
+                        .as_ref()
+                        .and_then(|v| v.id.clone())
+                        .unwrap_or_else(null),
+                ),
+            ),
+            ListItem::Prefix(p) => (Some(enc.apply(p)), None),
+        },
+        _ => (None, None),
+    };
+    let mut versions = Vec::new();
+    let mut markers = Vec::new();
+    let mut prefixes = Vec::new();
+    for item in page.items {
+        let o = match item {
+            ListItem::Prefix(p) => {
+                prefixes.push(CommonPrefix {
+                    prefix: Some(enc.apply(&p)),
+                });
+                continue;
+            }
+            ListItem::Object(o) => o,
+        };
+        let v = o.version.as_ref();
+        let version_id = Some(v.and_then(|v| v.id.clone()).unwrap_or_else(null));
+        let is_latest = Some(v.is_none_or(|v| v.latest));
+        if v.is_some_and(|v| v.delete_marker) {
+            markers.push(DeleteMarkerEntry {
+                key: Some(enc.apply(&o.key)),
+                version_id,
+                is_latest,
+                last_modified: Some(timestamp(o.mtime_ms)),
+                owner: Some(s3.owner()),
+            });
+            continue;
+        }
+        versions.push(ObjectVersion {
+            key: Some(enc.apply(&o.key)),
+            version_id,
+            is_latest,
+            e_tag: Some(etag(&o.etag)),
+            size: Some(o.size as i64),
+            last_modified: Some(timestamp(o.mtime_ms)),
+            owner: Some(s3.owner()),
             storage_class: Some(ObjectVersionStorageClass::from_static(
                 ObjectVersionStorageClass::STANDARD,
             )),
             ..Default::default()
-        })
-        .collect();
+        });
+    }
     Ok(S3Response::new(ListObjectVersionsOutput {
         name: Some(input.bucket),
         prefix: Some(enc.apply(&prefix)),
@@ -430,12 +469,11 @@ pub(super) async fn list_object_versions(
         version_id_marker: Some(input.version_id_marker.unwrap_or_default()),
         max_keys: Some(limit as i32),
         is_truncated: Some(page.truncated),
-        next_version_id_marker: next_key_marker
-            .is_some()
-            .then(|| super::version::NULL_VERSION.into()),
         next_key_marker,
+        next_version_id_marker,
         versions: Some(versions),
-        common_prefixes: Some(page.prefixes),
+        delete_markers: Some(markers),
+        common_prefixes: Some(prefixes),
         encoding_type: input.encoding_type,
         ..Default::default()
     }))

@@ -123,7 +123,7 @@ pub(super) async fn upload_part_copy(
     s3.check_bucket(&input.bucket)?;
     check_key(&input.key)?;
     let number = part_number(input.part_number)?;
-    let (src_bucket, src_key) = super::copy::copy_source(&input.copy_source)?;
+    let source = super::copy::copy_source(&input.copy_source)?;
     // S3 takes only `bytes=first-last` here.
     let range = match &input.copy_source_range {
         None => None,
@@ -149,7 +149,7 @@ pub(super) async fn upload_part_copy(
         input.copy_source_if_modified_since.as_ref(),
         input.copy_source_if_unmodified_since.as_ref(),
     );
-    let src = super::copy::read_source(s3, &src_bucket, &src_key, conds, range).await?;
+    let src = super::copy::read_source(s3, &source, conds, range).await?;
     let len = src.content_length.unwrap_or(src.meta.size as i64) as u64;
     if len > MAX_PUT_SIZE {
         return Err(s3_err(
@@ -180,6 +180,7 @@ pub(super) async fn upload_part_copy(
             last_modified: Some(timestamp(info.mtime_ms)),
             ..Default::default()
         }),
+        copy_source_version_id: src.version_id.clone(),
         ..Default::default()
     }))
 }
@@ -277,7 +278,12 @@ pub(super) async fn complete(
         Err(e) if *e.code() == S3ErrorCode::NoSuchUpload => {
             // Completed already? S3 answers a repeated complete with the same success.
             return match completed_by(s3, &input.bucket, &input.key, &input.upload_id).await {
-                Some(meta) => Ok(S3Response::new(completed(input.bucket, input.key, &meta))),
+                Some(meta) => Ok(S3Response::new(completed(
+                    s3,
+                    input.bucket,
+                    input.key,
+                    &meta,
+                ))),
                 None => Err(e),
             };
         }
@@ -353,7 +359,12 @@ pub(super) async fn complete(
         .complete(&plan.target, &q, &body)
         .await
         .map_err(from_client)?;
-    Ok(S3Response::new(completed(input.bucket, input.key, &meta)))
+    Ok(S3Response::new(completed(
+        s3,
+        input.bucket,
+        input.key,
+        &meta,
+    )))
 }
 
 /// The object upload `id` made, if it is still the current object of `key`.
@@ -364,9 +375,15 @@ async fn completed_by(s3: &AisleS3, bucket: &str, key: &str, id: &str) -> Option
     (head.meta.upload_id.as_deref() == Some(id)).then_some(head.meta)
 }
 
-fn completed(bucket: String, key: String, meta: &ObjectMeta) -> CompleteMultipartUploadOutput {
+fn completed(
+    s3: &AisleS3,
+    bucket: String,
+    key: String,
+    meta: &ObjectMeta,
+) -> CompleteMultipartUploadOutput {
     let c = &meta.checksums;
     CompleteMultipartUploadOutput {
+        version_id: super::version::shown(super::version::state(s3, &bucket), meta),
         location: Some(format!("/{bucket}/{key}")),
         bucket: Some(bucket),
         key: Some(key),

@@ -233,7 +233,7 @@ pub(super) async fn put_object_acl(
     req: S3Request<PutObjectAclInput>,
 ) -> S3Result<S3Response<PutObjectAclOutput>> {
     let input = req.input;
-    super::version::check_version_id(input.version_id.as_deref())?;
+    super::version::version_param(input.version_id.as_deref())?;
     bucket_props(s3, &input.bucket)?;
     let grants = input.access_control_policy.is_some()
         || input.grant_full_control.is_some()

@@ -75,6 +75,13 @@ pub(super) async fn put_object(
     plan.opts.if_absent = if_absent;
     let (body, failure) = verified_body(input.body.unwrap_or_else(empty_blob), expect);
     if let Some(archpath) = append {
+        if !plan.opts.versioning.is_off() {
+            return Err(s3_err(
+                S3ErrorCode::InvalidRequest,
+                "appending to a shard rewrites it in place: not possible in a bucket with \
+                 versioning (write the new shard as a new version instead)",
+            ));
+        }
         let size = declared.ok_or_else(|| {
             s3_err(
                 S3ErrorCode::MissingContentLength,
@@ -97,10 +104,11 @@ pub(super) async fn put_object(
             ..Default::default()
         }));
     }
+    let versioning = plan.opts.versioning;
     let q = ObjectQuery {
         bucket: input.bucket,
         key: input.key,
-        part: None,
+        ..Default::default()
     };
     let meta = s3
         .targets
@@ -110,6 +118,7 @@ pub(super) async fn put_object(
     s3.stats.bytes_in.inc_by(meta.size);
     let mut out = PutObjectOutput {
         e_tag: Some(super::attrs::etag(&meta.etag)),
+        version_id: super::version::shown(versioning, &meta),
         checksum_type: algo.map(|_| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
         ..Default::default()
     };

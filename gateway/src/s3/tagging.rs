@@ -143,41 +143,41 @@ pub(super) async fn delete_bucket_tagging(
     Ok(S3Response::new(DeleteBucketTaggingOutput::default()))
 }
 
-/// The current version of an object, read from any copy (alias buckets are read-only: refused
-/// by `check_bucket`).
+/// The current version of an object (or `version_id`), read from any copy (alias buckets are
+/// read-only: refused by `check_bucket`).
 async fn current(
     s3: &AisleS3,
     bucket: &str,
     key: &str,
-) -> S3Result<aisle_cluster::proto::ObjectMeta> {
+    version_id: Option<&str>,
+) -> S3Result<super::get::Read> {
     s3.check_bucket(bucket)?;
     not_remote(s3, bucket)?;
-    Ok(
-        super::get::read(s3, bucket, key, None, Default::default(), true)
-            .await?
-            .meta,
-    )
+    let version = super::version::version_param(version_id)?;
+    super::get::read_version(s3, bucket, key, version, None, Default::default(), true).await
 }
 
-/// Sets the tags of the object `key` as it is now, on every copy. A write that replaces the
-/// object meanwhile makes the copies answer Stale: then the new object is tagged instead.
+/// Sets the tags of the object `key` as it is now (or of its version `version_id`), on every
+/// copy; returns the version id tagged. A write that replaces the object meanwhile makes the
+/// copies answer Stale: then the new object is tagged instead.
 async fn retag(
     s3: &AisleS3,
     bucket: &str,
     key: &str,
+    version_id: Option<&str>,
     tags: BTreeMap<String, String>,
-) -> S3Result<()> {
+) -> S3Result<Option<String>> {
     const ATTEMPTS: usize = 3;
     for _ in 0..ATTEMPTS {
-        let meta = current(s3, bucket, key).await?;
+        let read = current(s3, bucket, key, version_id).await?;
         let plan = s3.targets.write_plan(bucket, key)?;
         match s3
             .targets
-            .retag(&plan, bucket, key, meta.stamp(), &tags)
+            .retag(&plan, bucket, key, read.meta.stamp(), &tags)
             .await
             .map_err(from_client)?
         {
-            Retagged::Done => return Ok(()),
+            Retagged::Done => return Ok(read.version_id),
             // Read again: a newer object to tag, or NoSuchKey.
             Retagged::Stale | Retagged::Missing => continue,
         }
@@ -194,12 +194,16 @@ pub(super) async fn put_object_tagging(
 ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
     let input = req.input;
     check_key(&input.key)?;
-    super::version::check_version_id(input.version_id.as_deref())?;
     let tags = tag_map(input.tagging.tag_set, MAX_OBJECT_TAGS)?;
-    retag(s3, &input.bucket, &input.key, tags).await?;
-    Ok(S3Response::new(PutObjectTaggingOutput {
-        version_id: input.version_id,
-    }))
+    let version_id = retag(
+        s3,
+        &input.bucket,
+        &input.key,
+        input.version_id.as_deref(),
+        tags,
+    )
+    .await?;
+    Ok(S3Response::new(PutObjectTaggingOutput { version_id }))
 }
 
 pub(super) async fn get_object_tagging(
@@ -208,11 +212,10 @@ pub(super) async fn get_object_tagging(
 ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
     let input = req.input;
     check_key(&input.key)?;
-    super::version::check_version_id(input.version_id.as_deref())?;
-    let meta = current(s3, &input.bucket, &input.key).await?;
+    let read = current(s3, &input.bucket, &input.key, input.version_id.as_deref()).await?;
     Ok(S3Response::new(GetObjectTaggingOutput {
-        tag_set: tag_set(&meta.attrs.tags),
-        version_id: input.version_id,
+        tag_set: tag_set(&read.meta.attrs.tags),
+        version_id: read.version_id,
     }))
 }
 
@@ -222,9 +225,13 @@ pub(super) async fn delete_object_tagging(
 ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
     let input = req.input;
     check_key(&input.key)?;
-    super::version::check_version_id(input.version_id.as_deref())?;
-    retag(s3, &input.bucket, &input.key, BTreeMap::new()).await?;
-    Ok(S3Response::new(DeleteObjectTaggingOutput {
-        version_id: input.version_id,
-    }))
+    let version_id = retag(
+        s3,
+        &input.bucket,
+        &input.key,
+        input.version_id.as_deref(),
+        BTreeMap::new(),
+    )
+    .await?;
+    Ok(S3Response::new(DeleteObjectTaggingOutput { version_id }))
 }

@@ -1,49 +1,110 @@
-//! What aisle answers of S3 versioning today: a bucket never has versioning enabled, so each key
-//! has one version, S3's `null` version. `versionId=null` names it wherever S3 takes a version
-//! id; any other id is refused (400 InvalidArgument, as S3 answers for an id it cannot parse)
-//! rather than ignored, so a client never gets the current object when it asked for another.
-//! ListObjectVersions lives with the other listings (`list.rs`).
+//! S3 versioning on the wire: Put/GetBucketVersioning, the version ids clients send
+//! (`versionId`), and the ones aisle shows (`x-amz-version-id`). What a version id is and how
+//! it is derived lives in [`aisle_cluster::versioning`]; the versions themselves live on the
+//! targets. ListObjectVersions lives with the other listings (`list.rs`), DeleteObject with a
+//! version id with the deletes (`delete.rs`).
 
+use aisle_cluster::proto::ObjectMeta;
+pub(super) use aisle_cluster::versioning::NULL_VERSION;
+use aisle_cluster::versioning::{VersionRef, Versioning};
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::AisleS3;
+use super::bucket::{bucket_props, edit_bucket};
 use super::error::s3_err;
 
-/// The id S3 gives the one version of an object in a bucket without versioning.
-pub(super) const NULL_VERSION: &str = "null";
-
-/// Accepts no version id or the `null` one.
-pub(super) fn check_version_id(id: Option<&str>) -> S3Result<()> {
+/// A client's `versionId`, checked: `null` or an id aisle made; anything else is 400
+/// InvalidArgument, as S3 answers for an id it cannot parse.
+pub(super) fn version_param(id: Option<&str>) -> S3Result<Option<String>> {
     match id {
-        None | Some(NULL_VERSION) => Ok(()),
+        None => Ok(None),
+        Some(id) if VersionRef::parse(id).is_some() => Ok(Some(id.to_string())),
         Some(other) => Err(s3_err(
             S3ErrorCode::InvalidArgument,
-            format!(
-                "invalid version id specified: {other} (buckets keep one version per key, \
-                 the version id `null`)"
-            ),
+            format!("invalid version id specified: {other}"),
         )),
     }
 }
 
-/// GetBucketVersioning: no status, as S3 answers for a bucket that never had versioning.
+/// The versioning state of `bucket` (Off for an unknown bucket: its operations fail anyway).
+pub(super) fn state(s3: &AisleS3, bucket: &str) -> Versioning {
+    s3.meta
+        .snapshot()
+        .buckets
+        .get(bucket)
+        .map(|b| b.versioning)
+        .unwrap_or_default()
+}
+
+/// The `x-amz-version-id` to show for `meta` in a bucket in state `v`: none in a bucket that
+/// never had versioning, `null` for the null version of one that has.
+pub(super) fn shown(v: Versioning, meta: &ObjectMeta) -> Option<String> {
+    match (&meta.version_id, v) {
+        (Some(id), _) => Some(id.clone()),
+        (None, Versioning::Off) => None,
+        (None, _) => Some(NULL_VERSION.into()),
+    }
+}
+
+/// GetBucketVersioning: no status for a bucket that never had versioning, as S3.
 pub(super) async fn get_bucket_versioning(
     s3: &AisleS3,
     req: S3Request<GetBucketVersioningInput>,
 ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-    s3.check_bucket(&req.input.bucket)?;
-    Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    let props = bucket_props(s3, &req.input.bucket)?;
+    let status = match props.versioning {
+        Versioning::Off => None,
+        Versioning::Enabled => Some(BucketVersioningStatus::ENABLED),
+        Versioning::Suspended => Some(BucketVersioningStatus::SUSPENDED),
+    };
+    Ok(S3Response::new(GetBucketVersioningOutput {
+        status: status.map(BucketVersioningStatus::from_static),
+        ..Default::default()
+    }))
 }
 
-/// PutBucketVersioning: refused with a message that says why (not the generic 501).
+/// PutBucketVersioning: Enabled or Suspended (a bucket that had versioning never goes back to
+/// off, as S3). MFA delete and remote buckets (whose remote keeps its own versions) are
+/// refused with the reason.
 pub(super) async fn put_bucket_versioning(
     s3: &AisleS3,
     req: S3Request<PutBucketVersioningInput>,
 ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
-    s3.check_bucket(&req.input.bucket)?;
-    Err(s3_err(
-        S3ErrorCode::NotImplemented,
-        "aisle does not keep object versions yet: buckets keep one version per key (docs/s3.md)",
-    ))
+    let input = req.input;
+    let conf = input.versioning_configuration;
+    if conf
+        .mfa_delete
+        .as_ref()
+        .is_some_and(|m| m.as_str() == MFADelete::ENABLED)
+    {
+        return Err(s3_err(
+            S3ErrorCode::NotImplemented,
+            "MFA delete is not supported: aisle has no MFA devices (docs/s3.md)",
+        ));
+    }
+    let wanted = match conf.status.as_ref().map(|s| s.as_str()) {
+        Some(BucketVersioningStatus::ENABLED) => Versioning::Enabled,
+        Some(BucketVersioningStatus::SUSPENDED) => Versioning::Suspended,
+        _ => {
+            return Err(s3_err(
+                S3ErrorCode::MalformedXML,
+                "the versioning configuration needs a Status of Enabled or Suspended",
+            ));
+        }
+    };
+    edit_bucket(s3, &input.bucket, |props| {
+        if props.remote.is_some() {
+            return Err(s3_err(
+                S3ErrorCode::InvalidBucketState,
+                "a remote bucket caches its remote, which keeps its own versions: versioning \
+                 cannot be enabled on it",
+            ));
+        }
+        let changed = props.versioning != wanted;
+        props.versioning = wanted;
+        Ok(changed)
+    })
+    .await?;
+    Ok(S3Response::new(PutBucketVersioningOutput::default()))
 }

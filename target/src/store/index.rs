@@ -8,10 +8,13 @@ use std::ops::Bound;
 use std::path::Path;
 
 use aisle_cluster::listing::{
-    ListItem, ListPage, ObjectEntry, Start, common_prefix, prefix_successor, resume_start,
+    ListItem, ListPage, ObjectEntry, Start, VersionEntry, common_prefix, prefix_successor,
+    resume_start,
 };
 use aisle_cluster::proto::{CompleteRequest, Have, ListQuery, ObjectMeta};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use aisle_cluster::versioning::VersionRef;
 
 use super::{Segment, StoreError, StoredObject, StoredPart, UploadRecord, now_ms};
 
@@ -21,6 +24,99 @@ const PARTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("parts")
 /// Deleted keys this target holds (`bucket 0x00 key` → the deletion's version), so a stale
 /// copy coming back after an outage is deleted instead of restored.
 const TOMBSTONES: TableDefinition<&[u8], u64> = TableDefinition::new("tombstones");
+/// Noncurrent versions and delete markers of keys in buckets with versioning, keyed
+/// (`bucket 0x00 key`, `u64::MAX - stamp`): a key's versions sit together, newest first. The
+/// current version stays in `objects` (newer than every version here); when the newest
+/// version is a delete marker the key has no `objects` record and a tombstone at the
+/// marker's stamp.
+const VERSIONS: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("versions");
+type VersionsTable<'t> = redb::Table<'t, (&'static [u8], u64), &'static [u8]>;
+
+/// The position of a version in [`VERSIONS`]: newest first.
+fn inv(stamp: u64) -> u64 {
+    u64::MAX - stamp
+}
+
+/// `old`, the current record a write of `new` replaces: kept as a noncurrent version, unless
+/// both are the `null` version or they are the same version (a repair, new tags) — then its
+/// files go, except those `new` still uses. A `null` write also ends the noncurrent `null`
+/// version, if there is one. Returns the files no record uses any more.
+fn demote(
+    versions: &mut VersionsTable<'_>,
+    k: &[u8],
+    old: Option<StoredObject>,
+    new: &ObjectMeta,
+    new_segments: &[Segment],
+) -> Result<Vec<Segment>, StoreError> {
+    let mut gone = Vec::new();
+    if let Some(old) = old {
+        let replaced = old.meta.stamp() == new.stamp()
+            || (old.meta.version_id.is_none() && new.version_id.is_none());
+        if replaced {
+            gone.extend(
+                old.segments
+                    .into_iter()
+                    .filter(|s| !new_segments.contains(s)),
+            );
+        } else {
+            versions.insert((k, inv(old.meta.stamp())), encode(&old).as_slice())?;
+        }
+    }
+    if new.version_id.is_none()
+        && let Some((at, rec)) = find_version(versions, k, |m| m.version_id.is_none())?
+    {
+        versions.remove((k, at))?;
+        gone.extend(rec.segments);
+    }
+    Ok(gone)
+}
+
+/// The first (newest) noncurrent version of `k` that `want` accepts, with its position.
+fn find_version(
+    versions: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
+    k: &[u8],
+    want: impl Fn(&ObjectMeta) -> bool,
+) -> Result<Option<(u64, StoredObject)>, StoreError> {
+    for entry in versions.range((k, 0u64)..=(k, u64::MAX))? {
+        let (at, v) = entry?;
+        let rec: StoredObject = serde_json::from_slice(v.value())?;
+        if want(&rec.meta) {
+            return Ok(Some((at.value().1, rec)));
+        }
+    }
+    Ok(None)
+}
+
+/// After a version of `k` was removed: when no current record is left, the newest
+/// noncurrent version becomes current — an object moves back into `objects`, a delete marker
+/// stays and the key reads as deleted (a tombstone at its stamp). With nothing left, a
+/// tombstone at `stamp` keeps a stale copy elsewhere from coming back.
+fn settle(
+    objects: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    versions: &mut VersionsTable<'_>,
+    tombs: &mut redb::Table<'_, &'static [u8], u64>,
+    k: &[u8],
+    stamp: u64,
+) -> Result<(), StoreError> {
+    if objects.get(k)?.is_some() {
+        return Ok(());
+    }
+    match find_version(versions, k, |_| true)? {
+        Some((at, rec)) if !rec.meta.delete_marker => {
+            versions.remove((k, at))?;
+            objects.insert(k, encode(&rec).as_slice())?;
+            tombs.remove(k)?;
+        }
+        Some((_, marker)) => {
+            tombs.insert(k, marker.meta.stamp())?;
+        }
+        None => {
+            let prev = tombs.get(k)?.map(|v| v.value()).unwrap_or(0);
+            tombs.insert(k, prev.max(stamp))?;
+        }
+    }
+    Ok(())
+}
 
 /// When a put may replace what is there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +199,7 @@ impl Index {
         txn.open_table(UPLOADS)?;
         txn.open_table(PARTS)?;
         txn.open_table(TOMBSTONES)?;
+        txn.open_table(VERSIONS)?;
         txn.commit()?;
         Ok(Index { db })
     }
@@ -113,10 +210,10 @@ impl Index {
         key: &str,
         rec: &StoredObject,
         rule: PutRule,
-    ) -> Result<Option<StoredObject>, StoreError> {
+    ) -> Result<Vec<Segment>, StoreError> {
         let k = object_key(bucket, key);
         let txn = self.db.begin_write()?;
-        let old = {
+        let gone = {
             let mut t = txn.open_table(OBJECTS)?;
             let mut tombs = txn.open_table(TOMBSTONES)?;
             let old = decode::<StoredObject>(t.get(k.as_slice())?)?;
@@ -135,10 +232,163 @@ impl Index {
             }
             t.insert(k.as_slice(), encode(rec).as_slice())?;
             tombs.remove(k.as_slice())?;
-            old
+            let mut versions = txn.open_table(VERSIONS)?;
+            demote(&mut versions, &k, old, &rec.meta, &rec.segments)?
         };
         txn.commit()?;
-        Ok(old)
+        Ok(gone)
+    }
+
+    /// Add a delete marker (`marker.delete_marker`) as the newest version of `(bucket, key)`:
+    /// the current version becomes noncurrent (or goes, both being `null`) and the key reads
+    /// as deleted. A marker older than the current version changes nothing (a write came
+    /// after the delete). Returns the files no record uses any more.
+    pub(super) fn put_marker(
+        &self,
+        bucket: &str,
+        key: &str,
+        marker: &ObjectMeta,
+    ) -> Result<Vec<Segment>, StoreError> {
+        let k = object_key(bucket, key);
+        let txn = self.db.begin_write()?;
+        let gone = {
+            let mut objects = txn.open_table(OBJECTS)?;
+            let cur = decode::<StoredObject>(objects.get(k.as_slice())?)?;
+            if cur
+                .as_ref()
+                .is_some_and(|c| c.meta.stamp() > marker.stamp())
+            {
+                return Ok(Vec::new());
+            }
+            if cur.is_some() {
+                objects.remove(k.as_slice())?;
+            }
+            let mut versions = txn.open_table(VERSIONS)?;
+            let gone = demote(&mut versions, &k, cur, marker, &[])?;
+            let rec = StoredObject {
+                meta: marker.clone(),
+                segments: Vec::new(),
+            };
+            versions.insert((k.as_slice(), inv(marker.stamp())), encode(&rec).as_slice())?;
+            let mut tombs = txn.open_table(TOMBSTONES)?;
+            let prev = tombs.get(k.as_slice())?.map(|v| v.value()).unwrap_or(0);
+            tombs.insert(k.as_slice(), prev.max(marker.stamp()))?;
+            gone
+        };
+        txn.commit()?;
+        Ok(gone)
+    }
+
+    /// Remove one version of `(bucket, key)` for good (the current one, a noncurrent one or a
+    /// delete marker); the newest left becomes current. `stamp` is the deletion's, for the
+    /// tombstone when no version is left. Returns what was removed (`None`: no such version)
+    /// and the files no record uses any more.
+    pub(super) fn delete_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        which: &VersionRef,
+        stamp: u64,
+    ) -> Result<(Option<ObjectMeta>, Vec<Segment>), StoreError> {
+        let k = object_key(bucket, key);
+        let txn = self.db.begin_write()?;
+        let removed = {
+            let mut objects = txn.open_table(OBJECTS)?;
+            let mut versions = txn.open_table(VERSIONS)?;
+            let mut tombs = txn.open_table(TOMBSTONES)?;
+            let cur = decode::<StoredObject>(objects.get(k.as_slice())?)?;
+            let removed = match cur {
+                Some(c) if which.names(c.meta.version_id.as_deref(), c.meta.stamp()) => {
+                    objects.remove(k.as_slice())?;
+                    Some(c)
+                }
+                _ => match find_version(&versions, &k, |m| {
+                    which.names(m.version_id.as_deref(), m.stamp())
+                })? {
+                    Some((at, rec)) => {
+                        versions.remove((k.as_slice(), at))?;
+                        Some(rec)
+                    }
+                    None => None,
+                },
+            };
+            if removed.is_some() {
+                settle(&mut objects, &mut versions, &mut tombs, &k, stamp)?;
+            }
+            removed
+        };
+        txn.commit()?;
+        Ok(match removed {
+            Some(r) => (Some(r.meta), r.segments),
+            None => (None, Vec::new()),
+        })
+    }
+
+    /// One version of `(bucket, key)`: the current record or a noncurrent one (or a marker).
+    pub(super) fn get_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        which: &VersionRef,
+    ) -> Result<Option<StoredObject>, StoreError> {
+        let k = object_key(bucket, key);
+        let txn = self.db.begin_read()?;
+        if let Some(c) = decode::<StoredObject>(txn.open_table(OBJECTS)?.get(k.as_slice())?)?
+            && which.names(c.meta.version_id.as_deref(), c.meta.stamp())
+        {
+            return Ok(Some(c));
+        }
+        let versions = txn.open_table(VERSIONS)?;
+        Ok(find_version(&versions, &k, |m| {
+            which.names(m.version_id.as_deref(), m.stamp())
+        })?
+        .map(|(_, r)| r))
+    }
+
+    /// New tags for the noncurrent version stamped `stamp` of `(bucket, key)`; false when
+    /// there is no such version here.
+    pub(super) fn retag_noncurrent(
+        &self,
+        bucket: &str,
+        key: &str,
+        stamp: u64,
+        tags: std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<ObjectMeta>, StoreError> {
+        let k = object_key(bucket, key);
+        let txn = self.db.begin_write()?;
+        let meta = {
+            let mut versions = txn.open_table(VERSIONS)?;
+            let Some(mut rec) = decode::<StoredObject>(versions.get((k.as_slice(), inv(stamp)))?)?
+            else {
+                return Ok(None);
+            };
+            if rec.meta.delete_marker {
+                return Ok(None);
+            }
+            rec.meta.attrs.tags = tags;
+            versions.insert((k.as_slice(), inv(stamp)), encode(&rec).as_slice())?;
+            rec.meta
+        };
+        txn.commit()?;
+        Ok(Some(meta))
+    }
+
+    /// The newest version of `(bucket, key)` when it is a delete marker (the key reads as
+    /// deleted because of it).
+    pub(super) fn latest_marker(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectMeta>, StoreError> {
+        let k = object_key(bucket, key);
+        let txn = self.db.begin_read()?;
+        if txn.open_table(OBJECTS)?.get(k.as_slice())?.is_some() {
+            return Ok(None);
+        }
+        let versions = txn.open_table(VERSIONS)?;
+        Ok(find_version(&versions, &k, |_| true)?
+            .map(|(_, r)| r.meta)
+            .filter(|m| m.delete_marker))
     }
 
     /// What this target holds of `(bucket, key)`: the newer of its object and its tombstone.
@@ -305,6 +555,9 @@ impl Index {
     }
 
     pub(super) fn list(&self, q: &ListQuery) -> Result<ListPage, StoreError> {
+        if q.versions {
+            return self.list_versions(q);
+        }
         let mut base = q.bucket.as_bytes().to_vec();
         base.push(0);
         let with_base = |s: &[u8]| {
@@ -367,9 +620,153 @@ impl Index {
                     size: rec.meta.size,
                     etag: rec.meta.etag,
                     mtime_ms: rec.meta.mtime_ms,
+                    version: None,
                 }));
             }
             break;
+        }
+        Ok(page)
+    }
+
+    /// One page of every version of the keys of a bucket (ListObjectVersions): key by key in
+    /// byte order, each key's versions newest first (the current one from `objects`, then
+    /// the noncurrent ones and markers), every version one item; common prefixes as in
+    /// [`Self::list`]. Resumes after `q.after` — within that key after `q.after_version`
+    /// when it is given.
+    fn list_versions(&self, q: &ListQuery) -> Result<ListPage, StoreError> {
+        let mut base = q.bucket.as_bytes().to_vec();
+        base.push(0);
+        let with_base = |s: &[u8]| {
+            let mut v = base.clone();
+            v.extend_from_slice(s);
+            v
+        };
+        let floor = with_base(q.prefix.as_bytes());
+        let end = prefix_successor(&floor);
+        let delimiter = q.delimiter.as_deref().filter(|d| !d.is_empty());
+        let txn = self.db.begin_read()?;
+        let objects = txn.open_table(OBJECTS)?;
+        let versions = txn.open_table(VERSIONS)?;
+        // Where the search for the next key starts, and (resuming inside a key) which of its
+        // versions to skip: those at or above this position.
+        let mut from: Bound<Vec<u8>> = Bound::Included(floor.clone());
+        let mut resume_in: Option<(Vec<u8>, u64)> = None;
+        if let Some(after) = q.after.as_deref() {
+            let which = q.after_version.as_deref().and_then(VersionRef::parse);
+            match (which, resume_start(after, &q.prefix, delimiter)) {
+                (Some(which), Start::After(_)) => {
+                    let k = with_base(after.as_bytes());
+                    let at = match decode::<StoredObject>(objects.get(k.as_slice())?)? {
+                        Some(c) if which.names(c.meta.version_id.as_deref(), c.meta.stamp()) => {
+                            Some(inv(c.meta.stamp()))
+                        }
+                        _ => find_version(&versions, &k, |m| {
+                            which.names(m.version_id.as_deref(), m.stamp())
+                        })?
+                        .map(|(at, _)| at),
+                    };
+                    match at {
+                        Some(at) => {
+                            resume_in = Some((k.clone(), at));
+                            from = Bound::Included(k);
+                        }
+                        None => from = Bound::Excluded(k),
+                    }
+                }
+                (_, Start::After(a)) => from = Bound::Excluded(with_base(&a)),
+                (_, Start::AtOrAfter(a)) => from = Bound::Included(with_base(&a)),
+                (_, Start::End) => return Ok(ListPage::default()),
+            }
+            let below = match &from {
+                Bound::Included(s) | Bound::Excluded(s) => s.as_slice() < floor.as_slice(),
+                Bound::Unbounded => true,
+            };
+            if below {
+                from = Bound::Included(floor.clone());
+                resume_in = None;
+            }
+        }
+        let below_end = |k: &[u8]| end.as_deref().is_none_or(|e| k < e);
+        let mut page = ListPage::default();
+        loop {
+            // The next key either table holds.
+            let next_obj = match objects
+                .range::<&[u8]>((from.as_ref().map(|v| v.as_slice()), Bound::Unbounded))?
+                .next()
+            {
+                Some(e) => Some(e?.0.value().to_vec()),
+                None => None,
+            };
+            let vfrom = match &from {
+                Bound::Included(k) => Bound::Included((k.as_slice(), 0u64)),
+                Bound::Excluded(k) => Bound::Excluded((k.as_slice(), u64::MAX)),
+                Bound::Unbounded => Bound::Unbounded,
+            };
+            let next_ver = match versions
+                .range::<(&[u8], u64)>((vfrom, Bound::Unbounded))?
+                .next()
+            {
+                Some(e) => Some(e?.0.value().0.to_vec()),
+                None => None,
+            };
+            let k = match (next_obj, next_ver) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => break,
+            };
+            if !below_end(&k) {
+                break;
+            }
+            let key = std::str::from_utf8(&k[base.len()..])
+                .map_err(|e| StoreError::Invalid(format!("stored key is not UTF-8: {e}")))?
+                .to_string();
+            if let Some(cp) = common_prefix(&key, &q.prefix, delimiter) {
+                if page.items.len() == q.limit {
+                    page.truncated = true;
+                    break;
+                }
+                page.items.push(ListItem::Prefix(cp.to_string()));
+                match prefix_successor(&with_base(cp.as_bytes())) {
+                    Some(next) => from = Bound::Included(next),
+                    None => break,
+                }
+                continue;
+            }
+            let mut recs: Vec<StoredObject> = Vec::new();
+            if let Some(c) = decode::<StoredObject>(objects.get(k.as_slice())?)? {
+                recs.push(c);
+            }
+            for entry in versions.range((k.as_slice(), 0u64)..=(k.as_slice(), u64::MAX))? {
+                let (_, v) = entry?;
+                recs.push(serde_json::from_slice(v.value())?);
+            }
+            let skip_to = resume_in
+                .take()
+                .filter(|(rk, _)| *rk == k)
+                .map(|(_, at)| at);
+            for (i, rec) in recs.into_iter().enumerate() {
+                let stamp = rec.meta.stamp();
+                if skip_to.is_some_and(|at| inv(stamp) <= at) {
+                    continue;
+                }
+                if page.items.len() == q.limit {
+                    page.truncated = true;
+                    return Ok(page);
+                }
+                page.items.push(ListItem::Object(ObjectEntry {
+                    key: key.clone(),
+                    size: rec.meta.size,
+                    etag: rec.meta.etag,
+                    mtime_ms: rec.meta.mtime_ms,
+                    version: Some(VersionEntry {
+                        id: rec.meta.version_id,
+                        stamp,
+                        latest: i == 0,
+                        delete_marker: rec.meta.delete_marker,
+                    }),
+                }));
+            }
+            from = Bound::Excluded(k);
         }
         Ok(page)
     }
@@ -403,6 +800,11 @@ impl Index {
             let (_, v) = entry?;
             let p: StoredPart = serde_json::from_slice(v.value())?;
             set.insert((p.segment.mp, p.segment.file));
+        }
+        for entry in txn.open_table(VERSIONS)?.iter()? {
+            let (_, v) = entry?;
+            let r: StoredObject = serde_json::from_slice(v.value())?;
+            set.extend(r.segments.into_iter().map(|s| (s.mp, s.file)));
         }
         Ok(set)
     }
@@ -476,14 +878,14 @@ impl Index {
     }
 
     /// Publish an upload's named parts as the object, in one transaction. Returns the new
-    /// metadata, the segments of parts left out, and the replaced object.
+    /// metadata and the files no record uses any more (parts left out, a replaced version).
     pub(super) fn complete(
         &self,
         bucket: &str,
         key: &str,
         id: &str,
         req: &CompleteRequest,
-    ) -> Result<(ObjectMeta, Vec<Segment>, Option<StoredObject>), StoreError> {
+    ) -> Result<(ObjectMeta, Vec<Segment>), StoreError> {
         let txn = self.db.begin_write()?;
         let result = {
             let upload: UploadRecord = match txn.open_table(UPLOADS)?.get(id)? {
@@ -526,6 +928,8 @@ impl Index {
                 version: req.write.version,
                 remote: None,
                 upload_id: Some(id.to_string()),
+                version_id: req.write.versioning.id_for(req.write.version),
+                delete_marker: false,
             };
             let rec = StoredObject {
                 meta: meta.clone(),
@@ -537,7 +941,10 @@ impl Index {
             let old =
                 decode::<StoredObject>(objects.insert(k.as_slice(), encode(&rec).as_slice())?)?;
             txn.open_table(TOMBSTONES)?.remove(k.as_slice())?;
-            (meta, unused, old)
+            let mut versions = txn.open_table(VERSIONS)?;
+            let mut gone = demote(&mut versions, &k, old, &rec.meta, &rec.segments)?;
+            gone.extend(unused);
+            (meta, gone)
         };
         txn.commit()?;
         Ok(result)

@@ -17,8 +17,9 @@ use std::sync::Arc;
 use aisle_cluster::listing::ListPage;
 use aisle_cluster::proto::{
     Commit, CompleteRequest, Have, ListQuery, ObjectAttrs, ObjectMeta, PartInfo, PartsPage,
-    UploadInfo,
+    UploadInfo, WriteOptions,
 };
+use aisle_cluster::versioning::VersionRef;
 use serde::{Deserialize, Serialize};
 
 use index::PutRule;
@@ -99,6 +100,9 @@ pub enum StoreError {
     /// No such object.
     #[error("the specified key does not exist")]
     NoSuchKey,
+    /// No such version of the key.
+    #[error("the specified version does not exist")]
+    NoSuchVersion,
     /// No such upload.
     #[error("the specified multipart upload does not exist")]
     NoSuchUpload,
@@ -124,6 +128,7 @@ impl StoreError {
                 (500, "InternalError")
             }
             StoreError::NoSuchKey => (404, "NoSuchKey"),
+            StoreError::NoSuchVersion => (404, "NoSuchVersion"),
             StoreError::NoSuchUpload => (404, "NoSuchUpload"),
             StoreError::InvalidPart(_) => (400, "InvalidPart"),
             StoreError::PreconditionFailed => (412, "PreconditionFailed"),
@@ -241,21 +246,22 @@ impl Store {
         }
     }
 
-    /// Publish a fully written, fsynced staged file as `(bucket, key)`, a client's write
-    /// stamped `version` (with what the remote said of it, for a remote bucket). Blocking.
-    #[allow(clippy::too_many_arguments)]
+    /// Publish a fully written, fsynced staged file as `(bucket, key)`, a client's write as
+    /// `opts` say (stamp, version id, `If-None-Match`), with what the remote said of it for a
+    /// remote bucket. Blocking.
     pub fn publish_object(
         &self,
-        bucket: &str,
-        key: &str,
+        (bucket, key): (&str, &str),
         temp: TempFile,
         commit: &Commit,
         attrs: ObjectAttrs,
-        if_absent: bool,
-        version: u64,
+        opts: &WriteOptions,
         remote: Option<aisle_cluster::proto::RemoteStamp>,
     ) -> Result<ObjectMeta, StoreError> {
+        let version = opts.version;
         let meta = ObjectMeta {
+            version_id: opts.versioning.id_for(version),
+            delete_marker: false,
             size: commit.size,
             etag: commit.md5.clone(),
             mtime_ms: now_ms(),
@@ -266,7 +272,7 @@ impl Store {
             remote,
             upload_id: None,
         };
-        let rule = if if_absent {
+        let rule = if opts.if_absent {
             PutRule::IfAbsent
         } else {
             PutRule::Always
@@ -307,10 +313,8 @@ impl Store {
             segments: vec![seg.clone()],
         };
         match self.index.put_object(bucket, key, &rec, rule) {
-            Ok(old) => {
-                if let Some(old) = old {
-                    self.remove_segments(&old.segments);
-                }
+            Ok(gone) => {
+                self.remove_segments(&gone);
                 Ok(meta)
             }
             Err(e) => {
@@ -384,8 +388,9 @@ impl Store {
         Ok(rec.meta)
     }
 
-    /// Replace the tags of `(bucket, key)` at `version`: same bytes, same version, so copies
-    /// and rebalancing are not disturbed; another version held is [`StoreError::Stale`].
+    /// Replace the tags of `(bucket, key)` at `version` (the current version or a noncurrent
+    /// one): same bytes, same version, so copies and rebalancing are not disturbed; another
+    /// current version held is [`StoreError::Stale`].
     /// Blocking.
     pub fn retag(
         &self,
@@ -394,8 +399,21 @@ impl Store {
         version: u64,
         tags: std::collections::BTreeMap<String, String>,
     ) -> Result<ObjectMeta, StoreError> {
-        let mut rec = self.get(bucket, key)?;
+        let mut rec = match self.get(bucket, key) {
+            Ok(rec) => rec,
+            Err(StoreError::NoSuchKey) => {
+                return self
+                    .index
+                    .retag_noncurrent(bucket, key, version, tags)?
+                    .ok_or(StoreError::NoSuchKey);
+            }
+            Err(e) => return Err(e),
+        };
         if rec.meta.stamp() != version {
+            // A noncurrent version of a bucket with versioning keeps its own tags.
+            if let Some(meta) = self.index.retag_noncurrent(bucket, key, version, tags)? {
+                return Ok(meta);
+            }
             return Err(StoreError::Stale(self.have(bucket, key)?));
         }
         rec.meta.attrs.tags = tags;
@@ -427,6 +445,66 @@ impl Store {
             self.remove_segments(&old.segments);
         }
         Ok(())
+    }
+
+    /// A plain delete in a bucket with versioning: a delete marker stamped `version` becomes
+    /// the newest version (`Enabled`: with its own id; `Suspended`: as the `null` version,
+    /// replacing the one there was). Returns the marker. Blocking.
+    pub fn add_delete_marker(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: u64,
+        versioning: aisle_cluster::versioning::Versioning,
+    ) -> Result<ObjectMeta, StoreError> {
+        let marker = ObjectMeta {
+            size: 0,
+            etag: String::new(),
+            mtime_ms: now_ms(),
+            attrs: Default::default(),
+            checksums: Default::default(),
+            parts: Vec::new(),
+            version,
+            remote: None,
+            upload_id: None,
+            version_id: versioning.id_for(version),
+            delete_marker: true,
+        };
+        let gone = self.index.put_marker(bucket, key, &marker)?;
+        self.remove_segments(&gone);
+        Ok(marker)
+    }
+
+    /// Remove one version of `(bucket, key)` for good; the newest left becomes current.
+    /// `version` is the deletion's stamp. Returns the version removed, if it was here.
+    /// Blocking.
+    pub fn delete_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        which: &VersionRef,
+        version: u64,
+    ) -> Result<Option<ObjectMeta>, StoreError> {
+        let (removed, gone) = self.index.delete_version(bucket, key, which, version)?;
+        self.remove_segments(&gone);
+        Ok(removed)
+    }
+
+    /// One version of `(bucket, key)` (it may be a delete marker).
+    pub fn get_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        which: &VersionRef,
+    ) -> Result<StoredObject, StoreError> {
+        self.index
+            .get_version(bucket, key, which)?
+            .ok_or(StoreError::NoSuchVersion)
+    }
+
+    /// The delete marker that makes `(bucket, key)` read as deleted, if one does.
+    pub fn latest_marker(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        self.index.latest_marker(bucket, key)
     }
 
     /// What this target holds of `(bucket, key)`.
@@ -610,11 +688,8 @@ impl Store {
         id: &str,
         req: &CompleteRequest,
     ) -> Result<ObjectMeta, StoreError> {
-        let (meta, unused, old) = self.index.complete(bucket, key, id, req)?;
-        self.remove_segments(&unused);
-        if let Some(old) = old {
-            self.remove_segments(&old.segments);
-        }
+        let (meta, gone) = self.index.complete(bucket, key, id, req)?;
+        self.remove_segments(&gone);
         Ok(meta)
     }
 
@@ -744,6 +819,8 @@ mod tests {
 
     fn meta(size: u64, version: u64) -> ObjectMeta {
         ObjectMeta {
+            version_id: None,
+            delete_marker: false,
             size,
             etag: String::new(),
             mtime_ms: 0,
@@ -830,6 +907,110 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(have("legacy"), Have::default());
+        remove_test_dir(&dir).await;
+    }
+
+    fn versioned(size: u64, stamp: u64, id: bool) -> ObjectMeta {
+        let mut m = meta(size, stamp);
+        m.version_id = id.then(|| aisle_cluster::versioning::version_id(stamp));
+        m
+    }
+
+    fn listed(
+        store: &Store,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Vec<(String, Option<String>, bool, bool)> {
+        let q = ListQuery {
+            bucket: "b".into(),
+            limit,
+            versions: true,
+            after: after.map(|a| a.0.to_string()),
+            after_version: after.map(|a| a.1.to_string()),
+            ..Default::default()
+        };
+        store
+            .list(&q)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|i| match i {
+                aisle_cluster::listing::ListItem::Object(o) => {
+                    let v = o.version.unwrap();
+                    (o.key, v.id, v.latest, v.delete_marker)
+                }
+                aisle_cluster::listing::ListItem::Prefix(p) => (p, None, false, false),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn versions_are_kept_listed_newest_first_and_survive_recovery() {
+        use aisle_cluster::versioning::{VersionRef, Versioning, version_id};
+        let dir = std::env::temp_dir().join(format!("aisle-store-{}", uuid::Uuid::new_v4()));
+        let mps = vec![dir.join("mp0")];
+        {
+            let store = Store::open(&dir.join("index.redb"), &mps).unwrap();
+            // A null version, then two with ids: the null one is kept as noncurrent.
+            for (stamp, id) in [(10, false), (20, true), (30, true)] {
+                let t = staged(&store, b"x").await;
+                store
+                    .publish_copy("b", "k", t, versioned(1, stamp, id), false)
+                    .unwrap();
+            }
+            let v = |s| Some(version_id(s));
+            assert_eq!(
+                listed(&store, None, 10),
+                [
+                    ("k".into(), v(30), true, false),
+                    ("k".into(), v(20), false, false),
+                    ("k".into(), None, false, false)
+                ]
+            );
+            // Resumed after a version: the rest of the key.
+            assert_eq!(listed(&store, Some(("k", &version_id(30))), 10).len(), 2);
+            assert_eq!(listed(&store, Some(("k", "null")), 10).len(), 0);
+            // A marker makes the key read as deleted; each version still reads.
+            store
+                .add_delete_marker("b", "k", 40, Versioning::Enabled)
+                .unwrap();
+            assert!(matches!(store.get("b", "k"), Err(StoreError::NoSuchKey)));
+            assert!(store.have("b", "k").unwrap().deleted);
+            assert_eq!(store.latest_marker("b", "k").unwrap().unwrap().version, 40);
+            assert_eq!(
+                store
+                    .get_version("b", "k", &VersionRef::Null)
+                    .unwrap()
+                    .meta
+                    .version,
+                10
+            );
+            // Removing the marker makes the newest version current again.
+            let gone = store
+                .delete_version("b", "k", &VersionRef::Stamp(40), 50)
+                .unwrap();
+            assert!(gone.unwrap().delete_marker);
+            assert_eq!(store.get("b", "k").unwrap().meta.version, 30);
+            assert!(!store.have("b", "k").unwrap().deleted);
+        }
+        // Recovery keeps the files of noncurrent versions.
+        let store = Store::open(&dir.join("index.redb"), &mps).unwrap();
+        for which in [
+            VersionRef::Null,
+            VersionRef::Stamp(20),
+            VersionRef::Stamp(30),
+        ] {
+            let rec = store.get_version("b", "k", &which).unwrap();
+            assert!(store.segment_path(&rec.segments[0]).exists());
+        }
+        // A null write replaces the null version and keeps the others.
+        let t = staged(&store, b"y").await;
+        let old_null = store.get_version("b", "k", &VersionRef::Null).unwrap();
+        store
+            .publish_copy("b", "k", t, versioned(1, 60, false), false)
+            .unwrap();
+        assert!(!store.segment_path(&old_null.segments[0]).exists());
+        assert_eq!(listed(&store, None, 10).len(), 3);
         remove_test_dir(&dir).await;
     }
 }
