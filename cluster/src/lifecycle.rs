@@ -68,14 +68,18 @@ pub struct LifecycleRule {
     /// Expire objects from this instant on (Unix milliseconds; S3 requires midnight UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiration_date_ms: Option<i64>,
-    /// `ExpiredObjectDeleteMarker`: kept and answered back; buckets keep no delete markers, so
-    /// there is nothing for it to remove.
+    /// `ExpiredObjectDeleteMarker`: remove a delete marker that is the only version of its key
+    /// left (in a bucket with versioning).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub expired_object_delete_marker: bool,
-    /// `NoncurrentVersionExpiration` days: kept and answered back; buckets keep no noncurrent
-    /// versions, so there is nothing for it to remove.
+    /// `NoncurrentVersionExpiration` days: remove a noncurrent version this many days after a
+    /// newer version replaced it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noncurrent_days: Option<u32>,
+    /// `NewerNoncurrentVersions`: with `noncurrent_days`, keep this many of the newest
+    /// noncurrent versions of each key whatever their age.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newer_noncurrent: Option<u32>,
     /// Abort multipart uploads this many days after they were started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort_incomplete_days: Option<u32>,
@@ -131,6 +135,7 @@ impl LifecycleRule {
             expiration_date_ms: None,
             expired_object_delete_marker: false,
             noncurrent_days: None,
+            newer_noncurrent: None,
             abort_incomplete_days: None,
         }
     }
@@ -202,6 +207,42 @@ impl LifecycleRule {
             .is_some_and(|d| now_ms >= due(c.mtime_ms, d, day_ms));
         let by_date = self.expiration_date_ms.is_some_and(|d| now_ms >= d);
         by_days || by_date
+    }
+
+    /// Is a noncurrent version due for removal at `now_ms`? It became noncurrent at
+    /// `noncurrent_since_ms` (when the next newer version was written) and `newer` noncurrent
+    /// versions of its key are newer than it.
+    ///
+    /// ```
+    /// use aisle_cluster::lifecycle::{Candidate, LifecycleRule};
+    /// let rule = LifecycleRule { noncurrent_days: Some(2), newer_noncurrent: Some(1), ..LifecycleRule::enabled() };
+    /// let v = Candidate { key: "k", size: 1, mtime_ms: 0, tags: &Default::default() };
+    /// let day = 10;
+    /// assert!(!rule.expires_noncurrent(&v, 0, 1, 19, day), "two days have not passed");
+    /// assert!(rule.expires_noncurrent(&v, 0, 1, 20, day));
+    /// assert!(!rule.expires_noncurrent(&v, 0, 0, 20, day), "the newest noncurrent one is kept");
+    /// ```
+    pub fn expires_noncurrent(
+        &self,
+        c: &Candidate<'_>,
+        noncurrent_since_ms: i64,
+        newer: usize,
+        now_ms: i64,
+        day_ms: i64,
+    ) -> bool {
+        self.applies_to(c)
+            && self
+                .noncurrent_days
+                .is_some_and(|d| now_ms >= due(noncurrent_since_ms, d, day_ms))
+            && self
+                .newer_noncurrent
+                .is_none_or(|keep| newer >= keep as usize)
+    }
+
+    /// Does the rule remove a delete marker of `key` that is the only version left? (Markers
+    /// have no size or tags: only the prefix applies, as in S3.)
+    pub fn removes_marker(&self, key: &str) -> bool {
+        self.enabled && self.expired_object_delete_marker && key.starts_with(&self.filter.prefix)
     }
 
     /// Is a multipart upload of `key` started at `initiated_ms` due for abort at `now_ms`?

@@ -819,6 +819,11 @@ pub struct Expired {
     pub key: String,
     /// The version evaluated ([`ObjectMeta::stamp`]): a newer object is not expired by it.
     pub version: u64,
+    /// A noncurrent version or delete marker to remove for good (its id, `null` for the null
+    /// version); `None`: the current object (in a bucket with versioning its expiration adds
+    /// a delete marker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
 }
 
 /// What one target's lifecycle evaluation found and did.
@@ -908,6 +913,10 @@ pub struct ReplicaQuery {
     /// The receiver found its copy of this version corrupt: the same version replaces it.
     #[serde(default)]
     pub repair: bool,
+    /// A noncurrent version (or delete marker) moved by a rebalance: the receiver keeps it
+    /// among the key's versions ([`ObjectMeta::version_id`] names it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub noncurrent: bool,
 }
 
 /// Query of [`T_REPLICA_SEND`].

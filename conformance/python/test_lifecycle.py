@@ -122,6 +122,60 @@ def test_rules_expire_objects_and_abort_uploads_on_every_copy(lc):
     assert "tmp/new" in keys(s3, "lc-run")
 
 
+def test_noncurrent_versions_and_lone_delete_markers_expire(lc):
+    s3 = lc.client()
+    s3.create_bucket(Bucket="lc-versions")
+    s3.put_bucket_versioning(Bucket="lc-versions", VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_lifecycle_configuration(Bucket="lc-versions", LifecycleConfiguration={"Rules": [
+        {"ID": "old-logs", "Status": "Enabled", "Filter": {"Prefix": "logs/"},
+         "NoncurrentVersionExpiration": {"NoncurrentDays": 1, "NewerNoncurrentVersions": 1}},
+        {"ID": "markers", "Status": "Enabled", "Filter": {"Prefix": ""},
+         "Expiration": {"ExpiredObjectDeleteMarker": True}},
+    ]})
+    got = s3.get_bucket_lifecycle_configuration(Bucket="lc-versions")["Rules"][0]
+    assert got["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1, "NewerNoncurrentVersions": 1}
+    put = lambda k, b: s3.put_object(Bucket="lc-versions", Key=k, Body=b)["VersionId"]
+    logs = [put("logs/a", b"%d" % i) for i in range(4)]
+    kept = [put("keep/b", b"%d" % i) for i in range(3)]
+    # "lone": its only version removed, the marker is all that is left; "still": the marker
+    # hides a version, so it stays.
+    lone_v = put("lone", b"x")
+    s3.delete_object(Bucket="lc-versions", Key="lone")
+    s3.delete_object(Bucket="lc-versions", Key="lone", VersionId=lone_v)
+    still_v = put("still", b"y")
+    still_marker = s3.delete_object(Bucket="lc-versions", Key="still")["VersionId"]
+    written = time.time()
+
+    def versions():
+        r = s3.list_object_versions(Bucket="lc-versions")
+        out = {}
+        for v in r.get("Versions", []) + r.get("DeleteMarkers", []):
+            out.setdefault(v["Key"], set()).add(v["VersionId"])
+        return out
+
+    before = versions()
+    assert before["logs/a"] == set(logs) and len(before["lone"]) == 1
+    # Not a day since they became noncurrent: nothing goes but the lone marker (a marker
+    # that hides nothing has no age to wait for, as in S3).
+    assert run_now(lc)["errors"] == []
+    del before["lone"]
+    assert versions() == before
+    time.sleep(max(0.0, written + 2 * DAY + 0.2 - time.time()))
+    report = run_now(lc)
+    assert report["errors"] == [], report
+    after = versions()
+    # The current version and the newest noncurrent one stay; the older two go.
+    assert after["logs/a"] == {logs[3], logs[2]}
+    assert after["keep/b"] == set(kept)
+    assert "lone" not in after
+    assert after["still"] == {still_v, still_marker}
+    for gone in logs[:2]:
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.get_object(Bucket="lc-versions", Key="logs/a", VersionId=gone)
+        assert code_of(e) == "NoSuchVersion"
+    assert s3.get_object(Bucket="lc-versions", Key="logs/a", VersionId=logs[2])["Body"].read() == b"2"
+
+
 def test_rules_run_periodically(fresh_dir):
     c = Cluster(fresh_dir, targets=2, extra=["--lifecycle-day", "1", "--lifecycle-every", "1"]).start()
     try:

@@ -10,7 +10,7 @@ import time
 import botocore.exceptions
 import pytest
 
-from conftest import Cluster, wait_for
+from conftest import Cluster, aisle, settled, show, wait_for
 
 
 def code_of(excinfo):
@@ -300,5 +300,43 @@ def test_versions_are_real_copies_that_survive_kill_9(fresh_dir):
         with pytest.raises(botocore.exceptions.ClientError) as e:
             s3.get_object(Bucket="vkill", Key="obj0")
         assert headers_of(e).get("x-amz-version-id") == marker
+    finally:
+        c.stop()
+
+
+def test_a_rebalance_moves_every_version_and_marker(fresh_dir):
+    """copies=1: decommissioning a target moves each key's whole history — noncurrent
+    versions, the null version and delete markers — to the key's new owner; the cluster then
+    serves and lists all of it without the target that left."""
+    c = Cluster(fresh_dir, extra=["--copies", "1"]).start()
+    try:
+        s3 = c.client()
+        s3.create_bucket(Bucket="vmove")
+        want, markers = {}, {}
+        for i in range(40):
+            k = f"key{i:03}"
+            if i % 4 == 0:  # a null version from before versioning
+                s3.put_object(Bucket="vmove", Key=k, Body=b"null-" + k.encode())
+                want[(k, "null")] = b"null-" + k.encode()
+        enable(s3, "vmove")
+        for i in range(40):
+            k = f"key{i:03}"
+            for gen in range(2):
+                body = f"{k}-{gen}".encode()
+                want[(k, s3.put_object(Bucket="vmove", Key=k, Body=body)["VersionId"])] = body
+            if i % 5 == 0:
+                markers[k] = s3.delete_object(Bucket="vmove", Key=k)["VersionId"]
+        wait_for(lambda: settled(c), 60, "the start-up rebalance settled")
+        aisle(c, "cluster", "decommission", "t3", "--wait")
+        assert "t3" not in {t["id"] for t in show(c)["targets"]}
+        for (k, v), body in want.items():
+            assert s3.get_object(Bucket="vmove", Key=k, VersionId=v)["Body"].read() == body, (k, v)
+        vs = all_versions(s3, "vmove")
+        assert sorted((k, v) for k, v, _, m, _ in vs if not m) == sorted(want)
+        assert {k: v for k, v, _, m, _ in vs if m} == markers
+        for k, marker in markers.items():
+            with pytest.raises(botocore.exceptions.ClientError) as e:
+                s3.get_object(Bucket="vmove", Key=k)
+            assert headers_of(e).get("x-amz-version-id") == marker
     finally:
         c.stop()

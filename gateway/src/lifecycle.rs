@@ -111,6 +111,19 @@ pub async fn run(targets: &Targets, cfg: &LifecycleConfig) -> LifecycleRun {
 /// Deletes `e` if it is still the version evaluated: `Ok(false)` when it is not.
 async fn expire(targets: &Targets, e: &proto::Expired) -> Result<bool, String> {
     let what = |err: &dyn std::fmt::Display| format!("{}/{}: {err}", e.bucket, e.key);
+    if let Some(v) = &e.version_id {
+        // A noncurrent version or a lone delete marker: removed by its id (no other write
+        // can make it current again).
+        let plan = targets
+            .write_plan(&e.bucket, &e.key)
+            .map_err(|err| what(&err))?;
+        let d = targets
+            .delete(&plan, &e.bucket, &e.key, Some(v))
+            .await
+            .map_err(|err| what(&err))?;
+        tracing::info!(bucket = %e.bucket, key = %e.key, version = %v, "lifecycle: version expired");
+        return Ok(d.found);
+    }
     let q = ObjectQuery {
         bucket: e.bucket.clone(),
         key: e.key.clone(),

@@ -165,7 +165,9 @@ impl Cold {
         }
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let page = state.store.walk(false, after.as_deref(), 1000)?;
+            let page = state
+                .store
+                .walk(crate::store::Walked::Objects, after.as_deref(), 1000)?;
             let Some(last) = page.last() else { break };
             after = Some(last.raw.clone());
             for e in page {

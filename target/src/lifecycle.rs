@@ -1,17 +1,20 @@
-//! Lifecycle rules on a target: which of the objects it is the first owner of are due for
-//! expiration, and which of its pending multipart uploads are due for abort
+//! Lifecycle rules on a target: which of the objects (and, in buckets with versioning, the
+//! noncurrent versions and delete markers) it is the first owner of are due for expiration,
+//! and which of its pending multipart uploads are due for abort
 //! ([`aisle_cluster::lifecycle`] decides). Uploads live on one target and are aborted here;
 //! expired objects are only listed — the gateway deletes them, with a stamp and tombstones on
 //! every copy like any other delete, and only if the object is still the version evaluated.
 
 use std::sync::Arc;
 
-use aisle_cluster::lifecycle::Candidate;
-use aisle_cluster::proto::{Expired, LifecycleQuery, LifecycleReport, ListQuery};
+use aisle_cluster::lifecycle::{Candidate, LifecycleRule};
+use aisle_cluster::map::{BucketProps, ClusterMeta};
+use aisle_cluster::proto::{Expired, LifecycleQuery, LifecycleReport, ListQuery, ObjectMeta};
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 
 use crate::server::{ApiError, Resp, State, blocking, json_resp, query};
+use crate::store::Walked;
 
 /// Objects read from the index per step.
 const PAGE: usize = 1000;
@@ -91,6 +94,7 @@ fn evaluate(state: &State, q: &LifecycleQuery) -> LifecycleReport {
                         bucket: bucket.clone(),
                         key: o.key.clone(),
                         version: rec.meta.stamp(),
+                        version_id: None,
                     });
                 }
             }
@@ -100,7 +104,119 @@ fn evaluate(state: &State, q: &LifecycleQuery) -> LifecycleReport {
             after = page.items.last().map(|i| i.name().to_string());
         }
     }
+    expire_versions(state, &meta, q, &mut report);
     report
+}
+
+/// The noncurrent-version rules: walk the noncurrent versions and delete markers this target
+/// holds, key by key, and list those due — a noncurrent version `noncurrent_days` after a
+/// newer one replaced it (beyond the `newer_noncurrent` newest), a delete marker that is the
+/// only version of its key left.
+fn expire_versions(
+    state: &State,
+    meta: &ClusterMeta,
+    q: &LifecycleQuery,
+    report: &mut LifecycleReport,
+) {
+    let wants = |p: &BucketProps| {
+        p.remote.is_none()
+            && p.lifecycle
+                .iter()
+                .any(|r| r.noncurrent_days.is_some() || r.expired_object_delete_marker)
+    };
+    if !meta.buckets.values().any(wants) {
+        return;
+    }
+    let mut after: Option<Vec<u8>> = None;
+    let mut last: Option<(String, String)> = None;
+    loop {
+        let page = match state.store.walk(Walked::Versions, after.as_deref(), PAGE) {
+            Ok(p) => p,
+            Err(e) => {
+                report.errors.push(format!("walking versions: {e}"));
+                return;
+            }
+        };
+        let Some(end) = page.last() else { return };
+        after = Some(end.raw.clone());
+        for e in &page {
+            let this = (e.bucket.clone(), e.key.clone());
+            if last.as_ref() == Some(&this) {
+                continue; // the key's versions were all looked at with its first one
+            }
+            last = Some(this);
+            let Some(props) = meta.buckets.get(&e.bucket).filter(|p| wants(p)) else {
+                continue;
+            };
+            let first = meta.holders(&e.bucket, &e.key, 1);
+            if first.first().map(|t| t.id.as_str()) != Some(state.id.as_str()) {
+                continue;
+            }
+            let versions = match state.store.versions_of(&e.bucket, &e.key) {
+                Ok(v) => v,
+                Err(x) => {
+                    report
+                        .errors
+                        .push(format!("versions of {}/{}: {x}", e.bucket, e.key));
+                    continue;
+                }
+            };
+            for due in due_versions(&props.lifecycle, &e.key, &versions, q) {
+                if report.expired.len() == q.limit {
+                    report.truncated = true;
+                    return;
+                }
+                report.expired.push(Expired {
+                    bucket: e.bucket.clone(),
+                    key: e.key.clone(),
+                    version: due.stamp(),
+                    version_id: Some(
+                        due.version_id
+                            .clone()
+                            .unwrap_or_else(|| aisle_cluster::versioning::NULL_VERSION.into()),
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// Which of one key's versions (newest first, the current one included) the rules remove.
+fn due_versions<'v>(
+    rules: &[LifecycleRule],
+    key: &str,
+    versions: &'v [crate::store::StoredObject],
+    q: &LifecycleQuery,
+) -> Vec<&'v ObjectMeta> {
+    let mut out = Vec::new();
+    if let [only] = versions
+        && only.meta.delete_marker
+    {
+        if rules.iter().any(|r| r.removes_marker(key)) {
+            out.push(&only.meta);
+        }
+        return out;
+    }
+    // Every version but the newest is noncurrent since the next newer one was written.
+    for (newer, pair) in versions.windows(2).enumerate() {
+        let (successor, v) = (&pair[0].meta, &pair[1].meta);
+        if v.delete_marker {
+            continue;
+        }
+        let c = Candidate {
+            key,
+            size: v.size,
+            mtime_ms: v.mtime_ms,
+            tags: &v.attrs.tags,
+        };
+        if rules
+            .iter()
+            .any(|r| r.expires_noncurrent(&c, successor.mtime_ms, newer, q.now_ms, q.day_ms))
+        {
+            out.push(v);
+        }
+    }
+    out
 }
 
 fn abort_uploads(

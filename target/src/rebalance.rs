@@ -1,5 +1,6 @@
 //! The rebalance walk: after every placement change each target walks what it holds and puts
-//! every object (and tombstone) where the cluster map says it belongs.
+//! every object, tombstone and noncurrent version (or delete marker) of a bucket with
+//! versioning where the cluster map says it belongs.
 //!
 //! For each record, in index order and in batches: compute its holders ([`ClusterMeta::holders`]),
 //! ask each live holder what it has (one batched check per holder), push a copy to every holder
@@ -24,7 +25,7 @@ use aisle_cluster::proto::{Have, ObjectQuery, RebalanceReport};
 use futures::StreamExt;
 
 use crate::server::State;
-use crate::store::WalkEntry;
+use crate::store::{WalkEntry, Walked};
 
 /// Records per batch (one check call per holder per batch).
 const BATCH: usize = 256;
@@ -97,7 +98,7 @@ enum Walk {
 }
 
 async fn walk(state: &Arc<State>, generation: u64) -> Walk {
-    for tombstones in [false, true] {
+    for kind in [Walked::Objects, Walked::Tombstones, Walked::Versions] {
         let mut after: Option<Vec<u8>> = None;
         loop {
             if state.rebalance.running.load(Ordering::SeqCst) != generation {
@@ -105,22 +106,21 @@ async fn walk(state: &Arc<State>, generation: u64) -> Walk {
             }
             let store = state.store.clone();
             let from = after.clone();
-            let batch = match tokio::task::spawn_blocking(move || {
-                store.walk(tombstones, from.as_deref(), BATCH)
-            })
-            .await
-            {
-                Ok(Ok(b)) => b,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "rebalance: reading the index failed");
-                    state.rebalance.update(|r| note(r, format!("index: {e}")));
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "rebalance: task failed");
-                    break;
-                }
-            };
+            let batch =
+                match tokio::task::spawn_blocking(move || store.walk(kind, from.as_deref(), BATCH))
+                    .await
+                {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "rebalance: reading the index failed");
+                        state.rebalance.update(|r| note(r, format!("index: {e}")));
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "rebalance: task failed");
+                        break;
+                    }
+                };
             let Some(last) = batch.last() else { break };
             after = Some(last.raw.clone());
             let meta = state.meta.read().expect("meta lock").clone();
@@ -176,7 +176,7 @@ async fn place_batch(state: &Arc<State>, meta: &ClusterMeta, batch: Vec<WalkEntr
         let keys: Vec<ObjectQuery> = idxs
             .iter()
             .map(|&i| ObjectQuery {
-                version_id: None,
+                version_id: batch[i].version_id.clone(),
                 bucket: batch[i].bucket.clone(),
                 key: batch[i].key.clone(),
                 part: None,
@@ -216,10 +216,13 @@ async fn place_batch(state: &Arc<State>, meta: &ClusterMeta, batch: Vec<WalkEntr
             let url = urls[&id].clone();
             let e = &batch[i];
             async move {
-                let r = crate::replica::push(state, &e.bucket, &e.key, &url, false)
-                    .await
-                    .map_err(|x| x.to_string());
-                (i, id, r)
+                let r = match &e.version_id {
+                    Some(v) => {
+                        crate::replica::push_version(state, &e.bucket, &e.key, v, &url).await
+                    }
+                    None => crate::replica::push(state, &e.bucket, &e.key, &url, false).await,
+                };
+                (i, id, r.map_err(|x| x.to_string()))
             }
         }))
         .buffer_unordered(PUSHES_IN_FLIGHT)
@@ -269,8 +272,20 @@ async fn place_batch(state: &Arc<State>, meta: &ClusterMeta, batch: Vec<WalkEntr
             continue;
         }
         let store = state.store.clone();
-        let (b, k, have) = (e.bucket.clone(), e.key.clone(), e.have);
-        match tokio::task::spawn_blocking(move || store.remove_if(&b, &k, have)).await {
+        let (b, k, have, noncurrent) = (
+            e.bucket.clone(),
+            e.key.clone(),
+            e.have,
+            e.version_id.is_some(),
+        );
+        let removal = tokio::task::spawn_blocking(move || {
+            if noncurrent {
+                store.remove_version(&b, &k, have.version)
+            } else {
+                store.remove_if(&b, &k, have)
+            }
+        });
+        match removal.await {
             Ok(Ok(true)) => {
                 removed += 1;
                 state.cold.forget(&e.bucket, &e.key);

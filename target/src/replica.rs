@@ -14,6 +14,7 @@ use aisle_cluster::proto::{
     self, COMMIT_TRAILER, Commit, DeleteQuery, Have, META_HEADER, ObjectMeta, ObjectQuery, Peer,
     ReplicaQuery, SendQuery, WriteOptions,
 };
+use aisle_cluster::versioning::{VersionRef, Versioning};
 use futures::StreamExt;
 use http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
@@ -149,9 +150,16 @@ async fn push_once(
     let (store, client) = (&state.store, &state.client);
     let have = store.have(bucket, key)?;
     if have.deleted {
+        // Deleted by a delete marker (a bucket with versioning): the peer adds the same
+        // marker, which keeps what it holds as noncurrent versions, never deletes them.
+        let versioning = match store.latest_marker(bucket, key)? {
+            Some(m) if m.stamp() == have.version && m.version_id.is_some() => Versioning::Enabled,
+            Some(m) if m.stamp() == have.version => Versioning::Suspended,
+            _ => Versioning::Off,
+        };
         let q = DeleteQuery {
             version_id: None,
-            versioning: Default::default(),
+            versioning,
             bucket: bucket.into(),
             key: key.into(),
             version: have.version,
@@ -165,6 +173,39 @@ async fn push_once(
         return Ok(have);
     }
     let rec: StoredObject = store.get(bucket, key)?;
+    send_copy(state, bucket, key, rec, peer_url, repair, false).await
+}
+
+/// Push this target's noncurrent version `version_id` (or delete marker) of `(bucket, key)`
+/// to the target at `peer_url` (a rebalance moving a key's history). Returns what the peer
+/// holds of that version afterwards.
+pub(crate) async fn push_version(
+    state: &State,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+    peer_url: &str,
+) -> Result<Have, PushError> {
+    let which = VersionRef::parse(version_id).ok_or_else(|| {
+        PushError::Local(StoreError::Invalid(format!(
+            "invalid version id {version_id}"
+        )))
+    })?;
+    let rec = state.store.get_version(bucket, key, &which)?;
+    send_copy(state, bucket, key, rec, peer_url, false, true).await
+}
+
+/// Stream `rec`'s bytes with its metadata to the target at `peer_url` ([`proto::T_REPLICA`]).
+async fn send_copy(
+    state: &State,
+    bucket: &str,
+    key: &str,
+    rec: StoredObject,
+    peer_url: &str,
+    repair: bool,
+    noncurrent: bool,
+) -> Result<Have, PushError> {
+    let (store, client) = (&state.store, &state.client);
     let files = store.segment_files(&rec.segments);
     let stream = crate::files::open_span(&files, 0, rec.meta.size).await?;
     let commit = Commit {
@@ -184,6 +225,7 @@ async fn push_once(
         bucket: bucket.into(),
         key: key.into(),
         repair,
+        noncurrent,
     };
     let url = format!("{peer_url}{}", proto::path_and_query(proto::T_REPLICA, &q));
     let req = client::request(Method::PUT, &url)
@@ -210,6 +252,9 @@ pub(crate) async fn receive(state: &Arc<State>, req: Request<Incoming>) -> Resul
     let q: ReplicaQuery = query(&req)?;
     let meta: Option<ObjectMeta> = header_json(req.headers(), META_HEADER)?;
     let meta = meta.ok_or_else(|| api_err(400, "InvalidRequest", "a copy needs its metadata"))?;
+    if q.noncurrent {
+        return receive_version(state, q, meta, req).await;
+    }
     let have = state.store.have(&q.bucket, &q.key).map_err(store_error)?;
     let same_object_repaired = q.repair && !have.deleted && have.version == meta.stamp();
     if have.version >= meta.stamp() && !same_object_repaired {
@@ -266,6 +311,63 @@ pub(crate) async fn receive(state: &Arc<State>, req: Request<Incoming>) -> Resul
     Ok(json_resp(StatusCode::OK, &have))
 }
 
+/// A noncurrent version (or delete marker) pushed by a rebalance: its bytes checked like any
+/// copy, then taken in by [`crate::store::Store::publish_version`]. Answers what this target
+/// holds of that version.
+async fn receive_version(
+    state: &Arc<State>,
+    q: ReplicaQuery,
+    meta: ObjectMeta,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let which = match &meta.version_id {
+        Some(_) => VersionRef::Stamp(meta.stamp()),
+        None => VersionRef::Null,
+    };
+    let held = state
+        .store
+        .have_version(&q.bucket, &q.key, &which)
+        .map_err(store_error)?;
+    if held.version >= meta.stamp() {
+        return Ok(json_resp(StatusCode::OK, &held));
+    }
+    let temp = if meta.delete_marker {
+        None
+    } else {
+        let mut check = {
+            let (etag, parts) = meta.integrity();
+            EtagCheck::new(etag, parts)
+        };
+        let mp = state.store.mountpath_for(&q.bucket, &q.key);
+        let (temp, commit) =
+            receive_framed(state, mp, req.into_body(), &[], |_| Vec::new(), &mut |d| {
+                check.update(d)
+            })
+            .await?;
+        if commit.size != meta.size || !check.matches() {
+            return Err(api_err(
+                400,
+                "BadDigest",
+                format!(
+                    "the version of {}/{} does not match its record ({} bytes, ETag {})",
+                    q.bucket, q.key, meta.size, meta.etag
+                ),
+            ));
+        }
+        Some(temp)
+    };
+    let store = state.store.clone();
+    let have = blocking(move || {
+        match store.publish_version(&q.bucket, &q.key, temp, meta) {
+            Ok(()) | Err(StoreError::Stale(_)) => {}
+            Err(e) => return Err(e),
+        }
+        store.have_version(&q.bucket, &q.key, &which)
+    })
+    .await?;
+    Ok(json_resp(StatusCode::OK, &have))
+}
+
 /// POST [`proto::T_REPLICA_SEND`]: push this target's copy to another that found its own
 /// corrupt.
 pub(crate) async fn send(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
@@ -288,7 +390,12 @@ pub(crate) async fn answer_check(
     let store = state.store.clone();
     let haves = blocking(move || {
         keys.iter()
-            .map(|q| store.have(&q.bucket, &q.key))
+            .map(
+                |q| match q.version_id.as_deref().and_then(VersionRef::parse) {
+                    Some(which) => store.have_version(&q.bucket, &q.key, &which),
+                    None => store.have(&q.bucket, &q.key),
+                },
+            )
             .collect::<Result<Vec<_>, _>>()
     })
     .await?;

@@ -155,7 +155,7 @@ pub(crate) async fn scrub(state: &Arc<State>, rate_mib: u64) -> ScrubReport {
     loop {
         let (store, from) = (state.store.clone(), after.clone());
         let batch = match tokio::task::spawn_blocking(move || {
-            store.walk(false, from.as_deref(), 256)
+            store.walk(crate::store::Walked::Objects, from.as_deref(), 256)
         })
         .await
         {

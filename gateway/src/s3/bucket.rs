@@ -191,14 +191,12 @@ pub(super) async fn delete_bucket(
             .await?;
         return Ok(S3Response::new(DeleteBucketOutput {}));
     }
+    // Noncurrent versions and delete markers count: S3 deletes only a bucket with none.
     let q = ListQuery {
-        versions: false,
-        after_version: None,
         bucket: name.clone(),
-        prefix: String::new(),
-        delimiter: None,
-        after: None,
         limit: 1,
+        versions: true,
+        ..Default::default()
     };
     let targets = s3.targets.listing_targets(&name)?;
     let pages = futures::future::try_join_all(targets.iter().map(|t| s3.targets.list(t, &q)))

@@ -1,9 +1,7 @@
 //! Put/Get/DeleteBucketLifecycleConfiguration: a bucket's lifecycle rules, kept with the bucket
 //! in the cluster metadata, in S3's XML both ways. Running them is `crate::lifecycle`'s job.
 //!
-//! Transitions between storage classes are refused (aisle has one class); noncurrent-version
-//! and delete-marker actions are kept and answered back but have nothing to act on, since
-//! buckets keep one version per key.
+//! Transitions between storage classes are refused (aisle has one class).
 
 use aisle_cluster::lifecycle::{LifecycleRule, RuleFilter};
 use s3s::dto::*;
@@ -86,7 +84,12 @@ fn rule_of(r: s3s::dto::LifecycleRule) -> S3Result<LifecycleRule> {
         expired_object_delete_marker: exp.expired_object_delete_marker == Some(true),
         noncurrent_days: days(
             r.noncurrent_version_expiration
+                .as_ref()
                 .and_then(|n| n.noncurrent_days),
+        ),
+        newer_noncurrent: days(
+            r.noncurrent_version_expiration
+                .and_then(|n| n.newer_noncurrent_versions),
         ),
         abort_incomplete_days: days(
             r.abort_incomplete_multipart_upload
@@ -141,7 +144,7 @@ fn dto_of(r: LifecycleRule) -> s3s::dto::LifecycleRule {
         expiration,
         noncurrent_version_expiration: r.noncurrent_days.map(|d| NoncurrentVersionExpiration {
             noncurrent_days: Some(d as i32),
-            ..Default::default()
+            newer_noncurrent_versions: r.newer_noncurrent.map(|n| n as i32),
         }),
         abort_incomplete_multipart_upload: r.abort_incomplete_days.map(|d| {
             AbortIncompleteMultipartUpload {

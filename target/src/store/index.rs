@@ -132,14 +132,28 @@ pub(crate) enum PutRule {
     Repair,
 }
 
+/// Which records a walk over the index meets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Walked {
+    /// Current objects.
+    Objects,
+    /// Deletions kept (tombstones).
+    Tombstones,
+    /// Noncurrent versions and delete markers of buckets with versioning.
+    Versions,
+}
+
 /// One record met by a walk over the index.
 #[derive(Debug, Clone)]
 pub(crate) struct WalkEntry {
-    /// Index key (`bucket 0x00 key`), to resume after.
+    /// Where the walk resumes after this record (opaque).
     pub raw: Vec<u8>,
     pub bucket: String,
     pub key: String,
+    /// Its stamp; `deleted` for a tombstone or a delete marker.
     pub have: Have,
+    /// A noncurrent version (or marker): its version id, `null` for the null version.
+    pub version_id: Option<String>,
 }
 
 /// What a target holds of a key, from its object record and its tombstone: the newer one.
@@ -373,6 +387,24 @@ impl Index {
         Ok(Some(meta))
     }
 
+    /// Every version of `(bucket, key)`, newest first.
+    pub(super) fn versions_of(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Vec<StoredObject>, StoreError> {
+        let k = object_key(bucket, key);
+        let txn = self.db.begin_read()?;
+        let mut out: Vec<StoredObject> = decode(txn.open_table(OBJECTS)?.get(k.as_slice())?)?
+            .into_iter()
+            .collect();
+        let versions = txn.open_table(VERSIONS)?;
+        for entry in versions.range((k.as_slice(), 0u64)..=(k.as_slice(), u64::MAX))? {
+            out.push(serde_json::from_slice(entry?.1.value())?);
+        }
+        Ok(out)
+    }
+
     /// The newest version of `(bucket, key)` when it is a delete marker (the key reads as
     /// deleted because of it).
     pub(super) fn latest_marker(
@@ -467,10 +499,10 @@ impl Index {
         Ok(old)
     }
 
-    /// Up to `limit` records after `after` (objects, or tombstones), in index order.
+    /// Up to `limit` records of one kind after `after`, in index order.
     pub(super) fn walk(
         &self,
-        tombstones: bool,
+        kind: Walked,
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<WalkEntry>, StoreError> {
@@ -480,45 +512,164 @@ impl Index {
             Bound::<&[u8]>::Unbounded,
         );
         let mut out = Vec::new();
-        let mut push = |raw: &[u8], have: Have| {
-            if let Some((bucket, key)) = split_key(raw) {
+        let mut push = |raw: Vec<u8>, k: &[u8], have: Have, version_id: Option<String>| {
+            if let Some((bucket, key)) = split_key(k) {
                 out.push(WalkEntry {
-                    raw: raw.to_vec(),
+                    raw,
                     bucket,
                     key,
                     have,
+                    version_id,
                 });
             }
         };
-        if tombstones {
-            let t = txn.open_table(TOMBSTONES)?;
-            for entry in t.range::<&[u8]>(range)?.take(limit) {
-                let (k, v) = entry?;
-                let have = Have {
-                    version: v.value(),
-                    deleted: true,
-                };
-                push(k.value(), have);
+        match kind {
+            Walked::Tombstones => {
+                let t = txn.open_table(TOMBSTONES)?;
+                for entry in t.range::<&[u8]>(range)?.take(limit) {
+                    let (k, v) = entry?;
+                    let have = Have {
+                        version: v.value(),
+                        deleted: true,
+                    };
+                    push(k.value().to_vec(), k.value(), have, None);
+                }
             }
-        } else {
-            let t = txn.open_table(OBJECTS)?;
-            for entry in t.range::<&[u8]>(range)?.take(limit) {
-                let (k, v) = entry?;
-                let rec: StoredObject = serde_json::from_slice(v.value())?;
-                let have = Have {
-                    version: rec.meta.stamp(),
-                    deleted: false,
+            Walked::Objects => {
+                let t = txn.open_table(OBJECTS)?;
+                for entry in t.range::<&[u8]>(range)?.take(limit) {
+                    let (k, v) = entry?;
+                    let rec: StoredObject = serde_json::from_slice(v.value())?;
+                    let have = Have {
+                        version: rec.meta.stamp(),
+                        deleted: false,
+                    };
+                    push(k.value().to_vec(), k.value(), have, None);
+                }
+            }
+            Walked::Versions => {
+                // `raw` is the index key followed by the 8 bytes of the position.
+                let from = match after {
+                    Some(a) if a.len() >= 8 => {
+                        let (k, at) = a.split_at(a.len() - 8);
+                        let at = u64::from_be_bytes(at.try_into().expect("8 bytes"));
+                        Bound::Excluded((k, at))
+                    }
+                    _ => Bound::Unbounded,
                 };
-                push(k.value(), have);
+                let t = txn.open_table(VERSIONS)?;
+                for entry in t
+                    .range::<(&[u8], u64)>((from, Bound::Unbounded))?
+                    .take(limit)
+                {
+                    let (k, v) = entry?;
+                    let (raw_key, at) = k.value();
+                    let rec: StoredObject = serde_json::from_slice(v.value())?;
+                    let have = Have {
+                        version: rec.meta.stamp(),
+                        deleted: rec.meta.delete_marker,
+                    };
+                    let mut raw = raw_key.to_vec();
+                    raw.extend_from_slice(&at.to_be_bytes());
+                    let id = rec
+                        .meta
+                        .version_id
+                        .unwrap_or_else(|| aisle_cluster::versioning::NULL_VERSION.into());
+                    push(raw, raw_key, have, Some(id));
+                }
             }
         }
         Ok(out)
     }
 
-    /// Records held: objects and tombstones.
+    /// What this target holds of one version of `(bucket, key)`: its stamp (for the `null`
+    /// version: the stamp of the null version held, which may be another one), or nothing.
+    pub(super) fn have_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        which: &VersionRef,
+    ) -> Result<Have, StoreError> {
+        Ok(match self.get_version(bucket, key, which)? {
+            Some(r) => Have {
+                version: r.meta.stamp(),
+                deleted: r.meta.delete_marker,
+            },
+            None => Have::default(),
+        })
+    }
+
+    /// Take in a version pushed by another target (a rebalance moving a key's history): newer
+    /// than all held, it becomes the current version (or the newest marker) as a write would;
+    /// older, it joins the noncurrent versions — unless it is held already, or it is a `null`
+    /// version older than the null version held (that one replaced it). Returns the files no
+    /// record uses any more, or [`StoreError::Stale`] when nothing changed.
+    pub(super) fn put_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        rec: &StoredObject,
+    ) -> Result<Vec<Segment>, StoreError> {
+        let k = object_key(bucket, key);
+        let stamp = rec.meta.stamp();
+        let which = match &rec.meta.version_id {
+            Some(_) => VersionRef::Stamp(stamp),
+            None => VersionRef::Null,
+        };
+        let held = self.have(bucket, key)?;
+        if let Some(same) = self.get_version(bucket, key, &which)?
+            && same.meta.stamp() >= stamp
+        {
+            return Err(StoreError::Stale(held));
+        }
+        if stamp > held.version {
+            return if rec.meta.delete_marker {
+                self.put_marker(bucket, key, &rec.meta)
+            } else {
+                self.put_object(bucket, key, rec, PutRule::IfNewer)
+            };
+        }
+        let txn = self.db.begin_write()?;
+        let gone = {
+            let mut versions = txn.open_table(VERSIONS)?;
+            let mut gone = Vec::new();
+            if rec.meta.version_id.is_none()
+                && let Some((at, old)) = find_version(&versions, &k, |m| m.version_id.is_none())?
+            {
+                versions.remove((k.as_slice(), at))?;
+                gone = old.segments;
+            }
+            versions.insert((k.as_slice(), inv(stamp)), encode(rec).as_slice())?;
+            gone
+        };
+        txn.commit()?;
+        Ok(gone)
+    }
+
+    /// Remove the noncurrent version stamped `stamp` (a rebalance moved it away). Returns its
+    /// record if it was there.
+    pub(super) fn remove_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        stamp: u64,
+    ) -> Result<Option<StoredObject>, StoreError> {
+        let k = object_key(bucket, key);
+        let txn = self.db.begin_write()?;
+        let old = {
+            let mut versions = txn.open_table(VERSIONS)?;
+            decode::<StoredObject>(versions.remove((k.as_slice(), inv(stamp)))?)?
+        };
+        txn.commit()?;
+        Ok(old)
+    }
+
+    /// Records held: objects, tombstones and noncurrent versions.
     pub(super) fn record_count(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
-        Ok(txn.open_table(OBJECTS)?.len()? + txn.open_table(TOMBSTONES)?.len()?)
+        Ok(txn.open_table(OBJECTS)?.len()?
+            + txn.open_table(TOMBSTONES)?.len()?
+            + txn.open_table(VERSIONS)?.len()?)
     }
 
     /// Replace the record only if the current one has `expected_etag` (None: absent).

@@ -23,7 +23,7 @@ use aisle_cluster::versioning::VersionRef;
 use serde::{Deserialize, Serialize};
 
 use index::PutRule;
-pub(crate) use index::WalkEntry;
+pub(crate) use index::{WalkEntry, Walked};
 pub use layout::TempFile;
 
 /// Where one piece of an object's bytes lives.
@@ -502,6 +502,12 @@ impl Store {
             .ok_or(StoreError::NoSuchVersion)
     }
 
+    /// Every version of `(bucket, key)`, newest first: the current one, then the noncurrent
+    /// ones and delete markers.
+    pub fn versions_of(&self, bucket: &str, key: &str) -> Result<Vec<StoredObject>, StoreError> {
+        self.index.versions_of(bucket, key)
+    }
+
     /// The delete marker that makes `(bucket, key)` read as deleted, if one does.
     pub fn latest_marker(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         self.index.latest_marker(bucket, key)
@@ -523,14 +529,66 @@ impl Store {
         })
     }
 
-    /// Up to `limit` records after `after` — objects, or with `tombstones` the deletions kept.
+    /// Up to `limit` records of one kind after `after` (a [`WalkEntry::raw`]).
     pub(crate) fn walk(
         &self,
-        tombstones: bool,
+        kind: Walked,
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<WalkEntry>, StoreError> {
-        self.index.walk(tombstones, after, limit)
+        self.index.walk(kind, after, limit)
+    }
+
+    /// What this target holds of one version of `(bucket, key)` ([`Have::default`]: none).
+    pub fn have_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        which: &VersionRef,
+    ) -> Result<Have, StoreError> {
+        self.index.have_version(bucket, key, which)
+    }
+
+    /// Take in a version of `(bucket, key)` pushed by another target (its bytes staged in
+    /// `temp`; none for a delete marker): as the current version if it is newer than all
+    /// held, else as a noncurrent one. [`StoreError::Stale`] when it is held already.
+    /// Blocking.
+    pub fn publish_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        temp: Option<TempFile>,
+        meta: ObjectMeta,
+    ) -> Result<(), StoreError> {
+        let segments = match temp {
+            Some(t) => vec![self.install(t, meta.size)?],
+            None => Vec::new(),
+        };
+        let rec = StoredObject {
+            meta,
+            segments: segments.clone(),
+        };
+        match self.index.put_version(bucket, key, &rec) {
+            Ok(gone) => {
+                self.remove_segments(&gone);
+                Ok(())
+            }
+            Err(e) => {
+                self.remove_segments(&segments);
+                Err(e)
+            }
+        }
+    }
+
+    /// Remove the noncurrent version stamped `stamp` of `(bucket, key)`. Blocking.
+    pub fn remove_version(&self, bucket: &str, key: &str, stamp: u64) -> Result<bool, StoreError> {
+        Ok(match self.index.remove_version(bucket, key, stamp)? {
+            Some(old) => {
+                self.remove_segments(&old.segments);
+                true
+            }
+            None => false,
+        })
     }
 
     /// Objects and tombstones held.
