@@ -340,3 +340,19 @@ def test_a_rebalance_moves_every_version_and_marker(fresh_dir):
             assert headers_of(e).get("x-amz-version-id") == marker
     finally:
         c.stop()
+
+
+def test_a_bucket_with_versions_left_is_not_empty(s3):
+    s3.create_bucket(Bucket="vempty")
+    enable(s3, "vempty")
+    v = s3.put_object(Bucket="vempty", Key="k", Body=b"x")["VersionId"]
+    marker = s3.delete_object(Bucket="vempty", Key="k")["VersionId"]
+    # No current object, but a version and a marker: S3 refuses to delete the bucket.
+    assert "Contents" not in s3.list_objects_v2(Bucket="vempty")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.delete_bucket(Bucket="vempty")
+    assert code_of(e) == "BucketNotEmpty"
+    s3.delete_objects(Bucket="vempty", Delete={"Objects": [
+        {"Key": "k", "VersionId": v}, {"Key": "k", "VersionId": marker}]})
+    s3.delete_bucket(Bucket="vempty")
+    assert "vempty" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]

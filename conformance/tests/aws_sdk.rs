@@ -409,3 +409,101 @@ async fn listing_copy_delete_and_presign() {
     assert!(text.ends_with("200"), "{text}");
     assert!(text.starts_with("p0/k000"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn versioning_with_markers_and_presigned_old_versions() {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    let c = TestCluster::start(3).unwrap();
+    let s3 = client(&c, RequestChecksumCalculation::WhenSupported);
+    s3.create_bucket().bucket("ver").send().await.unwrap();
+    s3.put_bucket_versioning()
+        .bucket("ver")
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let got = s3
+        .get_bucket_versioning()
+        .bucket("ver")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), Some(&BucketVersioningStatus::Enabled));
+    let mut ids = Vec::new();
+    for g in 0..3u8 {
+        let put = s3
+            .put_object()
+            .bucket("ver")
+            .key("k")
+            .body(ByteStream::from(data(1000 + g as usize, g)))
+            .send()
+            .await
+            .unwrap();
+        ids.push(put.version_id().unwrap().to_string());
+    }
+    let del = s3
+        .delete_object()
+        .bucket("ver")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.delete_marker(), Some(true));
+    let marker = del.version_id().unwrap().to_string();
+    let err = s3
+        .get_object()
+        .bucket("ver")
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.raw_response().unwrap().status().as_u16(), 404);
+    // An old version through a presigned URL, fetched with curl.
+    let presigned = s3
+        .get_object()
+        .bucket("ver")
+        .key("k")
+        .version_id(&ids[0])
+        .presigned(PresigningConfig::expires_in(std::time::Duration::from_secs(60)).unwrap())
+        .await
+        .unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "-", presigned.uri()])
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, data(1000, 0));
+    let versions = s3
+        .list_object_versions()
+        .bucket("ver")
+        .send()
+        .await
+        .unwrap();
+    let listed: Vec<&str> = versions
+        .versions()
+        .iter()
+        .map(|v| v.version_id().unwrap())
+        .collect();
+    assert_eq!(listed, [ids[2].as_str(), ids[1].as_str(), ids[0].as_str()]);
+    assert_eq!(versions.delete_markers().len(), 1);
+    assert_eq!(
+        versions.delete_markers()[0].version_id(),
+        Some(marker.as_str())
+    );
+    assert_eq!(versions.delete_markers()[0].is_latest(), Some(true));
+    // Removing the marker brings the newest version back.
+    s3.delete_object()
+        .bucket("ver")
+        .key("k")
+        .version_id(&marker)
+        .send()
+        .await
+        .unwrap();
+    let cur = s3.get_object().bucket("ver").key("k").send().await.unwrap();
+    assert_eq!(cur.version_id(), Some(ids[2].as_str()));
+    let body = cur.body.collect().await.unwrap().into_bytes();
+    assert_eq!(body.as_ref(), data(1002, 2).as_slice());
+}
