@@ -928,6 +928,9 @@ pub struct SendQuery {
     pub key: String,
     /// Base URL of the target to push to (it replaces a corrupt copy of the same version).
     pub to: String,
+    /// Push this version (an id or `null`) of the key, not its current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
 }
 
 /// What a scrub of one target found and did.

@@ -218,7 +218,7 @@ async fn place_batch(state: &Arc<State>, meta: &ClusterMeta, batch: Vec<WalkEntr
             async move {
                 let r = match &e.version_id {
                     Some(v) => {
-                        crate::replica::push_version(state, &e.bucket, &e.key, v, &url).await
+                        crate::replica::push_version(state, &e.bucket, &e.key, v, &url, false).await
                     }
                     None => crate::replica::push(state, &e.bucket, &e.key, &url, false).await,
                 };

@@ -185,6 +185,7 @@ pub(crate) async fn push_version(
     key: &str,
     version_id: &str,
     peer_url: &str,
+    repair: bool,
 ) -> Result<Have, PushError> {
     let which = VersionRef::parse(version_id).ok_or_else(|| {
         PushError::Local(StoreError::Invalid(format!(
@@ -192,7 +193,7 @@ pub(crate) async fn push_version(
         )))
     })?;
     let rec = state.store.get_version(bucket, key, &which)?;
-    send_copy(state, bucket, key, rec, peer_url, false, true).await
+    send_copy(state, bucket, key, rec, peer_url, repair, true).await
 }
 
 /// Stream `rec`'s bytes with its metadata to the target at `peer_url` ([`proto::T_REPLICA`]).
@@ -328,7 +329,8 @@ async fn receive_version(
         .store
         .have_version(&q.bucket, &q.key, &which)
         .map_err(store_error)?;
-    if held.version >= meta.stamp() {
+    let repairing = q.repair && held.version == meta.stamp();
+    if held.version >= meta.stamp() && !repairing {
         return Ok(json_resp(StatusCode::OK, &held));
     }
     let temp = if meta.delete_marker {
@@ -358,7 +360,7 @@ async fn receive_version(
     };
     let store = state.store.clone();
     let have = blocking(move || {
-        match store.publish_version(&q.bucket, &q.key, temp, meta) {
+        match store.publish_version(&q.bucket, &q.key, temp, meta, repairing) {
             Ok(()) | Err(StoreError::Stale(_)) => {}
             Err(e) => return Err(e),
         }
@@ -372,12 +374,14 @@ async fn receive_version(
 /// corrupt.
 pub(crate) async fn send(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q: SendQuery = query(&req)?;
-    let have = push(state, &q.bucket, &q.key, &q.to, true)
-        .await
-        .map_err(|e| match e {
-            PushError::Local(e) => store_error(e),
-            PushError::Peer(e) => api_err(502, "InternalError", e.to_string()),
-        })?;
+    let pushed = match &q.version_id {
+        Some(v) => push_version(state, &q.bucket, &q.key, v, &q.to, true).await,
+        None => push(state, &q.bucket, &q.key, &q.to, true).await,
+    };
+    let have = pushed.map_err(|e| match e {
+        PushError::Local(e) => store_error(e),
+        PushError::Peer(e) => api_err(502, "InternalError", e.to_string()),
+    })?;
     Ok(json_resp(StatusCode::OK, &have))
 }
 

@@ -3,7 +3,8 @@
 //! appended shards — by size); a small object is also checked on every plain read
 //! ([`check_on_read`]). A corrupt copy is replaced by a good one: another target that holds
 //! the same version is asked to push it here ([`proto::T_REPLICA_SEND`]), and the copy is
-//! checked again as it arrives. Until then reads go to the other copies.
+//! checked again as it arrives. Until then reads go to the other copies. Noncurrent versions
+//! of buckets with versioning are scrubbed and repaired the same way, version by version.
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -14,7 +15,8 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 
 use crate::server::{ApiError, Resp, State, json_resp, query};
-use crate::store::{Store, StoreError, StoredObject};
+use crate::store::{Store, StoreError, StoredObject, Walked};
+use aisle_cluster::versioning::VersionRef;
 
 /// Objects at most this large are checked against their ETag on every plain read (they are
 /// read whole at once anyway); larger ones only by a scrub.
@@ -65,23 +67,24 @@ fn verify(
 /// gateway reads another copy) and is repaired in the background.
 pub(crate) fn read_checked(
     state: &Arc<State>,
-    bucket: &str,
-    key: &str,
+    q: &proto::ObjectQuery,
     rec: &StoredObject,
 ) -> Result<bytes::Bytes, ApiError> {
+    let (bucket, key) = (q.bucket.as_str(), q.key.as_str());
     let mut data = Vec::with_capacity(rec.meta.size as usize);
     if verify(&state.store, rec, |b| data.extend_from_slice(b))? {
         return Ok(data.into());
     }
     tracing::error!(%bucket, %key, "corrupt copy: not served; repairing from another copy");
-    let (state2, b, k, stamp) = (
+    let (state2, b, k, stamp, v) = (
         state.clone(),
         bucket.to_string(),
         key.to_string(),
         rec.meta.stamp(),
+        q.version_id.clone(),
     );
     tokio::spawn(async move {
-        if let Err(e) = repair(&state2, &b, &k, stamp).await {
+        if let Err(e) = repair(&state2, &b, &k, stamp, v).await {
             tracing::error!(bucket = %b, key = %k, error = %e, "corrupt copy not repaired");
         }
     });
@@ -92,12 +95,14 @@ pub(crate) fn read_checked(
     ))
 }
 
-/// Get a good copy of version `stamp` of `(bucket, key)` from another target that holds it.
+/// Get a good copy of version `stamp` of `(bucket, key)` — its current one, or the version
+/// `version_id` — from another target that holds it.
 pub(crate) async fn repair(
     state: &Arc<State>,
     bucket: &str,
     key: &str,
     stamp: u64,
+    version_id: Option<String>,
 ) -> Result<(), String> {
     let (me, peers) = {
         let meta = state.meta.read().expect("meta lock");
@@ -118,6 +123,7 @@ pub(crate) async fn repair(
         bucket: bucket.into(),
         key: key.into(),
         to: me,
+        version_id,
     };
     let mut why = Vec::new();
     for (id, url) in peers {
@@ -151,43 +157,70 @@ pub(crate) async fn scrub(state: &Arc<State>, rate_mib: u64) -> ScrubReport {
         ..Default::default()
     };
     let started = std::time::Instant::now();
+    for kind in [Walked::Objects, Walked::Versions] {
+        scrub_walk(state, kind, rate_mib, started, &mut report).await;
+    }
+    tracing::info!(
+        checked = report.checked,
+        corrupt = report.corrupt,
+        repaired = report.repaired,
+        unrepairable = report.unrepairable,
+        "scrub done"
+    );
+    report
+}
+
+/// Check the records of one kind: current objects, or noncurrent versions (delete markers
+/// have no bytes and are skipped).
+async fn scrub_walk(
+    state: &Arc<State>,
+    kind: Walked,
+    rate_mib: u64,
+    started: std::time::Instant,
+    report: &mut ScrubReport,
+) {
     let mut after: Option<Vec<u8>> = None;
     loop {
         let (store, from) = (state.store.clone(), after.clone());
-        let batch = match tokio::task::spawn_blocking(move || {
-            store.walk(crate::store::Walked::Objects, from.as_deref(), 256)
-        })
-        .await
-        {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => {
-                report.errors.push(format!("reading the index: {e}"));
-                break;
-            }
-            Err(e) => {
-                report.errors.push(format!("scrub task: {e}"));
-                break;
-            }
-        };
+        let batch =
+            match tokio::task::spawn_blocking(move || store.walk(kind, from.as_deref(), 256)).await
+            {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
+                    report.errors.push(format!("reading the index: {e}"));
+                    break;
+                }
+                Err(e) => {
+                    report.errors.push(format!("scrub task: {e}"));
+                    break;
+                }
+            };
         let Some(last) = batch.last() else { break };
         after = Some(last.raw.clone());
         for e in batch {
+            if e.version_id.is_some() && e.have.deleted {
+                continue; // a delete marker
+            }
             let store = state.store.clone();
-            let (b, k) = (e.bucket.clone(), e.key.clone());
+            let (b, k, v) = (e.bucket.clone(), e.key.clone(), e.version_id.clone());
             let checked = tokio::task::spawn_blocking(move || {
-                let rec = store.get(&b, &k)?;
+                let rec = match v.as_deref().and_then(VersionRef::parse) {
+                    Some(which) => store.get_version(&b, &k, &which)?,
+                    None => store.get(&b, &k)?,
+                };
                 Ok::<_, StoreError>((intact(&store, &rec)?, rec.meta.size, rec.meta.stamp()))
             })
             .await;
             let (ok, size, stamp) = match checked {
                 Ok(Ok(v)) => v,
-                Ok(Err(StoreError::NoSuchKey)) => continue, // deleted meanwhile
+                // Deleted meanwhile.
+                Ok(Err(StoreError::NoSuchKey | StoreError::NoSuchVersion)) => continue,
                 Ok(Err(x)) => {
-                    note(&mut report, format!("{}/{}: {x}", e.bucket, e.key));
+                    note(report, format!("{}/{}: {x}", e.bucket, e.key));
                     continue;
                 }
                 Err(x) => {
-                    note(&mut report, format!("{}/{}: {x}", e.bucket, e.key));
+                    note(report, format!("{}/{}: {x}", e.bucket, e.key));
                     continue;
                 }
             };
@@ -206,26 +239,18 @@ pub(crate) async fn scrub(state: &Arc<State>, rate_mib: u64) -> ScrubReport {
                 continue;
             }
             report.corrupt += 1;
-            match repair(state, &e.bucket, &e.key, stamp).await {
+            match repair(state, &e.bucket, &e.key, stamp, e.version_id.clone()).await {
                 Ok(()) => report.repaired += 1,
                 Err(why) => {
                     report.unrepairable += 1;
                     note(
-                        &mut report,
+                        report,
                         format!("{}/{}: corrupt, not repaired: {why}", e.bucket, e.key),
                     );
                 }
             }
         }
     }
-    tracing::info!(
-        checked = report.checked,
-        corrupt = report.corrupt,
-        repaired = report.repaired,
-        unrepairable = report.unrepairable,
-        "scrub done"
-    );
-    report
 }
 
 fn note(r: &mut ScrubReport, e: String) {

@@ -770,7 +770,7 @@ pub(crate) async fn answer_read(
     if with_body && rec.meta.size <= crate::scrub::CHECK_ON_READ_MAX {
         // A small object is checked whole before it is served: the checked bytes are the
         // answer, so its file is read once.
-        let data = crate::scrub::read_checked(state, &q.bucket, &q.key, &rec)?;
+        let data = crate::scrub::read_checked(state, q, &rec)?;
         return Ok(ReadAnswer::Bytes {
             head,
             data: data.slice(start as usize..end as usize),

@@ -609,6 +609,7 @@ impl Index {
         bucket: &str,
         key: &str,
         rec: &StoredObject,
+        repair: bool,
     ) -> Result<Vec<Segment>, StoreError> {
         let k = object_key(bucket, key);
         let stamp = rec.meta.stamp();
@@ -620,6 +621,9 @@ impl Index {
         if let Some(same) = self.get_version(bucket, key, &which)?
             && same.meta.stamp() >= stamp
         {
+            if repair && same.meta.stamp() == stamp && !rec.meta.delete_marker {
+                return self.replace_version(&k, rec);
+            }
             return Err(StoreError::Stale(held));
         }
         if stamp > held.version {
@@ -644,6 +648,37 @@ impl Index {
         };
         txn.commit()?;
         Ok(gone)
+    }
+
+    /// A good copy of a version held (current or noncurrent) replacing a corrupt one, in
+    /// place. Returns the corrupt copy's files.
+    fn replace_version(&self, k: &[u8], rec: &StoredObject) -> Result<Vec<Segment>, StoreError> {
+        let stamp = rec.meta.stamp();
+        let txn = self.db.begin_write()?;
+        let old = {
+            let mut objects = txn.open_table(OBJECTS)?;
+            let cur = decode::<StoredObject>(objects.get(k)?)?;
+            if cur.as_ref().is_some_and(|c| c.meta.stamp() == stamp) {
+                objects.insert(k, encode(rec).as_slice())?;
+                cur
+            } else {
+                let mut versions = txn.open_table(VERSIONS)?;
+                let old = decode::<StoredObject>(versions.get((k, inv(stamp)))?)?;
+                if old.is_some() {
+                    versions.insert((k, inv(stamp)), encode(rec).as_slice())?;
+                }
+                old
+            }
+        };
+        txn.commit()?;
+        Ok(old
+            .map(|o| {
+                o.segments
+                    .into_iter()
+                    .filter(|s| !rec.segments.contains(s))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// Remove the noncurrent version stamped `stamp` (a rebalance moved it away). Returns its

@@ -551,14 +551,15 @@ impl Store {
 
     /// Take in a version of `(bucket, key)` pushed by another target (its bytes staged in
     /// `temp`; none for a delete marker): as the current version if it is newer than all
-    /// held, else as a noncurrent one. [`StoreError::Stale`] when it is held already.
-    /// Blocking.
+    /// held, else as a noncurrent one; with `repair`, in place of a corrupt copy of the same
+    /// version. [`StoreError::Stale`] when it is held already. Blocking.
     pub fn publish_version(
         &self,
         bucket: &str,
         key: &str,
         temp: Option<TempFile>,
         meta: ObjectMeta,
+        repair: bool,
     ) -> Result<(), StoreError> {
         let segments = match temp {
             Some(t) => vec![self.install(t, meta.size)?],
@@ -568,7 +569,7 @@ impl Store {
             meta,
             segments: segments.clone(),
         };
-        match self.index.put_version(bucket, key, &rec) {
+        match self.index.put_version(bucket, key, &rec, repair) {
             Ok(gone) => {
                 self.remove_segments(&gone);
                 Ok(())
