@@ -408,10 +408,10 @@ impl Targets {
     /// set (so a copy that comes back from an outage is deleted, not restored), a plain delete
     /// on every other live target (strays a move left). Fails if a write-set target fails.
     ///
-    /// With `version_id`, that version is removed for good; in a bucket with versioning
-    /// (`plan.opts.versioning`) a plain delete adds a delete marker stamped like a write. Both
-    /// go to the write set only, where the key's versions live. Answers what the first
-    /// target of the write set did.
+    /// With `version_id`, that version is removed for good, everywhere (a stray copy left by
+    /// a move must not bring it back). In a bucket with versioning (`plan.opts.versioning`) a
+    /// plain delete adds a delete marker stamped like a write, on the write set only, where
+    /// the key's versions live. Answers what the first target of the write set did.
     pub async fn delete(
         &self,
         plan: &WritePlan,
@@ -429,11 +429,11 @@ impl Targets {
         let in_write_set = |t: &TargetInfo| {
             t.id == plan.target.id || plan.opts.replicas.iter().any(|p| p.id == t.id)
         };
-        let versioned = version_id.is_some() || !plan.opts.versioning.is_off();
+        let marker = version_id.is_none() && !plan.opts.versioning.is_off();
         let calls = self
             .all()
             .into_iter()
-            .filter(|t| !versioned || in_write_set(t))
+            .filter(|t| !marker || in_write_set(t))
             .map(|t| {
                 let q = proto::DeleteQuery {
                     bucket: bucket.into(),

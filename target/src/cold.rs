@@ -303,7 +303,10 @@ pub(crate) async fn lookup(
     with_body: bool,
     may_stream: bool,
 ) -> Result<Lookup, ApiError> {
-    if let Some(id) = &q.version_id {
+    // A remote bucket's objects are all the `null` version (its remote keeps any others).
+    if let Some(id) = &q.version_id
+        && (id != aisle_cluster::versioning::NULL_VERSION || spec_of(state, &q.bucket).is_none())
+    {
         return version(state, q, id).map(Lookup::Local);
     }
     let local = state.store.get(&q.bucket, &q.key);

@@ -875,7 +875,7 @@ async fn delete_object(state: &Arc<State>, req: Request<Incoming>) -> Result<Res
     let deleted = blocking(move || {
         Ok(match which {
             Some(which) => {
-                let removed = store.delete_version(&q.bucket, &q.key, &which, q.version)?;
+                let removed = store.delete_version(&q.bucket, &q.key, &which)?;
                 proto::Deleted {
                     version_id: q.version_id,
                     delete_marker: removed.as_ref().is_some_and(|m| m.delete_marker),

@@ -89,14 +89,12 @@ fn find_version(
 
 /// After a version of `k` was removed: when no current record is left, the newest
 /// noncurrent version becomes current — an object moves back into `objects`, a delete marker
-/// stays and the key reads as deleted (a tombstone at its stamp). With nothing left, a
-/// tombstone at `stamp` keeps a stale copy elsewhere from coming back.
+/// stays and the key reads as deleted (a tombstone at its stamp).
 fn settle(
     objects: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
     versions: &mut VersionsTable<'_>,
     tombs: &mut redb::Table<'_, &'static [u8], u64>,
     k: &[u8],
-    stamp: u64,
 ) -> Result<(), StoreError> {
     if objects.get(k)?.is_some() {
         return Ok(());
@@ -111,8 +109,10 @@ fn settle(
             tombs.insert(k, marker.meta.stamp())?;
         }
         None => {
-            let prev = tombs.get(k)?.map(|v| v.value()).unwrap_or(0);
-            tombs.insert(k, prev.max(stamp))?;
+            // Nothing left to hide or restore. No tombstone either: one would travel to the
+            // other holders as a plain delete and could remove a version they hold and this
+            // target never had.
+            tombs.remove(k)?;
         }
     }
     Ok(())
@@ -294,15 +294,13 @@ impl Index {
     }
 
     /// Remove one version of `(bucket, key)` for good (the current one, a noncurrent one or a
-    /// delete marker); the newest left becomes current. `stamp` is the deletion's, for the
-    /// tombstone when no version is left. Returns what was removed (`None`: no such version)
-    /// and the files no record uses any more.
+    /// delete marker); the newest left becomes current. Returns what was removed (`None`: no
+    /// such version) and the files no record uses any more.
     pub(super) fn delete_version(
         &self,
         bucket: &str,
         key: &str,
         which: &VersionRef,
-        stamp: u64,
     ) -> Result<(Option<ObjectMeta>, Vec<Segment>), StoreError> {
         let k = object_key(bucket, key);
         let txn = self.db.begin_write()?;
@@ -327,7 +325,7 @@ impl Index {
                 },
             };
             if removed.is_some() {
-                settle(&mut objects, &mut versions, &mut tombs, &k, stamp)?;
+                settle(&mut objects, &mut versions, &mut tombs, &k)?;
             }
             removed
         };

@@ -476,16 +476,14 @@ impl Store {
     }
 
     /// Remove one version of `(bucket, key)` for good; the newest left becomes current.
-    /// `version` is the deletion's stamp. Returns the version removed, if it was here.
-    /// Blocking.
+    /// Returns the version removed, if it was here. Blocking.
     pub fn delete_version(
         &self,
         bucket: &str,
         key: &str,
         which: &VersionRef,
-        version: u64,
     ) -> Result<Option<ObjectMeta>, StoreError> {
-        let (removed, gone) = self.index.delete_version(bucket, key, which, version)?;
+        let (removed, gone) = self.index.delete_version(bucket, key, which)?;
         self.remove_segments(&gone);
         Ok(removed)
     }
@@ -1046,7 +1044,7 @@ mod tests {
             );
             // Removing the marker makes the newest version current again.
             let gone = store
-                .delete_version("b", "k", &VersionRef::Stamp(40), 50)
+                .delete_version("b", "k", &VersionRef::Stamp(40))
                 .unwrap();
             assert!(gone.unwrap().delete_marker);
             assert_eq!(store.get("b", "k").unwrap().meta.version, 30);
