@@ -337,3 +337,41 @@ def test_put_object_acl_takes_what_the_bucket_gives_and_refuses_the_rest(s3, buc
     with pytest.raises(botocore.exceptions.ClientError) as e:
         s3.put_object_acl(Bucket=bucket, Key="missing", ACL="private")
     assert code_of(e) == "NoSuchKey"
+
+
+def test_an_error_before_a_withheld_body_does_not_eat_the_next_request(s3, bucket):
+    """`Expect: 100-continue` (botocore sends it on every PUT): refused on its headers, the body
+    is never sent. The answer must close the connection — kept open, the server would take the
+    next request's first bytes for the missing body (that request then fails, typically as
+    SignatureDoesNotMatch: its method lost a letter)."""
+    import socket
+
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    s3.put_object(Bucket=bucket, Key="k", Body=b"fine")
+    get = urllib.parse.urlsplit(s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"}))
+    host = f"{get.hostname}:{get.port}"
+    # A PUT signed with its (too long) tag header, as botocore signs one.
+    req = AWSRequest(method="PUT", url=f"http://{host}/{bucket}/k2", data=b"body",
+                     headers={"x-amz-tagging": "k=" + "v" * 257, "Expect": "100-continue"})
+    creds = s3._request_signer._credentials
+    S3SigV4Auth(creds, "s3", s3.meta.region_name).add_auth(req)
+    put_head = "".join(f"{k}: {v}\r\n" for k, v in req.headers.items())
+    for _ in range(5):
+        sock = socket.create_connection((get.hostname, get.port), timeout=10)
+        sock.sendall(f"PUT /{bucket}/k2 HTTP/1.1\r\nHost: {host}\r\n{put_head}Content-Length: 4\r\n\r\n".encode())
+        first = b""
+        while b"</Error>" not in first:
+            chunk = sock.recv(65536)
+            assert chunk, first
+            first += chunk
+        assert b" 400 " in first.split(b"\r\n")[0] and b"InvalidTag" in first
+        assert b"connection: close" in first.lower()
+        # Whatever the client does next on this socket, it is never misread.
+        try:
+            sock.sendall(f"GET {get.path}?{get.query} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            second = sock.recv(65536)
+        except (BrokenPipeError, ConnectionResetError):
+            second = b""
+        assert second == b"" or second.startswith(b"HTTP/1.1 200"), second[:300]
+        sock.close()

@@ -218,6 +218,7 @@ async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<s3s::Body>
         req.headers().contains_key("x-amz-copy-source"),
     );
     let header_id = id.clone();
+    let carries_body = request_has_body(&req);
     let work = async move {
         let method = req.method().clone();
         let started = Instant::now();
@@ -266,10 +267,26 @@ async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<s3s::Body>
             resp.headers_mut().insert("x-amz-request-id", v);
         }
         crate::s3::error::stamp_request_id(&mut resp, &header_id);
+        if carries_body && (status.is_client_error() || status.is_server_error()) {
+            // An error answered before the body was read: the connection cannot carry another
+            // request (hyper closes it), so the client must not reuse it.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     };
     // Every call to a target made for this request carries its id, and every line logged.
     aisle_cluster::trace::scope(id, work).await
+}
+
+/// Whether a request carries a body (a Content-Length above 0, or a chunked one).
+fn request_has_body<B>(req: &Request<B>) -> bool {
+    let h = req.headers();
+    h.contains_key(header::TRANSFER_ENCODING)
+        || h.get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
 }
 
 /// The bucket a request is addressed to: from the Host header (virtual-hosted style) or the
