@@ -602,13 +602,15 @@ impl Remote {
             E::Generic { source, .. } if source.is::<Elapsed>() => self.timeout_error(),
             E::Generic { source, .. } => {
                 let text = source.to_string();
-                // object_store reports some refusals as generic client errors.
-                if text.contains("403") || text.contains("AccessDenied") {
+                // object_store reports some refusals as generic client errors ("…status
+                // code: 403 Forbidden: …"). The bare number is not enough: the remote's URL
+                // may hold it (a port such as 40393).
+                if text.contains("status code: 403") || text.contains("AccessDenied") {
                     RemoteError::Denied {
                         remote,
                         message: first_line(&text),
                     }
-                } else if text.contains("404") && text.contains("NoSuchBucket") {
+                } else if text.contains("status code: 404") && text.contains("NoSuchBucket") {
                     RemoteError::Spec(format!("{remote}: no such bucket"))
                 } else {
                     RemoteError::Unavailable {
@@ -741,6 +743,25 @@ mod tests {
             Err(RemoteError::NotFound { .. })
         ));
         r.delete("a/b.txt").await.unwrap();
+    }
+
+    #[test]
+    fn a_refusal_is_told_by_its_status_not_by_a_number_in_the_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir_remote(dir.path());
+        let generic = |text: &str| object_store::Error::Generic {
+            store: "S3",
+            source: text.to_string().into(),
+        };
+        let down = generic(
+            "Error performing GET http://127.0.0.1:40393/src/cold in 2s: error sending request",
+        );
+        assert!(matches!(r.classify(down), RemoteError::Unavailable { .. }));
+        let refused = generic(
+            "Error performing GET http://127.0.0.1:9000/src/k: Server returned non-2xx status \
+             code: 403 Forbidden: <Error><Code>AccessDenied</Code></Error>",
+        );
+        assert!(matches!(r.classify(refused), RemoteError::Denied { .. }));
     }
 
     #[test]
