@@ -20,6 +20,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+/// Every aisle process allocates through mimalloc: per-thread heaps without the arena locks
+/// and cross-thread wake-ups glibc's malloc showed on the small-request path.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "aisle",
