@@ -27,13 +27,17 @@ async fn delete_one(
     version: Option<&str>,
 ) -> S3Result<Outcome> {
     check_key(key)?;
-    let version = super::version::version_param(version)?;
+    let mut version = super::version::version_param(version)?;
     let plan = s3.targets.write_plan(bucket, key)?;
     if version.is_some() && s3.targets.remote(bucket).is_some() {
-        return Err(s3_err(
-            S3ErrorCode::InvalidArgument,
-            "a remote bucket keeps no versions: delete without a version id",
-        ));
+        // A remote bucket's objects are each its one `null` version.
+        if version.as_deref() != Some(aisle_cluster::versioning::NULL_VERSION) {
+            return Err(s3_err(
+                S3ErrorCode::InvalidArgument,
+                "a remote bucket keeps no versions: delete without a version id (or `null`)",
+            ));
+        }
+        version = None;
     }
     // A remote bucket's object goes on the remote first; then the cached copies.
     if let Some(remote) = s3.targets.remote(bucket) {
