@@ -256,7 +256,7 @@ pub struct RetagRequest {
 }
 
 /// Everything the cluster knows of a stored object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectMeta {
     /// Size in bytes.
     pub size: u64,

@@ -10,6 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::proto::ObjectMeta;
+
 /// A bucket's versioning state, as S3 has it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -63,8 +65,13 @@ pub fn stamp_of(id: &str) -> Option<u64> {
     id.parse().ok()
 }
 
+/// How S3 spells the version id of a record: its id, or `null`.
+pub fn id_or_null(version_id: Option<&str>) -> String {
+    version_id.unwrap_or(NULL_VERSION).to_string()
+}
+
 /// How a client names a version: the `null` one, or one with an id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VersionRef {
     /// The `null` version.
     Null,
@@ -81,11 +88,27 @@ impl VersionRef {
         stamp_of(id).map(VersionRef::Stamp)
     }
 
-    /// Does a record with this version id and stamp carry this version?
-    pub fn names(&self, version_id: Option<&str>, stamp: u64) -> bool {
+    /// The version a record is: its id's, or the `null` one.
+    pub fn of(meta: &ObjectMeta) -> VersionRef {
+        match meta.version_id {
+            Some(_) => VersionRef::Stamp(meta.stamp()),
+            None => VersionRef::Null,
+        }
+    }
+
+    /// Is the record `meta` this version?
+    pub fn matches(&self, meta: &ObjectMeta) -> bool {
         match self {
-            VersionRef::Null => version_id.is_none(),
-            VersionRef::Stamp(s) => version_id.is_some() && *s == stamp,
+            VersionRef::Null => meta.version_id.is_none(),
+            VersionRef::Stamp(s) => meta.version_id.is_some() && *s == meta.stamp(),
+        }
+    }
+
+    /// The version id S3 shows for it.
+    pub fn id(&self) -> String {
+        match self {
+            VersionRef::Null => NULL_VERSION.into(),
+            VersionRef::Stamp(s) => version_id(*s),
         }
     }
 }
@@ -101,8 +124,16 @@ mod tests {
         assert_eq!(VersionRef::parse("abc"), None);
         assert_eq!(VersionRef::parse("1234"), None);
         let r = VersionRef::parse(&version_id(42)).unwrap();
-        assert!(r.names(Some(&version_id(42)), 42));
-        assert!(!r.names(None, 42));
-        assert!(VersionRef::Null.names(None, 42));
+        let mut meta = ObjectMeta {
+            version: 42,
+            version_id: Some(version_id(42)),
+            ..Default::default()
+        };
+        assert!(r.matches(&meta) && VersionRef::of(&meta) == r);
+        assert_eq!(VersionRef::parse(&r.id()), Some(r));
+        meta.version_id = None;
+        assert!(!r.matches(&meta));
+        assert!(VersionRef::Null.matches(&meta) && VersionRef::of(&meta) == VersionRef::Null);
+        assert_eq!(id_or_null(None), "null");
     }
 }

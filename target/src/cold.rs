@@ -26,7 +26,6 @@ use aisle_cluster::proto::{
     self, CacheQuery, CacheState, Have, ObjectMeta, ObjectQuery, ReadOptions, RemoteReport,
     RemoteStamp,
 };
-use aisle_cluster::versioning::VersionRef;
 use aisle_remote::{Remote, RemoteError, RemoteObject};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -282,8 +281,7 @@ pub(crate) fn spec_of(state: &State, bucket: &str) -> Option<RemoteSpec> {
 /// The version `id` of `q`'s key (versions exist in local buckets only). A delete marker is
 /// not an object: 405, as S3 answers.
 fn version(state: &State, q: &ObjectQuery, id: &str) -> Result<StoredObject, ApiError> {
-    let which = VersionRef::parse(id)
-        .ok_or_else(|| crate::server::bad(format!("invalid version id specified: {id}")))?;
+    let which = crate::server::version_ref(id)?;
     let rec = state.store.get_version(&q.bucket, &q.key, &which)?;
     if rec.meta.delete_marker {
         return Err(crate::server::api_err(

@@ -170,11 +170,9 @@ fn expire_versions(
                     bucket: e.bucket.clone(),
                     key: e.key.clone(),
                     version: due.stamp(),
-                    version_id: Some(
-                        due.version_id
-                            .clone()
-                            .unwrap_or_else(|| aisle_cluster::versioning::NULL_VERSION.into()),
-                    ),
+                    version_id: Some(aisle_cluster::versioning::id_or_null(
+                        due.version_id.as_deref(),
+                    )),
                 });
             }
         }

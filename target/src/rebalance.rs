@@ -176,7 +176,7 @@ async fn place_batch(state: &Arc<State>, meta: &ClusterMeta, batch: Vec<WalkEntr
         let keys: Vec<ObjectQuery> = idxs
             .iter()
             .map(|&i| ObjectQuery {
-                version_id: batch[i].version_id.clone(),
+                version_id: batch[i].version.map(|v| v.id()),
                 bucket: batch[i].bucket.clone(),
                 key: batch[i].key.clone(),
                 part: None,
@@ -216,13 +216,10 @@ async fn place_batch(state: &Arc<State>, meta: &ClusterMeta, batch: Vec<WalkEntr
             let url = urls[&id].clone();
             let e = &batch[i];
             async move {
-                let r = match &e.version_id {
-                    Some(v) => {
-                        crate::replica::push_version(state, &e.bucket, &e.key, v, &url, false).await
-                    }
-                    None => crate::replica::push(state, &e.bucket, &e.key, &url, false).await,
-                };
-                (i, id, r.map_err(|x| x.to_string()))
+                let r = crate::replica::push(state, &e.bucket, &e.key, e.version, &url, false)
+                    .await
+                    .map_err(|x| x.to_string());
+                (i, id, r)
             }
         }))
         .buffer_unordered(PUSHES_IN_FLIGHT)
@@ -272,12 +269,8 @@ async fn place_batch(state: &Arc<State>, meta: &ClusterMeta, batch: Vec<WalkEntr
             continue;
         }
         let store = state.store.clone();
-        let (b, k, have, noncurrent) = (
-            e.bucket.clone(),
-            e.key.clone(),
-            e.have,
-            e.version_id.is_some(),
-        );
+        let (b, k, have, noncurrent) =
+            (e.bucket.clone(), e.key.clone(), e.have, e.version.is_some());
         let removal = tokio::task::spawn_blocking(move || {
             if noncurrent {
                 store.remove_version(&b, &k, have.version)

@@ -14,7 +14,7 @@ use aisle_cluster::proto::{
     self, COMMIT_TRAILER, Commit, DeleteQuery, Have, META_HEADER, ObjectMeta, ObjectQuery, Peer,
     ReplicaQuery, SendQuery, WriteOptions,
 };
-use aisle_cluster::versioning::{VersionRef, Versioning};
+use aisle_cluster::versioning::VersionRef;
 use futures::StreamExt;
 use http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
@@ -39,7 +39,7 @@ pub(crate) async fn make_copies(
     let pushes = opts
         .replicas
         .iter()
-        .map(|peer| push(state, bucket, key, &peer.url, false));
+        .map(|peer| push(state, bucket, key, None, &peer.url, false));
     let mut failed = None;
     for (peer, r) in opts
         .replicas
@@ -78,7 +78,7 @@ fn repair_later(state: &Arc<State>, bucket: &str, key: &str, peer: Peer) {
                     None => return, // gone from the cluster: placement no longer names it
                 }
             };
-            match push(&state, &bucket, &key, &url, false).await {
+            match push(&state, &bucket, &key, None, &url, false).await {
                 Ok(_) => {
                     tracing::info!(peer = %peer.id, %bucket, %key, "copy made on retry");
                     return;
@@ -102,9 +102,11 @@ pub(crate) enum PushError {
     Peer(#[from] ClientError),
 }
 
-/// Push this target's copy (object or tombstone) of `(bucket, key)` to the target at
-/// `peer_url`. Returns what the peer holds afterwards: this version, or a newer one it had.
-/// With `repair`, the peer's copy of the same version is corrupt and is replaced.
+/// Push this target's copy of `(bucket, key)` to the target at `peer_url`: its current
+/// object, tombstone or newest delete marker, or with `which` that noncurrent version (a
+/// rebalance moving a key's history). Returns what the peer holds afterwards: this version,
+/// or a newer one it had. With `repair`, the peer's copy of the same version is corrupt and
+/// is replaced.
 ///
 /// Tried up to three times (a push is idempotent: the peer keeps the newer version): a
 /// concurrent overwrite can delete the files of the version just looked up, and a pooled
@@ -113,13 +115,14 @@ pub(crate) async fn push(
     state: &State,
     bucket: &str,
     key: &str,
+    which: Option<VersionRef>,
     peer_url: &str,
     repair: bool,
 ) -> Result<Have, PushError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match push_once(state, bucket, key, peer_url, repair).await {
+        match push_once(state, bucket, key, which, peer_url, repair).await {
             Err(e) if attempt < 3 && e.is_transient() => {
                 tracing::debug!(%bucket, %key, peer = %peer_url, error = %e, "push retried");
             }
@@ -144,56 +147,45 @@ async fn push_once(
     state: &State,
     bucket: &str,
     key: &str,
+    which: Option<VersionRef>,
     peer_url: &str,
     repair: bool,
 ) -> Result<Have, PushError> {
-    let (store, client) = (&state.store, &state.client);
-    let have = store.have(bucket, key)?;
-    if have.deleted {
-        // Deleted by a delete marker (a bucket with versioning): the peer adds the same
-        // marker, which keeps what it holds as noncurrent versions, never deletes them.
-        let versioning = match store.latest_marker(bucket, key)? {
-            Some(m) if m.stamp() == have.version && m.version_id.is_some() => Versioning::Enabled,
-            Some(m) if m.stamp() == have.version => Versioning::Suspended,
-            _ => Versioning::Off,
-        };
-        let q = DeleteQuery {
-            version_id: None,
-            versioning,
-            bucket: bucket.into(),
-            key: key.into(),
-            version: have.version,
-            tombstone: true,
-        };
-        let url = format!("{peer_url}{}", proto::path_and_query(proto::T_OBJECT, &q));
-        let req = client::request(Method::DELETE, &url)
-            .body(client::empty())
-            .expect("valid request parts");
-        client.send_ok(req).await?;
-        return Ok(have);
+    let store = &state.store;
+    if let Some(which) = which {
+        let rec = store.get_version(bucket, key, &which)?;
+        return send_copy(state, bucket, key, rec, peer_url, repair, true).await;
     }
-    let rec: StoredObject = store.get(bucket, key)?;
-    send_copy(state, bucket, key, rec, peer_url, repair, false).await
-}
-
-/// Push this target's noncurrent version `version_id` (or delete marker) of `(bucket, key)`
-/// to the target at `peer_url` (a rebalance moving a key's history). Returns what the peer
-/// holds of that version afterwards.
-pub(crate) async fn push_version(
-    state: &State,
-    bucket: &str,
-    key: &str,
-    version_id: &str,
-    peer_url: &str,
-    repair: bool,
-) -> Result<Have, PushError> {
-    let which = VersionRef::parse(version_id).ok_or_else(|| {
-        PushError::Local(StoreError::Invalid(format!(
-            "invalid version id {version_id}"
-        )))
-    })?;
-    let rec = state.store.get_version(bucket, key, &which)?;
-    send_copy(state, bucket, key, rec, peer_url, repair, true).await
+    let have = store.have(bucket, key)?;
+    if !have.deleted {
+        let rec = store.get(bucket, key)?;
+        return send_copy(state, bucket, key, rec, peer_url, repair, false).await;
+    }
+    // Deleted by a delete marker (a bucket with versioning): the marker travels as the
+    // version it is, so the peer keeps what it holds as noncurrent versions.
+    if let Some(m) = store.latest_marker(bucket, key)?
+        && m.stamp() == have.version
+    {
+        let rec = StoredObject {
+            meta: m,
+            segments: Vec::new(),
+        };
+        return send_copy(state, bucket, key, rec, peer_url, repair, true).await;
+    }
+    let q = DeleteQuery {
+        bucket: bucket.into(),
+        key: key.into(),
+        version: have.version,
+        tombstone: true,
+        versioning: Default::default(),
+        version_id: None,
+    };
+    let url = format!("{peer_url}{}", proto::path_and_query(proto::T_OBJECT, &q));
+    let req = client::request(Method::DELETE, &url)
+        .body(client::empty())
+        .expect("valid request parts");
+    state.client.send_ok(req).await?;
+    Ok(have)
 }
 
 /// Stream `rec`'s bytes with its metadata to the target at `peer_url` ([`proto::T_REPLICA`]).
@@ -262,28 +254,7 @@ pub(crate) async fn receive(state: &Arc<State>, req: Request<Incoming>) -> Resul
         // Nothing to do; the body is dropped unread (the connection closes).
         return Ok(json_resp(StatusCode::OK, &have));
     }
-    // The bytes are checked against the ETag as they arrive, so a corrupt source copy never
-    // spreads; nothing is published unless they match.
-    let mut check = {
-        let (etag, parts) = meta.integrity();
-        EtagCheck::new(etag, parts)
-    };
-    let mp = state.store.mountpath_for(&q.bucket, &q.key);
-    let (temp, commit) =
-        receive_framed(state, mp, req.into_body(), &[], |_| Vec::new(), &mut |d| {
-            check.update(d)
-        })
-        .await?;
-    if commit.size != meta.size || !check.matches() {
-        return Err(api_err(
-            400,
-            "BadDigest",
-            format!(
-                "the copy of {}/{} ({} bytes) does not match its record ({} bytes, ETag {})",
-                q.bucket, q.key, commit.size, meta.size, meta.etag
-            ),
-        ));
-    }
+    let temp = receive_checked(state, &q, &meta, req.into_body()).await?;
     let store = state.store.clone();
     let version = meta.stamp();
     // A cached object of a remote bucket moving here joins this target's cache.
@@ -312,6 +283,36 @@ pub(crate) async fn receive(state: &Arc<State>, req: Request<Incoming>) -> Resul
     Ok(json_resp(StatusCode::OK, &have))
 }
 
+/// A pushed copy's bytes, staged and checked against its record's ETag as they arrive, so a
+/// corrupt source copy never spreads: nothing is published unless they match.
+async fn receive_checked(
+    state: &State,
+    q: &ReplicaQuery,
+    meta: &ObjectMeta,
+    body: Incoming,
+) -> Result<crate::store::TempFile, ApiError> {
+    let mut check = {
+        let (etag, parts) = meta.integrity();
+        EtagCheck::new(etag, parts)
+    };
+    let mp = state.store.mountpath_for(&q.bucket, &q.key);
+    let (temp, commit) = receive_framed(state, mp, body, &[], |_| Vec::new(), &mut |d| {
+        check.update(d)
+    })
+    .await?;
+    if commit.size != meta.size || !check.matches() {
+        return Err(api_err(
+            400,
+            "BadDigest",
+            format!(
+                "the copy of {}/{} ({} bytes) does not match its record ({} bytes, ETag {})",
+                q.bucket, q.key, commit.size, meta.size, meta.etag
+            ),
+        ));
+    }
+    Ok(temp)
+}
+
 /// A noncurrent version (or delete marker) pushed by a rebalance: its bytes checked like any
 /// copy, then taken in by [`crate::store::Store::publish_version`]. Answers what this target
 /// holds of that version.
@@ -321,10 +322,7 @@ async fn receive_version(
     meta: ObjectMeta,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let which = match &meta.version_id {
-        Some(_) => VersionRef::Stamp(meta.stamp()),
-        None => VersionRef::Null,
-    };
+    let which = VersionRef::of(&meta);
     let held = state
         .store
         .have_version(&q.bucket, &q.key, &which)
@@ -333,30 +331,11 @@ async fn receive_version(
     if held.version >= meta.stamp() && !repairing {
         return Ok(json_resp(StatusCode::OK, &held));
     }
+    // A delete marker has no bytes.
     let temp = if meta.delete_marker {
         None
     } else {
-        let mut check = {
-            let (etag, parts) = meta.integrity();
-            EtagCheck::new(etag, parts)
-        };
-        let mp = state.store.mountpath_for(&q.bucket, &q.key);
-        let (temp, commit) =
-            receive_framed(state, mp, req.into_body(), &[], |_| Vec::new(), &mut |d| {
-                check.update(d)
-            })
-            .await?;
-        if commit.size != meta.size || !check.matches() {
-            return Err(api_err(
-                400,
-                "BadDigest",
-                format!(
-                    "the version of {}/{} does not match its record ({} bytes, ETag {})",
-                    q.bucket, q.key, meta.size, meta.etag
-                ),
-            ));
-        }
-        Some(temp)
+        Some(receive_checked(state, &q, &meta, req.into_body()).await?)
     };
     let store = state.store.clone();
     let have = blocking(move || {
@@ -374,14 +353,16 @@ async fn receive_version(
 /// corrupt.
 pub(crate) async fn send(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q: SendQuery = query(&req)?;
-    let pushed = match &q.version_id {
-        Some(v) => push_version(state, &q.bucket, &q.key, v, &q.to, true).await,
-        None => push(state, &q.bucket, &q.key, &q.to, true).await,
+    let which = match q.version_id.as_deref() {
+        Some(id) => Some(crate::server::version_ref(id)?),
+        None => None,
     };
-    let have = pushed.map_err(|e| match e {
-        PushError::Local(e) => store_error(e),
-        PushError::Peer(e) => api_err(502, "InternalError", e.to_string()),
-    })?;
+    let have = push(state, &q.bucket, &q.key, which, &q.to, true)
+        .await
+        .map_err(|e| match e {
+            PushError::Local(e) => store_error(e),
+            PushError::Peer(e) => api_err(502, "InternalError", e.to_string()),
+        })?;
     Ok(json_resp(StatusCode::OK, &have))
 }
 

@@ -81,7 +81,8 @@ pub(crate) fn read_checked(
         bucket.to_string(),
         key.to_string(),
         rec.meta.stamp(),
-        q.version_id.clone(),
+        // A read by version id repairs that version.
+        q.version_id.as_ref().map(|_| VersionRef::of(&rec.meta)),
     );
     tokio::spawn(async move {
         if let Err(e) = repair(&state2, &b, &k, stamp, v).await {
@@ -96,13 +97,13 @@ pub(crate) fn read_checked(
 }
 
 /// Get a good copy of version `stamp` of `(bucket, key)` — its current one, or the version
-/// `version_id` — from another target that holds it.
+/// `which` — from another target that holds it.
 pub(crate) async fn repair(
     state: &Arc<State>,
     bucket: &str,
     key: &str,
     stamp: u64,
-    version_id: Option<String>,
+    which: Option<VersionRef>,
 ) -> Result<(), String> {
     let (me, peers) = {
         let meta = state.meta.read().expect("meta lock");
@@ -123,7 +124,7 @@ pub(crate) async fn repair(
         bucket: bucket.into(),
         key: key.into(),
         to: me,
-        version_id,
+        version_id: which.map(|w| w.id()),
     };
     let mut why = Vec::new();
     for (id, url) in peers {
@@ -198,16 +199,13 @@ async fn scrub_walk(
         let Some(last) = batch.last() else { break };
         after = Some(last.raw.clone());
         for e in batch {
-            if e.version_id.is_some() && e.have.deleted {
+            if e.version.is_some() && e.have.deleted {
                 continue; // a delete marker
             }
             let store = state.store.clone();
-            let (b, k, v) = (e.bucket.clone(), e.key.clone(), e.version_id.clone());
+            let (b, k, v) = (e.bucket.clone(), e.key.clone(), e.version);
             let checked = tokio::task::spawn_blocking(move || {
-                let rec = match v.as_deref().and_then(VersionRef::parse) {
-                    Some(which) => store.get_version(&b, &k, &which)?,
-                    None => store.get(&b, &k)?,
-                };
+                let rec = store.record(&b, &k, v.as_ref())?;
                 Ok::<_, StoreError>((intact(&store, &rec)?, rec.meta.size, rec.meta.stamp()))
             })
             .await;
@@ -239,7 +237,7 @@ async fn scrub_walk(
                 continue;
             }
             report.corrupt += 1;
-            match repair(state, &e.bucket, &e.key, stamp, e.version_id.clone()).await {
+            match repair(state, &e.bucket, &e.key, stamp, e.version).await {
                 Ok(()) => report.repaired += 1,
                 Err(why) => {
                     report.unrepairable += 1;

@@ -268,43 +268,6 @@ pub(crate) fn json_resp<T: Serialize>(status: StatusCode, v: &T) -> Resp {
         .expect("valid response")
 }
 
-pub(crate) fn error_resp(status: u16, code: &str, message: impl Into<String>) -> Resp {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json_resp(
-        status,
-        &ErrorBody {
-            code: code.into(),
-            message: message.into(),
-            delete_marker: None,
-        },
-    )
-}
-
-impl ApiError {
-    /// The error as the HTTP answer the gateway decodes.
-    pub(crate) fn into_resp(self) -> Resp {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        json_resp(
-            status,
-            &ErrorBody {
-                code: self.code.into(),
-                message: self.message,
-                delete_marker: self.marker,
-            },
-        )
-    }
-
-    /// The same error, about the delete marker `meta`.
-    pub(crate) fn about_marker(mut self, meta: &proto::ObjectMeta) -> Self {
-        self.marker = Some(
-            meta.version_id
-                .clone()
-                .unwrap_or_else(|| aisle_cluster::versioning::NULL_VERSION.into()),
-        );
-        self
-    }
-}
-
 /// A failed request: status, S3 error code for the gateway to pass on, and detail.
 #[derive(Debug, Clone)]
 pub(crate) struct ApiError {
@@ -325,6 +288,27 @@ pub(crate) fn api_err(status: u16, code: &'static str, message: impl Into<String
 }
 
 impl ApiError {
+    /// The error as the HTTP answer the gateway decodes.
+    pub(crate) fn into_resp(self) -> Resp {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        json_resp(
+            status,
+            &ErrorBody {
+                code: self.code.into(),
+                message: self.message,
+                delete_marker: self.marker,
+            },
+        )
+    }
+
+    /// The same error, about the delete marker `meta`.
+    pub(crate) fn about_marker(mut self, meta: &proto::ObjectMeta) -> Self {
+        self.marker = Some(aisle_cluster::versioning::id_or_null(
+            meta.version_id.as_deref(),
+        ));
+        self
+    }
+
     /// An upload that did not deliver what its commit says.
     pub(crate) fn incomplete(message: impl Into<String>) -> Self {
         api_err(400, "IncompleteBody", message)
@@ -352,6 +336,11 @@ impl From<StoreError> for ApiError {
 
 pub(crate) fn store_error(e: StoreError) -> ApiError {
     ApiError::from(e)
+}
+
+/// A version id from a request: `null` or one aisle made (anything else is 400).
+pub(crate) fn version_ref(id: &str) -> Result<VersionRef, ApiError> {
+    VersionRef::parse(id).ok_or_else(|| bad(format!("invalid version id specified: {id}")))
 }
 
 pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
@@ -422,11 +411,12 @@ async fn metrics(state: &Arc<State>, req: &Request<Incoming>) -> Resp {
         .as_deref()
         .is_some_and(|t| aisle_cluster::metrics::bearer_ok(req.headers(), t));
     if !ok {
-        return error_resp(
+        return api_err(
             401,
             "AccessDenied",
             "metrics need Authorization: Bearer <metrics token>",
-        );
+        )
+        .into_resp();
     }
     Response::builder()
         .status(StatusCode::OK)
@@ -794,7 +784,7 @@ pub(crate) fn condition_failed(opts: &ReadOptions, meta: &proto::ObjectMeta) -> 
         proto::ConditionFailed::NotModified => (304, "NotModified"),
         proto::ConditionFailed::Precondition => (412, "PreconditionFailed"),
     };
-    let mut r = error_resp(status, code, "condition not met");
+    let mut r = api_err(status, code, "condition not met").into_resp();
     r.headers_mut()
         .insert(META_HEADER, proto::encode_header(meta));
     Some(r)
@@ -863,11 +853,8 @@ async fn archive_list(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp
 /// [`proto::Deleted`].
 async fn delete_object(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q: proto::DeleteQuery = query(&req)?;
-    let which = match &q.version_id {
-        Some(id) => Some(
-            VersionRef::parse(id)
-                .ok_or_else(|| bad(format!("invalid version id specified: {id}")))?,
-        ),
+    let which = match q.version_id.as_deref() {
+        Some(id) => Some(version_ref(id)?),
         None => None,
     };
     let store = state.store.clone();

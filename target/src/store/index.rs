@@ -87,6 +87,46 @@ fn find_version(
     Ok(None)
 }
 
+/// Where a version of a key is held.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// The key's current record (in `objects`).
+    Current,
+    /// A noncurrent version, at this position of [`VERSIONS`].
+    Noncurrent(u64),
+}
+
+/// The version of `k` that `want` accepts: the current record if it does, else the newest
+/// noncurrent one that does.
+fn locate(
+    objects: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    versions: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
+    k: &[u8],
+    want: impl Fn(&ObjectMeta) -> bool,
+) -> Result<Option<(Slot, StoredObject)>, StoreError> {
+    if let Some(c) = decode::<StoredObject>(objects.get(k)?)?
+        && want(&c.meta)
+    {
+        return Ok(Some((Slot::Current, c)));
+    }
+    Ok(find_version(versions, k, want)?.map(|(at, r)| (Slot::Noncurrent(at), r)))
+}
+
+/// Write `rec` where `slot` says (the same version, changed: new tags, a good copy).
+fn put_at(
+    objects: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    versions: &mut VersionsTable<'_>,
+    k: &[u8],
+    slot: Slot,
+    rec: &StoredObject,
+) -> Result<(), StoreError> {
+    match slot {
+        Slot::Current => objects.insert(k, encode(rec).as_slice())?,
+        Slot::Noncurrent(at) => versions.insert((k, at), encode(rec).as_slice())?,
+    };
+    Ok(())
+}
+
 /// After a version of `k` was removed: when no current record is left, the newest
 /// noncurrent version becomes current — an object moves back into `objects`, a delete marker
 /// stays and the key reads as deleted (a tombstone at its stamp).
@@ -152,8 +192,8 @@ pub(crate) struct WalkEntry {
     pub key: String,
     /// Its stamp; `deleted` for a tombstone or a delete marker.
     pub have: Have,
-    /// A noncurrent version (or marker): its version id, `null` for the null version.
-    pub version_id: Option<String>,
+    /// Set for a noncurrent version (or delete marker): which one.
+    pub version: Option<VersionRef>,
 }
 
 /// What a target holds of a key, from its object record and its tombstone: the newer one.
@@ -218,6 +258,17 @@ impl Index {
         Ok(Index { db })
     }
 
+    /// Run `f` in one write transaction, committed when it succeeds.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let txn = self.db.begin_write()?;
+        let out = f(&txn)?;
+        txn.commit()?;
+        Ok(out)
+    }
+
     pub(super) fn put_object(
         &self,
         bucket: &str,
@@ -264,8 +315,7 @@ impl Index {
         marker: &ObjectMeta,
     ) -> Result<Vec<Segment>, StoreError> {
         let k = object_key(bucket, key);
-        let txn = self.db.begin_write()?;
-        let gone = {
+        self.write(|txn| {
             let mut objects = txn.open_table(OBJECTS)?;
             let cur = decode::<StoredObject>(objects.get(k.as_slice())?)?;
             if cur
@@ -287,10 +337,8 @@ impl Index {
             let mut tombs = txn.open_table(TOMBSTONES)?;
             let prev = tombs.get(k.as_slice())?.map(|v| v.value()).unwrap_or(0);
             tombs.insert(k.as_slice(), prev.max(marker.stamp()))?;
-            gone
-        };
-        txn.commit()?;
-        Ok(gone)
+            Ok(gone)
+        })
     }
 
     /// Remove one version of `(bucket, key)` for good (the current one, a noncurrent one or a
@@ -303,36 +351,20 @@ impl Index {
         which: &VersionRef,
     ) -> Result<(Option<ObjectMeta>, Vec<Segment>), StoreError> {
         let k = object_key(bucket, key);
-        let txn = self.db.begin_write()?;
-        let removed = {
+        self.write(|txn| {
             let mut objects = txn.open_table(OBJECTS)?;
             let mut versions = txn.open_table(VERSIONS)?;
-            let mut tombs = txn.open_table(TOMBSTONES)?;
-            let cur = decode::<StoredObject>(objects.get(k.as_slice())?)?;
-            let removed = match cur {
-                Some(c) if which.names(c.meta.version_id.as_deref(), c.meta.stamp()) => {
-                    objects.remove(k.as_slice())?;
-                    Some(c)
-                }
-                _ => match find_version(&versions, &k, |m| {
-                    which.names(m.version_id.as_deref(), m.stamp())
-                })? {
-                    Some((at, rec)) => {
-                        versions.remove((k.as_slice(), at))?;
-                        Some(rec)
-                    }
-                    None => None,
-                },
+            let Some((slot, removed)) = locate(&objects, &versions, &k, |m| which.matches(m))?
+            else {
+                return Ok((None, Vec::new()));
             };
-            if removed.is_some() {
-                settle(&mut objects, &mut versions, &mut tombs, &k)?;
-            }
-            removed
-        };
-        txn.commit()?;
-        Ok(match removed {
-            Some(r) => (Some(r.meta), r.segments),
-            None => (None, Vec::new()),
+            match slot {
+                Slot::Current => objects.remove(k.as_slice())?,
+                Slot::Noncurrent(at) => versions.remove((k.as_slice(), at))?,
+            };
+            let mut tombs = txn.open_table(TOMBSTONES)?;
+            settle(&mut objects, &mut versions, &mut tombs, &k)?;
+            Ok((Some(removed.meta), removed.segments))
         })
     }
 
@@ -345,44 +377,41 @@ impl Index {
     ) -> Result<Option<StoredObject>, StoreError> {
         let k = object_key(bucket, key);
         let txn = self.db.begin_read()?;
-        if let Some(c) = decode::<StoredObject>(txn.open_table(OBJECTS)?.get(k.as_slice())?)?
-            && which.names(c.meta.version_id.as_deref(), c.meta.stamp())
-        {
-            return Ok(Some(c));
-        }
-        let versions = txn.open_table(VERSIONS)?;
-        Ok(find_version(&versions, &k, |m| {
-            which.names(m.version_id.as_deref(), m.stamp())
-        })?
-        .map(|(_, r)| r))
+        let (objects, versions) = (txn.open_table(OBJECTS)?, txn.open_table(VERSIONS)?);
+        Ok(locate(&objects, &versions, &k, |m| which.matches(m))?.map(|(_, r)| r))
     }
 
-    /// New tags for the noncurrent version stamped `stamp` of `(bucket, key)`; false when
-    /// there is no such version here.
-    pub(super) fn retag_noncurrent(
+    /// New tags for the version stamped `stamp` of `(bucket, key)`, current or noncurrent:
+    /// same bytes, same stamp. [`StoreError::Stale`] when the key's current version is
+    /// another one and no such noncurrent version is held; [`StoreError::NoSuchKey`] when
+    /// there is neither.
+    pub(super) fn retag(
         &self,
         bucket: &str,
         key: &str,
         stamp: u64,
         tags: std::collections::BTreeMap<String, String>,
-    ) -> Result<Option<ObjectMeta>, StoreError> {
+    ) -> Result<ObjectMeta, StoreError> {
         let k = object_key(bucket, key);
-        let txn = self.db.begin_write()?;
-        let meta = {
+        self.write(|txn| {
+            let mut objects = txn.open_table(OBJECTS)?;
             let mut versions = txn.open_table(VERSIONS)?;
-            let Some(mut rec) = decode::<StoredObject>(versions.get((k.as_slice(), inv(stamp)))?)?
-            else {
-                return Ok(None);
+            let want = |m: &ObjectMeta| m.stamp() == stamp && !m.delete_marker;
+            let Some((slot, mut rec)) = locate(&objects, &versions, &k, want)? else {
+                let cur = decode::<StoredObject>(objects.get(k.as_slice())?)?;
+                let tomb = txn
+                    .open_table(TOMBSTONES)?
+                    .get(k.as_slice())?
+                    .map(|v| v.value());
+                return Err(match cur {
+                    Some(c) => StoreError::Stale(held(Some(&c), tomb)),
+                    None => StoreError::NoSuchKey,
+                });
             };
-            if rec.meta.delete_marker {
-                return Ok(None);
-            }
             rec.meta.attrs.tags = tags;
-            versions.insert((k.as_slice(), inv(stamp)), encode(&rec).as_slice())?;
-            rec.meta
-        };
-        txn.commit()?;
-        Ok(Some(meta))
+            put_at(&mut objects, &mut versions, &k, slot, &rec)?;
+            Ok(rec.meta)
+        })
     }
 
     /// Every version of `(bucket, key)`, newest first.
@@ -510,14 +539,14 @@ impl Index {
             Bound::<&[u8]>::Unbounded,
         );
         let mut out = Vec::new();
-        let mut push = |raw: Vec<u8>, k: &[u8], have: Have, version_id: Option<String>| {
+        let mut push = |raw: Vec<u8>, k: &[u8], have: Have, version: Option<VersionRef>| {
             if let Some((bucket, key)) = split_key(k) {
                 out.push(WalkEntry {
                     raw,
                     bucket,
                     key,
                     have,
-                    version_id,
+                    version,
                 });
             }
         };
@@ -569,11 +598,7 @@ impl Index {
                     };
                     let mut raw = raw_key.to_vec();
                     raw.extend_from_slice(&at.to_be_bytes());
-                    let id = rec
-                        .meta
-                        .version_id
-                        .unwrap_or_else(|| aisle_cluster::versioning::NULL_VERSION.into());
-                    push(raw, raw_key, have, Some(id));
+                    push(raw, raw_key, have, Some(VersionRef::of(&rec.meta)));
                 }
             }
         }
@@ -611,10 +636,7 @@ impl Index {
     ) -> Result<Vec<Segment>, StoreError> {
         let k = object_key(bucket, key);
         let stamp = rec.meta.stamp();
-        let which = match &rec.meta.version_id {
-            Some(_) => VersionRef::Stamp(stamp),
-            None => VersionRef::Null,
-        };
+        let which = VersionRef::of(&rec.meta);
         let held = self.have(bucket, key)?;
         if let Some(same) = self.get_version(bucket, key, &which)?
             && same.meta.stamp() >= stamp
@@ -631,8 +653,7 @@ impl Index {
                 self.put_object(bucket, key, rec, PutRule::IfNewer)
             };
         }
-        let txn = self.db.begin_write()?;
-        let gone = {
+        self.write(|txn| {
             let mut versions = txn.open_table(VERSIONS)?;
             let mut gone = Vec::new();
             if rec.meta.version_id.is_none()
@@ -642,33 +663,23 @@ impl Index {
                 gone = old.segments;
             }
             versions.insert((k.as_slice(), inv(stamp)), encode(rec).as_slice())?;
-            gone
-        };
-        txn.commit()?;
-        Ok(gone)
+            Ok(gone)
+        })
     }
 
     /// A good copy of a version held (current or noncurrent) replacing a corrupt one, in
     /// place. Returns the corrupt copy's files.
     fn replace_version(&self, k: &[u8], rec: &StoredObject) -> Result<Vec<Segment>, StoreError> {
         let stamp = rec.meta.stamp();
-        let txn = self.db.begin_write()?;
-        let old = {
+        let old = self.write(|txn| {
             let mut objects = txn.open_table(OBJECTS)?;
-            let cur = decode::<StoredObject>(objects.get(k)?)?;
-            if cur.as_ref().is_some_and(|c| c.meta.stamp() == stamp) {
-                objects.insert(k, encode(rec).as_slice())?;
-                cur
-            } else {
-                let mut versions = txn.open_table(VERSIONS)?;
-                let old = decode::<StoredObject>(versions.get((k, inv(stamp)))?)?;
-                if old.is_some() {
-                    versions.insert((k, inv(stamp)), encode(rec).as_slice())?;
-                }
-                old
+            let mut versions = txn.open_table(VERSIONS)?;
+            let found = locate(&objects, &versions, k, |m| m.stamp() == stamp)?;
+            if let Some((slot, _)) = found {
+                put_at(&mut objects, &mut versions, k, slot, rec)?;
             }
-        };
-        txn.commit()?;
+            Ok(found.map(|(_, old)| old))
+        })?;
         Ok(old
             .map(|o| {
                 o.segments
@@ -688,13 +699,10 @@ impl Index {
         stamp: u64,
     ) -> Result<Option<StoredObject>, StoreError> {
         let k = object_key(bucket, key);
-        let txn = self.db.begin_write()?;
-        let old = {
+        self.write(|txn| {
             let mut versions = txn.open_table(VERSIONS)?;
-            decode::<StoredObject>(versions.remove((k.as_slice(), inv(stamp)))?)?
-        };
-        txn.commit()?;
-        Ok(old)
+            decode::<StoredObject>(versions.remove((k.as_slice(), inv(stamp)))?)
+        })
     }
 
     /// Records held: objects, tombstones and noncurrent versions.
@@ -840,15 +848,13 @@ impl Index {
             match (which, resume_start(after, &q.prefix, delimiter)) {
                 (Some(which), Start::After(_)) => {
                     let k = with_base(after.as_bytes());
-                    let at = match decode::<StoredObject>(objects.get(k.as_slice())?)? {
-                        Some(c) if which.names(c.meta.version_id.as_deref(), c.meta.stamp()) => {
-                            Some(inv(c.meta.stamp()))
-                        }
-                        _ => find_version(&versions, &k, |m| {
-                            which.names(m.version_id.as_deref(), m.stamp())
-                        })?
-                        .map(|(at, _)| at),
-                    };
+                    let at =
+                        locate(&objects, &versions, &k, |m| which.matches(m))?.map(|(slot, r)| {
+                            match slot {
+                                Slot::Current => inv(r.meta.stamp()),
+                                Slot::Noncurrent(at) => at,
+                            }
+                        });
                     match at {
                         Some(at) => {
                             resume_in = Some((k.clone(), at));

@@ -390,8 +390,7 @@ impl Store {
 
     /// Replace the tags of `(bucket, key)` at `version` (the current version or a noncurrent
     /// one): same bytes, same version, so copies and rebalancing are not disturbed; another
-    /// current version held is [`StoreError::Stale`].
-    /// Blocking.
+    /// current version held is [`StoreError::Stale`]. Blocking.
     pub fn retag(
         &self,
         bucket: &str,
@@ -399,27 +398,7 @@ impl Store {
         version: u64,
         tags: std::collections::BTreeMap<String, String>,
     ) -> Result<ObjectMeta, StoreError> {
-        let mut rec = match self.get(bucket, key) {
-            Ok(rec) => rec,
-            Err(StoreError::NoSuchKey) => {
-                return self
-                    .index
-                    .retag_noncurrent(bucket, key, version, tags)?
-                    .ok_or(StoreError::NoSuchKey);
-            }
-            Err(e) => return Err(e),
-        };
-        if rec.meta.stamp() != version {
-            // A noncurrent version of a bucket with versioning keeps its own tags.
-            if let Some(meta) = self.index.retag_noncurrent(bucket, key, version, tags)? {
-                return Ok(meta);
-            }
-            return Err(StoreError::Stale(self.have(bucket, key)?));
-        }
-        rec.meta.attrs.tags = tags;
-        // The same version and the same files (the index refuses it over a newer object).
-        self.index.put_object(bucket, key, &rec, PutRule::Repair)?;
-        Ok(rec.meta)
+        self.index.retag(bucket, key, version, tags)
     }
 
     /// The record of `(bucket, key)`.
@@ -458,17 +437,11 @@ impl Store {
         versioning: aisle_cluster::versioning::Versioning,
     ) -> Result<ObjectMeta, StoreError> {
         let marker = ObjectMeta {
-            size: 0,
-            etag: String::new(),
             mtime_ms: now_ms(),
-            attrs: Default::default(),
-            checksums: Default::default(),
-            parts: Vec::new(),
             version,
-            remote: None,
-            upload_id: None,
             version_id: versioning.id_for(version),
             delete_marker: true,
+            ..Default::default()
         };
         let gone = self.index.put_marker(bucket, key, &marker)?;
         self.remove_segments(&gone);
@@ -486,6 +459,20 @@ impl Store {
         let (removed, gone) = self.index.delete_version(bucket, key, which)?;
         self.remove_segments(&gone);
         Ok(removed)
+    }
+
+    /// The record of `(bucket, key)`: its current one, or the version `which` (which may be a
+    /// delete marker).
+    pub fn record(
+        &self,
+        bucket: &str,
+        key: &str,
+        which: Option<&VersionRef>,
+    ) -> Result<StoredObject, StoreError> {
+        match which {
+            Some(which) => self.get_version(bucket, key, which),
+            None => self.get(bucket, key),
+        }
     }
 
     /// One version of `(bucket, key)` (it may be a delete marker).
