@@ -307,11 +307,7 @@ impl Targets {
             match self.guarded(t, call(t.clone())).await {
                 Ok(v) => return Ok((v, t.clone())),
                 Err(ClientError::Status { body, .. }) if body.code == "NoSuchKeyDeleted" => {
-                    let mut e = not_found(t, "the key was deleted");
-                    if let ClientError::Status { body: b, .. } = &mut e {
-                        b.delete_marker = body.delete_marker;
-                    }
-                    return Err(e);
+                    return Err(not_found(t, "the key was deleted", body.delete_marker));
                 }
                 Err(e @ ClientError::Status { .. }) if is_miss(&e) => last = Some(e),
                 // A copy that fails its check is not served; the next one is.
@@ -812,12 +808,13 @@ fn is_miss(e: &ClientError) -> bool {
             && (body.code == "NoSuchKey" || body.code == "NoSuchVersion"))
 }
 
-fn not_found(t: &TargetInfo, message: &str) -> ClientError {
+/// A 404 NoSuchKey from `t` (about the delete marker `delete_marker`, if one hides the key).
+fn not_found(t: &TargetInfo, message: &str, delete_marker: Option<String>) -> ClientError {
     ClientError::Status {
         url: t.url.clone(),
         status: http::StatusCode::NOT_FOUND,
         body: proto::ErrorBody {
-            delete_marker: None,
+            delete_marker,
             code: "NoSuchKey".into(),
             message: message.into(),
         },

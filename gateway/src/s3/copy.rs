@@ -179,7 +179,7 @@ pub(super) async fn copy_object(
             checksum_sha256: c.sha256.clone(),
             ..Default::default()
         }),
-        version_id: super::version::shown(versioning, &meta),
+        version_id: super::version::shown(&meta, || versioning),
         copy_source_version_id: src.version_id.clone(),
         ..Default::default()
     }))

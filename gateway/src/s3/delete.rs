@@ -55,10 +55,9 @@ async fn delete_one(
         .map_err(from_client)?;
     let version_id = match (&version, d.delete_marker || d.found) {
         (Some(v), _) => Some(v.clone()),
-        (None, true) if !versioning.is_off() => Some(
-            d.version_id
-                .unwrap_or_else(|| aisle_cluster::versioning::NULL_VERSION.into()),
-        ),
+        (None, true) if !versioning.is_off() => Some(aisle_cluster::versioning::id_or_null(
+            d.version_id.as_deref(),
+        )),
         _ => None,
     };
     Ok(Outcome {

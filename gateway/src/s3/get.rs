@@ -143,7 +143,7 @@ pub(super) async fn read_version(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     Ok(Read {
-        version_id: super::version::shown(super::version::state(s3, bucket), &meta),
+        version_id: super::version::shown(&meta, || super::version::state(s3, bucket)),
         etl_applied,
         partial: resp.status() == StatusCode::PARTIAL_CONTENT,
         meta,

@@ -4,6 +4,7 @@
 
 use aisle_cluster::listing::{ListItem, ListPage, merge_pages};
 use aisle_cluster::proto::{EtlSelection, ListQuery};
+use aisle_cluster::versioning::id_or_null;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::StreamExt;
@@ -405,17 +406,11 @@ pub(super) async fn list_object_versions(
         let delimiter = input.delimiter.as_deref();
         merged_page(s3, &input.bucket, &prefix, delimiter, key_marker, limit).await?
     };
-    let null = || super::version::NULL_VERSION.to_string();
     let (next_key_marker, next_version_id_marker) = match page.items.last() {
         Some(last) if page.truncated => match last {
             ListItem::Object(o) => (
                 Some(enc.apply(&o.key)),
-                Some(
-                    o.version
-                        .as_ref()
-                        .and_then(|v| v.id.clone())
-                        .unwrap_or_else(null),
-                ),
+                Some(id_or_null(o.version.as_ref().and_then(|v| v.id.as_deref()))),
             ),
             ListItem::Prefix(p) => (Some(enc.apply(p)), None),
         },
@@ -435,7 +430,7 @@ pub(super) async fn list_object_versions(
             ListItem::Object(o) => o,
         };
         let v = o.version.as_ref();
-        let version_id = Some(v.and_then(|v| v.id.clone()).unwrap_or_else(null));
+        let version_id = Some(id_or_null(v.and_then(|v| v.id.as_deref())));
         let is_latest = Some(v.is_none_or(|v| v.latest));
         if v.is_some_and(|v| v.delete_marker) {
             markers.push(DeleteMarkerEntry {

@@ -383,7 +383,7 @@ fn completed(
 ) -> CompleteMultipartUploadOutput {
     let c = &meta.checksums;
     CompleteMultipartUploadOutput {
-        version_id: super::version::shown(super::version::state(s3, &bucket), meta),
+        version_id: super::version::shown(meta, || super::version::state(s3, &bucket)),
         location: Some(format!("/{bucket}/{key}")),
         bucket: Some(bucket),
         key: Some(key),

@@ -118,7 +118,7 @@ pub(super) async fn put_object(
     s3.stats.bytes_in.inc_by(meta.size);
     let mut out = PutObjectOutput {
         e_tag: Some(super::attrs::etag(&meta.etag)),
-        version_id: super::version::shown(versioning, &meta),
+        version_id: super::version::shown(&meta, || versioning),
         checksum_type: algo.map(|_| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
         ..Default::default()
     };

@@ -5,8 +5,7 @@
 //! version id with the deletes (`delete.rs`).
 
 use aisle_cluster::proto::ObjectMeta;
-pub(super) use aisle_cluster::versioning::NULL_VERSION;
-use aisle_cluster::versioning::{VersionRef, Versioning};
+use aisle_cluster::versioning::{NULL_VERSION, VersionRef, Versioning};
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
 
@@ -37,13 +36,12 @@ pub(super) fn state(s3: &AisleS3, bucket: &str) -> Versioning {
         .unwrap_or_default()
 }
 
-/// The `x-amz-version-id` to show for `meta` in a bucket in state `v`: none in a bucket that
-/// never had versioning, `null` for the null version of one that has.
-pub(super) fn shown(v: Versioning, meta: &ObjectMeta) -> Option<String> {
-    match (&meta.version_id, v) {
-        (Some(id), _) => Some(id.clone()),
-        (None, Versioning::Off) => None,
-        (None, _) => Some(NULL_VERSION.into()),
+/// The `x-amz-version-id` to show for `meta`: its id; for the null version, none in a bucket
+/// that never had versioning and `null` in one that has (`state` is asked only then).
+pub(super) fn shown(meta: &ObjectMeta, state: impl FnOnce() -> Versioning) -> Option<String> {
+    match &meta.version_id {
+        Some(id) => Some(id.clone()),
+        None => (!state().is_off()).then(|| NULL_VERSION.into()),
     }
 }
 
