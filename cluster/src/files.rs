@@ -153,8 +153,19 @@ impl BatchWriter {
         Ok(())
     }
 
-    /// Write the rest, wait for it, and fsync when `sync`.
+    /// Write the rest, wait for it, and fsync when `sync`. A small file (all of it pending, at
+    /// most [`SMALL_READ`] bytes) is written now, on this thread: a hand-off to the blocking
+    /// pool and back costs more than the write into the page cache, and its writeback is left
+    /// to the fsync that follows.
     pub async fn finish(mut self, sync: bool) -> io::Result<()> {
+        if self.written == 0 && self.inflight.is_none() && self.pending_len as u64 <= SMALL_READ {
+            use std::io::Write;
+            for b in std::mem::take(&mut self.pending) {
+                (&*self.file).write_all(&b)?;
+            }
+            self.written = self.pending_len as u64;
+            self.pending_len = 0;
+        }
         if !self.pending.is_empty() {
             self.write_batch().await?;
         }
@@ -170,8 +181,8 @@ impl BatchWriter {
 }
 
 /// Ask the kernel to start writing `[offset, offset + len)` of `file` back to disk now, without
-/// waiting (advisory: a failure only means the final fsync has more to do).
-fn start_writeback(file: &File, offset: u64, len: u64) {
+/// waiting (advisory: a failure only means the final fsync has more to do). `len` 0: to the end.
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     // SAFETY: a plain system call on a descriptor `file` keeps open for its duration; it reads
     // no memory of ours.

@@ -26,10 +26,13 @@ def wait_readable(s3, bucket, key, timeout=30):
             time.sleep(0.2)
 
 
-@pytest.mark.parametrize("writers,max_size", [(4, 1 << 20), (1, 4096)], ids=["mixed-c4", "small-c1"])
+@pytest.mark.parametrize("writers,max_size", [(4, 1 << 20), (1, 4096), (16, 8192)],
+                         ids=["mixed-c4", "small-c1", "small-c16"])
 def test_kill9_target_during_puts_then_restart(fresh_dir, writers, max_size):
-    """Also at concurrency 1 with small objects: nearly every PUT then fills a ready data file
-    (a name made durable ahead), so the kill lands in that path."""
+    """Also with small objects, at concurrency 1 and 16: every PUT then fills a ready data file
+    (a name made durable ahead) and is made durable by journaling its bytes in the index
+    commit, which concurrent PUTs share (group commit); the kill lands in that path, and the
+    restart rewrites the files whose background fsync it cut off."""
     c = Cluster(fresh_dir).start()
     try:
         s3 = c.client(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=2, read_timeout=10)

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use aisle_cluster::listing::{
     ListItem, ListPage, ObjectEntry, Start, VersionEntry, common_prefix, prefix_successor,
@@ -30,6 +31,10 @@ const TOMBSTONES: TableDefinition<&[u8], u64> = TableDefinition::new("tombstones
 /// version is a delete marker the key has no `objects` record and a tombstone at the
 /// marker's stamp.
 const VERSIONS: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("versions");
+/// The bytes of small data files whose own fsync is still owed (mountpath, file → bytes),
+/// written in the commit that publishes them, removed once the file is synced; at start a
+/// target rewrites every file named here (see `Store::open`).
+const JOURNAL: TableDefinition<(u16, &str), &[u8]> = TableDefinition::new("journal");
 type VersionsTable<'t> = redb::Table<'t, (&'static [u8], u64), &'static [u8]>;
 
 /// The position of a version in [`VERSIONS`]: newest first.
@@ -221,6 +226,19 @@ fn split_key(raw: &[u8]) -> Option<(String, String)> {
 
 pub(super) struct Index {
     db: Database,
+    /// Object puts waiting for the next group commit ([`Index::put_object`]).
+    puts: Mutex<Vec<Arc<PutJob>>>,
+    /// Held by the put that commits the waiting ones.
+    put_leader: Mutex<()>,
+}
+
+/// One put of a group commit, and where its outcome is left.
+struct PutJob {
+    k: Vec<u8>,
+    rec: StoredObject,
+    rule: PutRule,
+    journal: Option<(u16, String, Vec<u8>)>,
+    done: Mutex<Option<Result<Vec<Segment>, StoreError>>>,
 }
 
 fn object_key(bucket: &str, key: &str) -> Vec<u8> {
@@ -245,6 +263,41 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("index records always serialize")
 }
 
+/// One put of a group commit ([`Index::put_object`]): `Ok(Err(_))` when its rule refuses it
+/// (nothing changed), `Err(_)` when the transaction failed.
+fn put_one(
+    t: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    tombs: &mut redb::Table<'_, &'static [u8], u64>,
+    versions: &mut VersionsTable<'_>,
+    journal: &mut redb::Table<'_, (u16, &'static str), &'static [u8]>,
+    j: &PutJob,
+) -> Result<Result<Vec<Segment>, StoreError>, StoreError> {
+    let k = j.k.as_slice();
+    let old = match decode::<StoredObject>(t.get(k)?) {
+        Ok(old) => old,
+        Err(e) => return Ok(Err(e)), // this key's record, not the transaction
+    };
+    match j.rule {
+        PutRule::Always => {}
+        PutRule::IfAbsent if old.is_some() => return Ok(Err(StoreError::PreconditionFailed)),
+        PutRule::IfAbsent => {}
+        PutRule::IfNewer | PutRule::Repair => {
+            let have = held(old.as_ref(), tombs.get(k)?.map(|v| v.value()));
+            let stamp = j.rec.meta.stamp();
+            let same_object = j.rule == PutRule::Repair && !have.deleted;
+            if have.version > stamp || (have.version == stamp && !same_object) {
+                return Ok(Err(StoreError::Stale(have)));
+            }
+        }
+    }
+    t.insert(k, encode(&j.rec).as_slice())?;
+    tombs.remove(k)?;
+    if let Some((mp, file, bytes)) = &j.journal {
+        journal.insert((*mp, file.as_str()), bytes.as_slice())?;
+    }
+    Ok(Ok(demote(versions, k, old, &j.rec.meta, &j.rec.segments)?))
+}
+
 impl Index {
     pub(super) fn open(path: &Path) -> Result<Index, StoreError> {
         let db = Database::create(path)?;
@@ -254,8 +307,13 @@ impl Index {
         txn.open_table(PARTS)?;
         txn.open_table(TOMBSTONES)?;
         txn.open_table(VERSIONS)?;
+        txn.open_table(JOURNAL)?;
         txn.commit()?;
-        Ok(Index { db })
+        Ok(Index {
+            db,
+            puts: Mutex::default(),
+            put_leader: Mutex::default(),
+        })
     }
 
     /// Run `f` in one write transaction, committed when it succeeds.
@@ -269,39 +327,103 @@ impl Index {
         Ok(out)
     }
 
+    /// Point `(bucket, key)` at `rec` as `rule` allows; `journal` holds the bytes of a segment
+    /// of `rec` whose file is not yet fsynced, made durable by this commit instead. Returns
+    /// the files no record uses any more.
+    ///
+    /// Puts are group-committed: the caller that finds no commit running takes every put
+    /// waiting and applies them, in arrival order, in one transaction, so concurrent writes
+    /// share one flush. Each put's outcome is its own (a refused `If-None-Match` refuses only
+    /// that put: every check comes before the put changes anything); none returns before the
+    /// commit that holds it is durable.
     pub(super) fn put_object(
         &self,
         bucket: &str,
         key: &str,
         rec: &StoredObject,
         rule: PutRule,
+        journal: Option<(&Segment, &[u8])>,
     ) -> Result<Vec<Segment>, StoreError> {
-        let k = object_key(bucket, key);
-        let txn = self.db.begin_write()?;
-        let gone = {
-            let mut t = txn.open_table(OBJECTS)?;
-            let mut tombs = txn.open_table(TOMBSTONES)?;
-            let old = decode::<StoredObject>(t.get(k.as_slice())?)?;
-            match rule {
-                PutRule::Always => {}
-                PutRule::IfAbsent if old.is_some() => return Err(StoreError::PreconditionFailed),
-                PutRule::IfAbsent => {}
-                PutRule::IfNewer | PutRule::Repair => {
-                    let have = held(old.as_ref(), tombs.get(k.as_slice())?.map(|v| v.value()));
-                    let stamp = rec.meta.stamp();
-                    let same_object = rule == PutRule::Repair && !have.deleted;
-                    if have.version > stamp || (have.version == stamp && !same_object) {
-                        return Err(StoreError::Stale(have));
-                    }
+        let job = Arc::new(PutJob {
+            k: object_key(bucket, key),
+            rec: rec.clone(),
+            rule,
+            journal: journal.map(|(seg, b)| (seg.mp, seg.file.clone(), b.to_vec())),
+            done: Mutex::new(None),
+        });
+        self.puts.lock().expect("puts lock").push(job.clone());
+        let _leader = self.put_leader.lock().expect("put leader lock");
+        if let Some(out) = job.done.lock().expect("put job lock").take() {
+            return out; // an earlier leader committed it
+        }
+        let group = std::mem::take(&mut *self.puts.lock().expect("puts lock"));
+        let outcomes = self.commit_puts(&group);
+        for (j, out) in group.iter().zip(outcomes) {
+            *j.done.lock().expect("put job lock") = Some(out);
+        }
+        job.done
+            .lock()
+            .expect("put job lock")
+            .take()
+            .expect("the leader's own put is in its group")
+    }
+
+    /// Apply `group` in one transaction: each put's outcome, or the commit's failure for all.
+    fn commit_puts(&self, group: &[Arc<PutJob>]) -> Vec<Result<Vec<Segment>, StoreError>> {
+        let run = || -> Result<Vec<Result<Vec<Segment>, StoreError>>, StoreError> {
+            let txn = self.db.begin_write()?;
+            let mut outs = Vec::with_capacity(group.len());
+            {
+                let mut t = txn.open_table(OBJECTS)?;
+                let mut tombs = txn.open_table(TOMBSTONES)?;
+                let mut versions = txn.open_table(VERSIONS)?;
+                let mut journal = txn.open_table(JOURNAL)?;
+                for j in group {
+                    outs.push(put_one(&mut t, &mut tombs, &mut versions, &mut journal, j)?);
                 }
             }
-            t.insert(k.as_slice(), encode(rec).as_slice())?;
-            tombs.remove(k.as_slice())?;
-            let mut versions = txn.open_table(VERSIONS)?;
-            demote(&mut versions, &k, old, &rec.meta, &rec.segments)?
+            txn.commit()?;
+            Ok(outs)
         };
-        txn.commit()?;
-        Ok(gone)
+        match run() {
+            Ok(outs) => outs,
+            Err(e) => {
+                let message = e.to_string();
+                tracing::error!(error = %message, puts = group.len(), "group commit failed");
+                group
+                    .iter()
+                    .map(|_| {
+                        Err(StoreError::Io {
+                            context: "committing the metadata index".into(),
+                            source: std::io::Error::other(message.clone()),
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Every journaled file: (mountpath, file, bytes).
+    pub(super) fn journaled(&self) -> Result<Vec<(u16, String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for entry in txn.open_table(JOURNAL)?.iter()? {
+            let (k, v) = entry?;
+            let (mp, file) = k.value();
+            out.push((mp, file.to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Drop the journaled bytes of files now durable on their own.
+    pub(super) fn forget_journaled(&self, files: &[(u16, String)]) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut t = txn.open_table(JOURNAL)?;
+            for (mp, file) in files {
+                t.remove((*mp, file.as_str()))?;
+            }
+            Ok(())
+        })
     }
 
     /// Add a delete marker (`marker.delete_marker`) as the newest version of `(bucket, key)`:
@@ -650,7 +772,7 @@ impl Index {
             return if rec.meta.delete_marker {
                 self.put_marker(bucket, key, &rec.meta)
             } else {
-                self.put_object(bucket, key, rec, PutRule::IfNewer)
+                self.put_object(bucket, key, rec, PutRule::IfNewer, None)
             };
         }
         self.write(|txn| {

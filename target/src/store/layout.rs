@@ -6,7 +6,8 @@
 //! ```
 //!
 //! A data file is written, fsynced, its directory fsynced, and only then referenced by an index
-//! commit; at start every file no record references is removed (a crash mid-write leaves one).
+//! commit — or, when it is small, journaled in that commit instead (`super::journal`); at start
+//! every file no record references is removed (a crash mid-write leaves one).
 //!
 //! The directory fsync is mostly paid ahead: each mountpath keeps a few empty data files whose
 //! names are already durable ([`Ready`], made 64 at a time in one directory and fsynced once).
@@ -39,6 +40,11 @@ struct Ready {
     ids: Mutex<Vec<String>>,
     refilling: AtomicBool,
 }
+
+/// Files of at most this many bytes are made durable by the index commit that publishes them,
+/// which journals their bytes (one synchronous flush per write instead of two); their own
+/// fsync follows in the background ([`super::Store::open`] explains the journal).
+pub const JOURNAL_MAX: u64 = 128 * 1024;
 
 /// Below this many ready files, a batch is made.
 const READY_LOW: usize = 16;
@@ -96,6 +102,12 @@ pub struct TempFile {
     path: PathBuf,
     /// Open until [`TempFile::finish`].
     writer: Option<BatchWriter>,
+    /// The staged file, kept open past [`TempFile::finish`] for the fsync or the read-back
+    /// that publishing it owes.
+    file: Arc<std::fs::File>,
+    /// [`TempFile::finish`] left the fsync to publishing: the file is small enough for its
+    /// bytes to be journaled in the index commit instead ([`JOURNAL_MAX`]).
+    sync_owed: bool,
     installed: bool,
     /// Its name is already durable (a [`Ready`] file): installing needs no directory fsync.
     durable_name: bool,
@@ -151,15 +163,52 @@ impl TempFile {
         }
     }
 
-    /// Write the rest and fsync; after this the file is ready to be published.
+    /// Write the rest and make it durable, or leave that to publishing: a file of at most
+    /// [`JOURNAL_MAX`] bytes is not fsynced here, and publishing it either journals its bytes
+    /// in the index commit or fsyncs it first. After this the file is ready to be published.
     pub async fn finish(&mut self) -> Result<(), StoreError> {
-        match self.writer.take() {
-            Some(w) => w
-                .finish(true)
-                .await
-                .map_err(StoreError::io(format!("syncing {}", self.path.display()))),
-            None => Ok(()),
+        let Some(w) = self.writer.take() else {
+            return Ok(());
+        };
+        let path = self.path.display();
+        w.finish(false)
+            .await
+            .map_err(StoreError::io(format!("writing {path}")))?;
+        if self.len_on_disk()? <= JOURNAL_MAX {
+            self.sync_owed = true;
+            return Ok(());
         }
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(std::io::Error::other)
+            .flatten()
+            .map_err(StoreError::io(format!("syncing {path}")))
+    }
+
+    /// Pay the fsync [`TempFile::finish`] left owed, if any. Blocking.
+    pub(super) fn sync_now(&mut self) -> Result<(), StoreError> {
+        if std::mem::take(&mut self.sync_owed) {
+            self.file
+                .sync_data()
+                .map_err(StoreError::io(format!("syncing {}", self.path.display())))?;
+        }
+        Ok(())
+    }
+
+    /// The bytes of a file whose fsync is owed, for the index commit to journal in its place
+    /// (`None`: the file is durable already). Blocking.
+    pub(super) fn owed_bytes(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        if !self.sync_owed {
+            return Ok(None);
+        }
+        use std::os::unix::fs::FileExt;
+        let len = self.len_on_disk()?;
+        let mut buf = vec![0; len as usize];
+        self.file
+            .read_exact_at(&mut buf, 0)
+            .map_err(StoreError::io(format!("reading {}", self.path.display())))?;
+        Ok(Some(buf))
     }
 }
 
@@ -209,14 +258,18 @@ impl Mountpath {
         if let Some(id) = taken {
             let path = self.root.join(Self::rel_path(&id));
             let file = std::fs::OpenOptions::new()
+                .read(true)
                 .write(true)
                 .open(&path)
                 .map_err(StoreError::io(format!("opening {}", path.display())))?;
+            let file = Arc::new(file);
             return Ok(TempFile {
                 mp,
                 id,
                 path,
-                writer: Some(BatchWriter::new(Arc::new(file))),
+                writer: Some(BatchWriter::new(file.clone())),
+                file,
+                sync_owed: false,
                 installed: false,
                 durable_name: true,
             });
@@ -225,18 +278,28 @@ impl Mountpath {
         // Staged in place: a fresh name nothing refers to until the index commit, so
         // publishing needs no rename (and no second directory journal commit).
         let path = self.root.join(Self::rel_path(&id));
-        let file = std::fs::File::create(&path)
+        let create = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+        };
+        let file = create()
             .or_else(|_| {
                 let dir = path.parent().expect("obj/<xx> has a parent");
                 std::fs::create_dir_all(dir)?;
-                std::fs::File::create(&path)
+                create()
             })
             .map_err(StoreError::io(format!("creating {}", path.display())))?;
+        let file = Arc::new(file);
         Ok(TempFile {
             mp,
             id,
             path,
-            writer: Some(BatchWriter::new(Arc::new(file))),
+            writer: Some(BatchWriter::new(file.clone())),
+            file,
+            sync_owed: false,
             installed: false,
             durable_name: false,
         })
@@ -247,10 +310,21 @@ impl Mountpath {
         format!("obj/{}/{}", &id[..2], id)
     }
 
-    /// Keep a finished (fsynced) staged file: make its directory entry durable; returns its
-    /// path relative to the mountpath, for the index record that publishes it.
-    pub(super) fn install(&self, mut temp: TempFile) -> Result<String, StoreError> {
-        if !temp.durable_name {
+    /// Keep a finished staged file: make it and its directory entry durable, unless the index
+    /// commit that publishes it journals its bytes (`journaled`: recovery rewrites the file
+    /// from them, name and all); returns its path relative to the mountpath, for that record.
+    /// Blocking.
+    pub(super) fn install(
+        &self,
+        mut temp: TempFile,
+        journaled: bool,
+    ) -> Result<String, StoreError> {
+        if journaled {
+            temp.sync_owed = false;
+        } else {
+            temp.sync_now()?;
+        }
+        if !temp.durable_name && !journaled {
             sync_dir(temp.path.parent().expect("obj/<xx> has a parent"))?;
         }
         temp.installed = true;
