@@ -168,7 +168,7 @@ async fn push_once(
     {
         let rec = StoredObject {
             meta: m,
-            segments: Vec::new(),
+            ..Default::default()
         };
         return send_copy(state, bucket, key, rec, peer_url, repair, true).await;
     }

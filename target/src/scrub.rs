@@ -1,7 +1,8 @@
 //! Verifying stored bytes: a scrub re-reads every object this target holds and checks it
 //! against its ETag ([`aisle_cluster::etag::EtagCheck`]; objects whose ETag is not an MD5 —
 //! appended shards — by size); a small object is also checked on every plain read
-//! ([`check_on_read`]). A corrupt copy is replaced by a good one: another target that holds
+//! ([`read_checked`]; against the CRC-32C recorded at publication, itself checked against the
+//! ETag then). A corrupt copy is replaced by a good one: another target that holds
 //! the same version is asked to push it here ([`proto::T_REPLICA_SEND`]), and the copy is
 //! checked again as it arrives. Until then reads go to the other copies. Noncurrent versions
 //! of buckets with versioning are scrubbed and repaired the same way, version by version.
@@ -62,8 +63,41 @@ fn verify(
     Ok(check.len() == rec.meta.size && check.matches())
 }
 
+/// Read a small object's files whole: `None` when one is missing or short. Blocking.
+fn read_whole(store: &Store, rec: &StoredObject) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut data = vec![0u8; rec.meta.size as usize];
+    let mut at = 0usize;
+    for (path, size) in store.segment_files(&rec.segments) {
+        let Some(piece) = data.get_mut(at..at + size as usize) else {
+            return Ok(None); // the segments hold more than the record's size
+        };
+        let f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(format!("opening {}", path.display()))(e)),
+        };
+        match f.read_exact_at(piece, 0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(StoreError::io(format!("reading {}", path.display()))(e)),
+        }
+        at += size as usize;
+    }
+    Ok((at == data.len()).then_some(data))
+}
+
+/// A small object's bytes if they are intact: against the CRC-32C recorded when they were
+/// published (checked against the ETag then), or else against the ETag. Blocking.
+fn small_checked(store: &Store, rec: &StoredObject) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some(crc) = rec.crc32c else {
+        let mut data = Vec::with_capacity(rec.meta.size as usize);
+        return Ok(verify(store, rec, |b| data.extend_from_slice(b))?.then_some(data));
+    };
+    Ok(read_whole(store, rec)?.filter(|d| crate::store::crc32c(d) == crc))
+}
+
 /// A plain read of a small object (at most [`CHECK_ON_READ_MAX`] bytes): its bytes, read once
-/// and checked against its ETag; they are the answer. A corrupt copy is not served (the
+/// and checked ([`small_checked`]); they are the answer. A corrupt copy is not served (the
 /// gateway reads another copy) and is repaired in the background.
 pub(crate) fn read_checked(
     state: &Arc<State>,
@@ -71,8 +105,7 @@ pub(crate) fn read_checked(
     rec: &StoredObject,
 ) -> Result<bytes::Bytes, ApiError> {
     let (bucket, key) = (q.bucket.as_str(), q.key.as_str());
-    let mut data = Vec::with_capacity(rec.meta.size as usize);
-    if verify(&state.store, rec, |b| data.extend_from_slice(b))? {
+    if let Some(data) = small_checked(&state.store, rec)? {
         return Ok(data.into());
     }
     tracing::error!(%bucket, %key, "corrupt copy: not served; repairing from another copy");

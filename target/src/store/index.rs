@@ -453,7 +453,7 @@ impl Index {
             let gone = demote(&mut versions, &k, cur, marker, &[])?;
             let rec = StoredObject {
                 meta: marker.clone(),
-                segments: Vec::new(),
+                ..Default::default()
             };
             versions.insert((k.as_slice(), inv(marker.stamp())), encode(&rec).as_slice())?;
             let mut tombs = txn.open_table(TOMBSTONES)?;
@@ -1246,6 +1246,7 @@ impl Index {
             let rec = StoredObject {
                 meta: meta.clone(),
                 segments,
+                ..Default::default()
             };
             txn.open_table(UPLOADS)?.remove(id)?;
             let mut objects = txn.open_table(OBJECTS)?;

@@ -43,7 +43,7 @@ struct Ready {
 
 /// Files of at most this many bytes are made durable by the index commit that publishes them,
 /// which journals their bytes (one synchronous flush per write instead of two); their own
-/// fsync follows in the background ([`super::Store::open`] explains the journal).
+/// fsync follows in the background ([`super::journal`]).
 pub const JOURNAL_MAX: u64 = 128 * 1024;
 
 /// Below this many ready files, a batch is made.
