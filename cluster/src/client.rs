@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use crate::local::{Connector, LocalPool, LocalReply, LocalRequest, LocalRoutes};
+use crate::local::{Connector, LocalPool, LocalReply, LocalRequest, LocalRoutes, PUT_WHOLE_MAX};
 use crate::proto::{
     COMMIT_TRAILER, Commit, ObjectAttrs, ObjectMeta, ObjectQuery, PartInfo, ReadOptions,
     UploadQuery, WriteOptions,
@@ -244,9 +244,11 @@ impl NodeClient {
     }
 
     /// A PutObject to the target at `base_url` through its descriptor socket, when it is on
-    /// this host ([`crate::local`]): the target stages a file, this writes `body` (an upload
-    /// body ending with the [`COMMIT_TRAILER`]) into it, and the target publishes it.
-    /// `Err(body)`: not possible here, nothing of the body was read; send it over HTTP.
+    /// this host ([`crate::local`]): a body that ends within [`PUT_WHOLE_MAX`] bytes goes in
+    /// the request itself, published in one exchange; a larger one is written into a file the
+    /// target stages, and then committed. `body` is an upload body ending with the
+    /// [`COMMIT_TRAILER`]. `Err(body)`: not possible here (the body, as far as it was read,
+    /// is handed back whole); send it over HTTP.
     pub async fn put_local(
         &self,
         base_url: &str,
@@ -258,17 +260,47 @@ impl NodeClient {
         let Some((socket, secret)) = self.fd_socket(base_url) else {
             return Err(body);
         };
-        let req = LocalRequest::Put {
+        let url = format!("{} (local write)", socket.display());
+        let fail = |message: String| ClientError::Body {
+            url: url.clone(),
+            message,
+        };
+        let (head, rest) = match read_head(body, PUT_WHOLE_MAX).await {
+            Ok(read) => read,
+            Err(message) => return Ok(Err(fail(message))),
+        };
+        let mut req = LocalRequest::Put {
             secret,
             query: query.clone(),
             attrs: attrs.clone(),
             opts: opts.clone(),
+            whole: None,
             trace: crate::trace::current().map(|t| t.to_string()),
         };
-        self.stage_fill_commit(socket, req, body).await
+        let Some(rest) = rest else {
+            let Some(commit) = head.commit.clone() else {
+                return Ok(Err(fail("upload ended without a commit".into())));
+            };
+            if let LocalRequest::Put { whole, .. } = &mut req {
+                *whole = Some(commit);
+            }
+            return match self.local.put_whole(&socket, &req, &head.data()).await {
+                Ok(reply) if reply.status == 200 => {
+                    Ok(serde_json::from_str(&reply.body).map_err(|e| fail(e.to_string())))
+                }
+                Ok(reply) if reply.status != 0 => Ok(Err(reply_error(url, reply))),
+                Ok(_) => Err(head.replay(None)),
+                Err(e) => {
+                    tracing::debug!(socket = %socket.display(), error = %e, "local put failed; using HTTP");
+                    Err(head.replay(None))
+                }
+            };
+        };
+        self.stage_fill_commit(socket, req, head, rest).await
     }
 
-    /// An UploadPart through a same-host target's descriptor socket; as [`Self::put_local`].
+    /// An UploadPart through a same-host target's descriptor socket; as [`Self::put_local`],
+    /// always through a staged file.
     pub async fn put_part_local(
         &self,
         base_url: &str,
@@ -283,28 +315,31 @@ impl NodeClient {
             query: query.clone(),
             trace: crate::trace::current().map(|t| t.to_string()),
         };
-        self.stage_fill_commit(socket, req, body).await
+        self.stage_fill_commit(socket, req, Head::default(), body)
+            .await
     }
 
-    /// Stage on `socket` with `req`, fill the staged file with `body`, commit, and parse the
-    /// answer. `Err(body)`: staging was not possible and nothing of the body was read.
+    /// Stage on `socket` with `req`, fill the staged file with `head` and then `body`, commit,
+    /// and parse the answer. `Err(body)`: staging was not possible; the body is handed back
+    /// whole.
     async fn stage_fill_commit<T: DeserializeOwned>(
         &self,
         socket: std::path::PathBuf,
         req: LocalRequest,
+        head: Head,
         body: ReqBody,
     ) -> Result<Result<T, ClientError>, ReqBody> {
         let url = format!("{} (staged write)", socket.display());
         let (staged, file) = match self.local.stage(&socket, &req).await {
             Ok(Ok(staged)) => staged,
             Ok(Err(reply)) if reply.status != 0 => return Ok(Err(reply_error(url, reply))),
-            Ok(Err(_)) => return Err(body),
+            Ok(Err(_)) => return Err(head.replay(Some(body))),
             Err(e) => {
                 tracing::debug!(socket = %socket.display(), error = %e, "local put failed; using HTTP");
-                return Err(body);
+                return Err(head.replay(Some(body)));
             }
         };
-        Ok(self.fill_and_commit(url, staged, file, body).await)
+        Ok(self.fill_and_commit(url, staged, file, head, body).await)
     }
 
     async fn fill_and_commit<T: DeserializeOwned>(
@@ -312,6 +347,7 @@ impl NodeClient {
         url: String,
         staged: crate::local::StagedPut,
         file: std::fs::File,
+        head: Head,
         mut body: ReqBody,
     ) -> Result<T, ClientError> {
         let fail = |message: String| ClientError::Body {
@@ -319,18 +355,15 @@ impl NodeClient {
             message,
         };
         let mut out = crate::files::BatchWriter::new(std::sync::Arc::new(file));
-        let mut commit: Option<Commit> = None;
+        let mut commit = head.commit;
+        for data in head.frames.into_iter().filter_map(|f| f.into_data().ok()) {
+            out.push(data).await.map_err(|e| fail(e.to_string()))?;
+        }
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| fail(format!("upload aborted: {e}")))?;
             match frame.into_data() {
                 Ok(data) => out.push(data).await.map_err(|e| fail(e.to_string()))?,
-                Err(frame) => {
-                    if let Ok(t) = frame.into_trailers()
-                        && let Some(v) = t.get(COMMIT_TRAILER)
-                    {
-                        commit = crate::proto::decode_header(v.as_bytes()).ok();
-                    }
-                }
+                Err(frame) => commit = commit.or_else(|| commit_of(frame)),
             }
         }
         out.finish(false).await.map_err(|e| fail(e.to_string()))?;
@@ -397,6 +430,68 @@ impl NodeClient {
 }
 
 /// A target's error answer on its descriptor socket as [`ClientError::Status`].
+/// The first frames of an upload body, read before deciding how to send it.
+#[derive(Default)]
+struct Head {
+    frames: Vec<Frame<Bytes>>,
+    /// The [`COMMIT_TRAILER`], if the body ended within the frames read.
+    commit: Option<Commit>,
+}
+
+impl Head {
+    /// The data read, in one piece.
+    fn data(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for f in &self.frames {
+            if let Some(d) = f.data_ref() {
+                out.extend_from_slice(d);
+            }
+        }
+        out
+    }
+
+    /// The body as it was before any of it was read: these frames, then `rest`.
+    fn replay(self, rest: Option<ReqBody>) -> ReqBody {
+        let head = futures::stream::iter(self.frames.into_iter().map(Ok::<_, BoxError>));
+        match rest {
+            Some(rest) => StreamBody::new(futures::StreamExt::chain(
+                head,
+                http_body_util::BodyStream::new(rest),
+            ))
+            .boxed_unsync(),
+            None => StreamBody::new(head).boxed_unsync(),
+        }
+    }
+}
+
+/// The commit a trailers frame carries, if any.
+fn commit_of(frame: Frame<Bytes>) -> Option<Commit> {
+    let t = frame.into_trailers().ok()?;
+    crate::proto::decode_header(t.get(COMMIT_TRAILER)?.as_bytes()).ok()
+}
+
+/// Read `body` until it ends or more than `max` bytes of it came: the frames read, and the
+/// rest of the body if it did not end. `Err`: the upload failed (its verification, say).
+async fn read_head(mut body: ReqBody, max: usize) -> Result<(Head, Option<ReqBody>), String> {
+    let mut head = Head::default();
+    let mut len = 0usize;
+    while len <= max {
+        let Some(frame) = body.frame().await else {
+            return Ok((head, None));
+        };
+        let frame = frame.map_err(|e| format!("upload aborted: {e}"))?;
+        if let Some(d) = frame.data_ref() {
+            len += d.len();
+        } else if let Some(t) = frame.trailers_ref()
+            && let Some(v) = t.get(COMMIT_TRAILER)
+        {
+            head.commit = crate::proto::decode_header(v.as_bytes()).ok();
+        }
+        head.frames.push(frame);
+    }
+    Ok((head, Some(body)))
+}
+
 fn reply_error(url: String, reply: LocalReply) -> ClientError {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::from_str(&reply.body).unwrap_or_else(|_| ErrorBody {

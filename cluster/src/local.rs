@@ -282,7 +282,9 @@ pub enum LocalRequest {
     },
     /// A PutObject: answered (status 100) with the descriptor of a staged file, which the
     /// caller fills and then commits with [`LocalRequest::Commit`] on the same connection.
-    /// Closing the connection before that discards the staged file.
+    /// Closing the connection before that discards the staged file. With `whole`, the body
+    /// (at most [`PUT_WHOLE_MAX`] bytes, verified) follows the JSON in the same frame and the
+    /// put is published at once: one exchange instead of two.
     Put {
         /// The cluster secret.
         secret: String,
@@ -292,6 +294,9 @@ pub enum LocalRequest {
         attrs: ObjectAttrs,
         /// Write conditions.
         opts: WriteOptions,
+        /// The commit of a body sent in this frame.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        whole: Option<Commit>,
         /// The request id ([`crate::trace`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         trace: Option<String>,
@@ -310,6 +315,28 @@ pub enum LocalRequest {
     /// The body of the staged put or part is complete and verified: publish it (status 200,
     /// the [`crate::proto::ObjectMeta`] or [`crate::proto::PartInfo`] as JSON body).
     Commit(Commit),
+}
+
+/// Largest body a [`LocalRequest::Put`] carries in its own frame (`whole`).
+pub const PUT_WHOLE_MAX: usize = 64 * 1024;
+
+impl LocalRequest {
+    /// The frame: the JSON, then `data` (a whole put's body).
+    pub fn encode(&self, data: &[u8]) -> Vec<u8> {
+        let mut msg = serde_json::to_vec(self).expect("protocol types serialize");
+        msg.extend_from_slice(data);
+        msg
+    }
+
+    /// A request and the bytes after its JSON ([`LocalRequest::encode`]).
+    pub fn decode(frame: &[u8]) -> Result<(LocalRequest, &[u8]), serde_json::Error> {
+        let mut it = serde_json::Deserializer::from_slice(frame).into_iter::<LocalRequest>();
+        let req = it.next().unwrap_or_else(|| {
+            // An empty frame: let serde say so.
+            serde_json::from_slice::<LocalRequest>(frame)
+        })?;
+        Ok((req, &frame[it.byte_offset()..]))
+    }
 }
 
 /// A target's answer: what an HTTP answer would say, with descriptors for the body.
@@ -504,8 +531,17 @@ impl LocalPool {
         stream: UnixStream,
         req: &LocalRequest,
     ) -> io::Result<(LocalReply, Vec<OwnedFd>, UnixStream)> {
-        let msg = serde_json::to_vec(req).map_err(io::Error::other)?;
-        send_frame(&stream, &msg, &[]).await?;
+        self.call_with(stream, req, &[]).await
+    }
+
+    /// [`Self::call`] with `data` after the request's JSON.
+    async fn call_with(
+        &self,
+        stream: UnixStream,
+        req: &LocalRequest,
+        data: &[u8],
+    ) -> io::Result<(LocalReply, Vec<OwnedFd>, UnixStream)> {
+        send_frame(&stream, &req.encode(data), &[]).await?;
         let (frame, fds) = recv_frame(&stream)
             .await?
             .ok_or(io::ErrorKind::UnexpectedEof)?;
@@ -570,6 +606,20 @@ impl LocalPool {
                 "a staged put comes with exactly one descriptor",
             )),
         }
+    }
+
+    /// A put with its whole body in the request ([`LocalRequest::Put`] with `whole`):
+    /// published in one exchange. Status 0: the target wants it over HTTP.
+    pub async fn put_whole(
+        &self,
+        socket: &Path,
+        req: &LocalRequest,
+        body: &[u8],
+    ) -> io::Result<LocalReply> {
+        let stream = self.checkout(socket).await?;
+        let (reply, _, stream) = self.call_with(stream, req, body).await?;
+        self.checkin(socket, stream);
+        Ok(reply)
     }
 
     /// Publish a filled staged put ([`LocalRequest::Commit`]).
@@ -652,6 +702,33 @@ mod tests {
             Some(PathBuf::from("/x/target-fd.sock"))
         );
         assert_eq!(routes.fd_socket("http://127.0.0.1:4001"), None);
+    }
+
+    #[test]
+    fn a_whole_put_carries_its_body_after_the_json_and_other_requests_none() {
+        let commit = Commit {
+            size: 5,
+            md5: "00".into(),
+            checksums: Default::default(),
+        };
+        let req = LocalRequest::Put {
+            secret: "s".into(),
+            query: ObjectQuery::default(),
+            attrs: ObjectAttrs::default(),
+            opts: WriteOptions::default(),
+            whole: Some(commit.clone()),
+            trace: None,
+        };
+        let frame = req.encode(b"hello");
+        let (back, data) = LocalRequest::decode(&frame).unwrap();
+        assert_eq!(data, b"hello");
+        assert!(matches!(back, LocalRequest::Put { whole: Some(c), .. } if c == commit));
+        let frame = LocalRequest::Commit(commit).encode(&[]);
+        let (back, data) = LocalRequest::decode(&frame).unwrap();
+        assert!(data.is_empty());
+        assert!(matches!(back, LocalRequest::Commit(_)));
+        assert!(LocalRequest::decode(b"").is_err());
+        assert!(LocalRequest::decode(b"{\"op\":\"nope\"}").is_err());
     }
 
     #[test]

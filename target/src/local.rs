@@ -88,7 +88,10 @@ async fn answer(
     staged: &mut Option<Staged>,
 ) -> (LocalReply, Vec<Span>) {
     let authorized = |secret: &str| constant_time_eq(secret.as_bytes(), state.secret.as_bytes());
-    let request = serde_json::from_slice::<LocalRequest>(frame);
+    let (request, data) = match LocalRequest::decode(frame) {
+        Ok((r, data)) => (Ok(r), data),
+        Err(e) => (Err(e), &[][..]),
+    };
     // The same operation names as over HTTP ([`crate::metrics::op_of`]).
     let (id, op) = match &request {
         Ok(LocalRequest::Read { trace, head, .. }) => {
@@ -101,7 +104,7 @@ async fn answer(
     };
     let started = std::time::Instant::now();
     let work = async {
-        let (reply, spans) = dispatch(state, request, staged, authorized).await;
+        let (reply, spans) = dispatch(state, request, data, staged, authorized).await;
         state
             .metrics
             .request(op, reply.status.max(200), started.elapsed());
@@ -122,9 +125,14 @@ async fn answer(
 async fn dispatch(
     state: &Arc<State>,
     request: Result<LocalRequest, serde_json::Error>,
+    data: &[u8],
     staged: &mut Option<Staged>,
     authorized: impl Fn(&str) -> bool,
 ) -> (LocalReply, Vec<Span>) {
+    if !data.is_empty() && !matches!(request, Ok(LocalRequest::Put { whole: Some(_), .. })) {
+        let bad = crate::server::bad("bytes after a request that takes none");
+        return (error(bad), Vec::new());
+    }
     match request {
         Ok(
             LocalRequest::Read { secret, .. }
@@ -138,6 +146,23 @@ async fn dispatch(
             inline,
             ..
         }) => read(state, &query, &opts, head, inline).await,
+        Ok(LocalRequest::Put {
+            query,
+            attrs,
+            opts,
+            whole: Some(commit),
+            ..
+        }) => {
+            let reply = match put_whole(state, query, attrs, opts, data, commit).await {
+                Ok(body) => LocalReply {
+                    status: 200,
+                    body,
+                    ..Default::default()
+                },
+                Err(e) => error(e),
+            };
+            (reply, Vec::new())
+        }
         Ok(LocalRequest::Put {
             query, attrs, opts, ..
         }) => staged_reply(staged, stage_object(state, query, attrs, opts).await),
@@ -237,6 +262,22 @@ async fn stage_object(
         opts,
     };
     Ok(Staged { what, temp })
+}
+
+/// A put whose verified body came in its request: staged, written and published at once,
+/// exactly as a staged put and its commit.
+async fn put_whole(
+    state: &Arc<State>,
+    query: ObjectQuery,
+    attrs: ObjectAttrs,
+    opts: WriteOptions,
+    data: &[u8],
+    commit: Commit,
+) -> Result<String, ApiError> {
+    let mut s = stage_object(state, query, attrs, opts).await?;
+    s.temp.write(bytes::Bytes::copy_from_slice(data)).await?;
+    s.temp.finish().await?;
+    commit_staged(state, s, commit).await
 }
 
 /// Stage a part: the upload must exist; the file goes on the object's mountpath.
