@@ -269,21 +269,18 @@ impl NodeClient {
             Ok(read) => read,
             Err(message) => return Ok(Err(fail(message))),
         };
-        let mut req = LocalRequest::Put {
+        if rest.is_none() && head.commit.is_none() {
+            return Ok(Err(fail("upload ended without a commit".into())));
+        }
+        let req = LocalRequest::Put {
             secret,
             query: query.clone(),
             attrs: attrs.clone(),
             opts: opts.clone(),
-            whole: None,
+            whole: rest.is_none().then(|| head.commit.clone()).flatten(),
             trace: crate::trace::current().map(|t| t.to_string()),
         };
         let Some(rest) = rest else {
-            let Some(commit) = head.commit.clone() else {
-                return Ok(Err(fail("upload ended without a commit".into())));
-            };
-            if let LocalRequest::Put { whole, .. } = &mut req {
-                *whole = Some(commit);
-            }
             return match self.local.put_whole(&socket, &req, &head.data()).await {
                 Ok(reply) if reply.status == 200 => {
                     Ok(serde_json::from_str(&reply.body).map_err(|e| fail(e.to_string())))
@@ -361,9 +358,9 @@ impl NodeClient {
         }
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| fail(format!("upload aborted: {e}")))?;
-            match frame.into_data() {
-                Ok(data) => out.push(data).await.map_err(|e| fail(e.to_string()))?,
-                Err(frame) => commit = commit.or_else(|| commit_of(frame)),
+            commit = commit.or_else(|| commit_in(&frame));
+            if let Ok(data) = frame.into_data() {
+                out.push(data).await.map_err(|e| fail(e.to_string()))?;
             }
         }
         out.finish(false).await.map_err(|e| fail(e.to_string()))?;
@@ -429,7 +426,6 @@ impl NodeClient {
     }
 }
 
-/// A target's error answer on its descriptor socket as [`ClientError::Status`].
 /// The first frames of an upload body, read before deciding how to send it.
 #[derive(Default)]
 struct Head {
@@ -465,9 +461,9 @@ impl Head {
 }
 
 /// The commit a trailers frame carries, if any.
-fn commit_of(frame: Frame<Bytes>) -> Option<Commit> {
-    let t = frame.into_trailers().ok()?;
-    crate::proto::decode_header(t.get(COMMIT_TRAILER)?.as_bytes()).ok()
+fn commit_in(frame: &Frame<Bytes>) -> Option<Commit> {
+    let v = frame.trailers_ref()?.get(COMMIT_TRAILER)?;
+    crate::proto::decode_header(v.as_bytes()).ok()
 }
 
 /// Read `body` until it ends or more than `max` bytes of it came: the frames read, and the
@@ -480,18 +476,16 @@ async fn read_head(mut body: ReqBody, max: usize) -> Result<(Head, Option<ReqBod
             return Ok((head, None));
         };
         let frame = frame.map_err(|e| format!("upload aborted: {e}"))?;
-        if let Some(d) = frame.data_ref() {
-            len += d.len();
-        } else if let Some(t) = frame.trailers_ref()
-            && let Some(v) = t.get(COMMIT_TRAILER)
-        {
-            head.commit = crate::proto::decode_header(v.as_bytes()).ok();
+        match frame.data_ref() {
+            Some(d) => len += d.len(),
+            None => head.commit = head.commit.take().or_else(|| commit_in(&frame)),
         }
         head.frames.push(frame);
     }
     Ok((head, Some(body)))
 }
 
+/// A target's error answer on its descriptor socket as [`ClientError::Status`].
 fn reply_error(url: String, reply: LocalReply) -> ClientError {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::from_str(&reply.body).unwrap_or_else(|_| ErrorBody {

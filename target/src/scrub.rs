@@ -25,22 +25,61 @@ pub(crate) const CHECK_ON_READ_MAX: u64 = 64 * 1024;
 
 /// Whether `rec`'s files hold the bytes its ETag (or size) says. Blocking.
 pub(crate) fn intact(store: &Store, rec: &StoredObject) -> Result<bool, StoreError> {
-    verify(store, rec, |_| {})
+    verify(store, rec, Check::etag(rec), |_| {})
 }
 
-/// Read `rec`'s files in order, each piece checked and shown to `also`: whether they hold the
-/// bytes its ETag (or size) says (`false` also when a file is missing or short). Blocking.
+/// What the bytes are checked against.
+enum Check {
+    /// The ETag (a scrub, or a record without a CRC).
+    Etag(EtagCheck),
+    /// The CRC-32C recorded at publication (checked against the ETag then).
+    Crc(u32, crc_fast::Digest),
+}
+
+impl Check {
+    fn etag(rec: &StoredObject) -> Check {
+        let (etag, parts) = rec.meta.integrity();
+        Check::Etag(EtagCheck::new(etag, parts))
+    }
+
+    /// The cheapest check `rec` allows.
+    fn cheapest(rec: &StoredObject) -> Check {
+        match rec.crc32c {
+            Some(crc) => Check::Crc(
+                crc,
+                crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi),
+            ),
+            None => Check::etag(rec),
+        }
+    }
+
+    fn update(&mut self, b: &[u8]) {
+        match self {
+            Check::Etag(c) => c.update(b),
+            Check::Crc(_, d) => d.update(b),
+        }
+    }
+
+    fn matches(self) -> bool {
+        match self {
+            Check::Etag(c) => c.matches(),
+            Check::Crc(want, d) => d.finalize() as u32 == want,
+        }
+    }
+}
+
+/// Read `rec`'s files in order, each piece checked and shown to `also`: whether they hold
+/// `rec.meta.size` bytes that pass `check` (`false` also when a file is missing or short).
+/// Blocking.
 fn verify(
     store: &Store,
     rec: &StoredObject,
+    mut check: Check,
     mut also: impl FnMut(&[u8]),
 ) -> Result<bool, StoreError> {
-    let mut check = {
-        let (etag, parts) = rec.meta.integrity();
-        EtagCheck::new(etag, parts)
-    };
     // No bigger than the object: a small object's read allocates a small buffer.
     let mut buf = vec![0u8; rec.meta.size.clamp(1, 256 * 1024) as usize];
+    let mut seen = 0u64;
     for (path, size) in store.segment_files(&rec.segments) {
         let f = match std::fs::File::open(&path) {
             Ok(f) => f,
@@ -59,45 +98,14 @@ fn verify(
             also(&buf[..n]);
             at += n as u64;
         }
+        seen += size;
     }
-    Ok(check.len() == rec.meta.size && check.matches())
-}
-
-/// Read a small object's files whole: `None` when one is missing or short. Blocking.
-fn read_whole(store: &Store, rec: &StoredObject) -> Result<Option<Vec<u8>>, StoreError> {
-    let mut data = vec![0u8; rec.meta.size as usize];
-    let mut at = 0usize;
-    for (path, size) in store.segment_files(&rec.segments) {
-        let Some(piece) = data.get_mut(at..at + size as usize) else {
-            return Ok(None); // the segments hold more than the record's size
-        };
-        let f = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::io(format!("opening {}", path.display()))(e)),
-        };
-        match f.read_exact_at(piece, 0) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(StoreError::io(format!("reading {}", path.display()))(e)),
-        }
-        at += size as usize;
-    }
-    Ok((at == data.len()).then_some(data))
-}
-
-/// A small object's bytes if they are intact: against the CRC-32C recorded when they were
-/// published (checked against the ETag then), or else against the ETag. Blocking.
-fn small_checked(store: &Store, rec: &StoredObject) -> Result<Option<Vec<u8>>, StoreError> {
-    let Some(crc) = rec.crc32c else {
-        let mut data = Vec::with_capacity(rec.meta.size as usize);
-        return Ok(verify(store, rec, |b| data.extend_from_slice(b))?.then_some(data));
-    };
-    Ok(read_whole(store, rec)?.filter(|d| crate::store::crc32c(d) == crc))
+    Ok(seen == rec.meta.size && check.matches())
 }
 
 /// A plain read of a small object (at most [`CHECK_ON_READ_MAX`] bytes): its bytes, read once
-/// and checked ([`small_checked`]); they are the answer. A corrupt copy is not served (the
+/// and checked (against its CRC-32C when the record has one, else its ETag); they are the
+/// answer. A corrupt copy is not served (the
 /// gateway reads another copy) and is repaired in the background.
 pub(crate) fn read_checked(
     state: &Arc<State>,
@@ -105,7 +113,10 @@ pub(crate) fn read_checked(
     rec: &StoredObject,
 ) -> Result<bytes::Bytes, ApiError> {
     let (bucket, key) = (q.bucket.as_str(), q.key.as_str());
-    if let Some(data) = small_checked(&state.store, rec)? {
+    let mut data = Vec::with_capacity(rec.meta.size as usize);
+    if verify(&state.store, rec, Check::cheapest(rec), |b| {
+        data.extend_from_slice(b)
+    })? {
         return Ok(data.into());
     }
     tracing::error!(%bucket, %key, "corrupt copy: not served; repairing from another copy");

@@ -105,9 +105,9 @@ pub struct TempFile {
     /// The staged file, kept open past [`TempFile::finish`] for the fsync or the read-back
     /// that publishing it owes.
     file: Arc<std::fs::File>,
-    /// [`TempFile::finish`] left the fsync to publishing: the file is small enough for its
-    /// bytes to be journaled in the index commit instead ([`JOURNAL_MAX`]).
-    sync_owed: bool,
+    /// [`TempFile::finish`] left the fsync to publishing: the file's length, small enough for
+    /// its bytes to be journaled in the index commit instead ([`JOURNAL_MAX`]).
+    sync_owed: Option<u64>,
     installed: bool,
     /// Its name is already durable (a [`Ready`] file): installing needs no directory fsync.
     durable_name: bool,
@@ -174,8 +174,9 @@ impl TempFile {
         w.finish(false)
             .await
             .map_err(StoreError::io(format!("writing {path}")))?;
-        if self.len_on_disk()? <= JOURNAL_MAX {
-            self.sync_owed = true;
+        let len = self.len_on_disk()?;
+        if len <= JOURNAL_MAX {
+            self.sync_owed = Some(len);
             return Ok(());
         }
         let file = self.file.clone();
@@ -188,7 +189,7 @@ impl TempFile {
 
     /// Pay the fsync [`TempFile::finish`] left owed, if any. Blocking.
     pub(super) fn sync_now(&mut self) -> Result<(), StoreError> {
-        if std::mem::take(&mut self.sync_owed) {
+        if self.sync_owed.take().is_some() {
             self.file
                 .sync_data()
                 .map_err(StoreError::io(format!("syncing {}", self.path.display())))?;
@@ -199,11 +200,10 @@ impl TempFile {
     /// The bytes of a file whose fsync is owed, for the index commit to journal in its place
     /// (`None`: the file is durable already). Blocking.
     pub(super) fn owed_bytes(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        if !self.sync_owed {
+        let Some(len) = self.sync_owed else {
             return Ok(None);
-        }
+        };
         use std::os::unix::fs::FileExt;
-        let len = self.len_on_disk()?;
         let mut buf = vec![0; len as usize];
         self.file
             .read_exact_at(&mut buf, 0)
@@ -269,7 +269,7 @@ impl Mountpath {
                 path,
                 writer: Some(BatchWriter::new(file.clone())),
                 file,
-                sync_owed: false,
+                sync_owed: None,
                 installed: false,
                 durable_name: true,
             });
@@ -299,7 +299,7 @@ impl Mountpath {
             path,
             writer: Some(BatchWriter::new(file.clone())),
             file,
-            sync_owed: false,
+            sync_owed: None,
             installed: false,
             durable_name: false,
         })
@@ -320,7 +320,7 @@ impl Mountpath {
         journaled: bool,
     ) -> Result<String, StoreError> {
         if journaled {
-            temp.sync_owed = false;
+            temp.sync_owed = None;
         } else {
             temp.sync_now()?;
         }

@@ -170,7 +170,7 @@ redb_errors!(
 pub use aisle_cluster::now_ms;
 
 /// CRC-32C of `bytes`.
-pub fn crc32c(bytes: &[u8]) -> u32 {
+fn crc32c(bytes: &[u8]) -> u32 {
     crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32
 }
 
@@ -823,7 +823,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_staged_file_never_published_is_removed_at_the_next_open() {
-        let dir = std::env::temp_dir().join(format!("aisle-store-{}", uuid::Uuid::new_v4()));
+        let dir = test_dir();
         let mps = vec![dir.join("mp0")];
         let staged_path;
         {
@@ -845,7 +845,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_small_write_whose_bytes_were_lost_before_their_fsync_comes_back_from_the_journal() {
-        let dir = std::env::temp_dir().join(format!("aisle-store-{}", uuid::Uuid::new_v4()));
+        let dir = test_dir();
         let mps = vec![dir.join("mp0")];
         let small: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
         let (kept, gone);
@@ -883,7 +883,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_small_write_records_its_crc_only_when_its_bytes_match_the_etag() {
-        let dir = std::env::temp_dir().join(format!("aisle-store-{}", uuid::Uuid::new_v4()));
+        let dir = test_dir();
         let store = Store::open(&dir.join("index.redb"), &[dir.join("mp0")]).unwrap();
         let body = b"checked once, at publication";
         let mut m = meta(body.len() as u64, 1);
@@ -909,7 +909,7 @@ mod tests {
 
     #[tokio::test]
     async fn journaled_files_are_fsynced_in_the_background_and_large_ones_never_journaled() {
-        let dir = std::env::temp_dir().join(format!("aisle-store-{}", uuid::Uuid::new_v4()));
+        let dir = test_dir();
         let mps = vec![dir.join("mp0")];
         let store = Store::open(&dir.join("index.redb"), &mps).unwrap();
         let large = vec![7u8; layout::JOURNAL_MAX as usize + 1];
@@ -944,7 +944,7 @@ mod tests {
 
     #[tokio::test]
     async fn ready_files_carry_writes_and_a_crash_leaves_none_behind() {
-        let dir = std::env::temp_dir().join(format!("aisle-store-{}", uuid::Uuid::new_v4()));
+        let dir = test_dir();
         let mps = vec![dir.join("mp0")];
         let files = |dir: &Path| -> usize { walk_files(&dir.join("mp0").join("obj")) };
         let published;
@@ -985,6 +985,11 @@ mod tests {
 
     /// Remove a test's directory; a batch of ready files being made in the background may
     /// still add files for a moment.
+    /// A fresh directory for one test's store.
+    fn test_dir() -> PathBuf {
+        std::env::temp_dir().join(format!("aisle-store-{}", uuid::Uuid::new_v4()))
+    }
+
     async fn remove_test_dir(dir: &Path) {
         for _ in 0..100 {
             if std::fs::remove_dir_all(dir).is_ok() || !dir.exists() {
@@ -1040,7 +1045,7 @@ mod tests {
 
     #[tokio::test]
     async fn copies_are_ordered_by_version_and_tombstones_win_over_older_copies() {
-        let dir = std::env::temp_dir().join(format!("aisle-store-{}", uuid::Uuid::new_v4()));
+        let dir = test_dir();
         let store = Store::open(&dir.join("index.redb"), &[dir.join("mp0")]).unwrap();
         let have = |k: &str| store.have("b", k).unwrap();
         assert_eq!(have("k"), Have::default(), "nothing held is version 0");
@@ -1152,7 +1157,7 @@ mod tests {
     #[tokio::test]
     async fn versions_are_kept_listed_newest_first_and_survive_recovery() {
         use aisle_cluster::versioning::{VersionRef, Versioning, version_id};
-        let dir = std::env::temp_dir().join(format!("aisle-store-{}", uuid::Uuid::new_v4()));
+        let dir = test_dir();
         let mps = vec![dir.join("mp0")];
         {
             let store = Store::open(&dir.join("index.redb"), &mps).unwrap();
