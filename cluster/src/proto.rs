@@ -703,6 +703,11 @@ pub struct ReadOptions {
     /// (GetBatch needs each member's size for its tar header).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sized: bool,
+    /// A deterministic transform's output is streamed to the caller without being kept in
+    /// the target's ETL cache: the caller stores it itself (offline ETL's direct put), so a
+    /// cached copy would only be written, read back once and evicted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub uncached: bool,
 }
 
 /// Which members of a shard to read.

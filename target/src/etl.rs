@@ -1,7 +1,9 @@
 //! The transform hop's target side: read the source locally, run every stage here, send only
 //! transformed bytes. Deterministic pipelines go through a bounded on-disk LRU cache keyed by
 //! (source version, pipeline fingerprint), so HEAD, Range and repeat reads are exact and cheap;
-//! non-deterministic ones stream (chunked) and refuse Range.
+//! non-deterministic ones stream (chunked) and refuse Range. A read marked `uncached` (offline
+//! ETL's direct put, which stores the output as an object at once) streams a deterministic
+//! pipeline's output too, without a cache entry.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -563,7 +565,7 @@ pub(crate) async fn read_transformed(
             _ => None,
         },
     };
-    if pipeline.deterministic() {
+    if pipeline.deterministic() && !opts.uncached {
         let built = state
             .etl
             .cache

@@ -21,6 +21,8 @@ pub(crate) async fn answer(state: &Arc<State>, req: Request<Incoming>) -> Result
     let r: EtlPutRequest = read_json_body(req).await?;
     let opts = ReadOptions {
         etl: Some(r.etl.clone()),
+        // The output is stored as an object right away; an ETL cache entry would be waste.
+        uncached: true,
         ..Default::default()
     };
     let read = answer_read(state, &r.source, &opts, true, true)

@@ -5,7 +5,6 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use image::codecs::jpeg::JpegEncoder;
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 
 use super::resize::{Mode, Resize, decode_jpeg_for};
@@ -165,9 +164,11 @@ impl ImageT {
         match format {
             ImageFormat::Jpeg => {
                 let q = if self.0 == Op::Jpeg { p.q } else { 90 };
-                JpegEncoder::new_with_quality(&mut buf, q)
-                    .encode_image(&DynamicImage::ImageRgb8(out.to_rgb8()))
-                    .map_err(failed)?;
+                let data = super::jpeg::encode(&out, q).map_err(|e| EtlError::Failed {
+                    stage: stage.into(),
+                    message: format!("encoding: {e}"),
+                })?;
+                return Ok(data);
             }
             ImageFormat::WebP => DynamicImage::ImageRgba8(out.to_rgba8())
                 .write_to(&mut buf, ImageFormat::WebP)

@@ -17,6 +17,7 @@
 mod compress;
 mod digest;
 mod image_ops;
+mod jpeg;
 mod resize;
 mod wds;
 

@@ -4,19 +4,20 @@
 //! so it avoids the two costs that dominate the plain decode-then-resize:
 //!
 //! - **Decoding at a reduced DCT scale.** A JPEG can be decoded straight to 1/2, 1/4 or 1/8 of its
-//!   size (jpeg-decoder's `scale`), skipping most of the inverse DCT and the full-size pixel
-//!   buffer. [`decode_jpeg_for`] picks the smallest scale that still leaves at least one source
+//!   size (libjpeg's scaled inverse DCT, [`super::jpeg`]), skipping most of the inverse DCT and
+//!   the full-size pixel buffer. [`decode_jpeg_for`] picks the smallest scale that still leaves at least one source
 //!   pixel per output pixel on both axes, so the result is as sharp as a full decode.
 //! - **A SIMD convolution resize** (fast_image_resize) with the antialiased bilinear filter,
 //!   the same filter Pillow's `Image.resize(..., BILINEAR)` uses.
 //!
-//! Other formats, and JPEGs jpeg-decoder does not take (CMYK, 16-bit, anything it rejects), are
+//! Other formats, and JPEGs libjpeg does not turn into RGB (CMYK, YCCK, anything damaged), are
 //! decoded whole by the `image` crate and then resized the same way.
 
 use fast_image_resize::{FilterType, IntoImageView, ResizeAlg, ResizeOptions, Resizer};
-use image::{DynamicImage, GrayImage, RgbImage};
+use image::DynamicImage;
 
 use super::image_ops::MAX_DIMENSION;
+use super::jpeg;
 
 /// How the requested box is filled.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -120,40 +121,22 @@ impl Resize {
 }
 
 /// Decodes a JPEG at the smallest DCT scale that `resize` still needs, returning the image and
-/// the source's full size. `None` where jpeg-decoder does not apply (not a baseline/progressive
-/// 8-bit grey or colour JPEG, larger than [`MAX_DIMENSION`], or any decoding error): the caller
-/// then decodes with the `image` crate, which reports the error if there is one.
+/// the source's full size. `None` where libjpeg does not apply (a colour space it will not turn
+/// into RGB, such as CMYK; larger than [`MAX_DIMENSION`]; any damage): the caller then decodes
+/// with the `image` crate, which reports the error if there is one.
 pub(super) fn decode_jpeg_for(data: &[u8], resize: &Resize) -> Option<(DynamicImage, (u32, u32))> {
-    let mut decoder = jpeg_decoder::Decoder::new(data);
-    decoder.read_info().ok()?;
-    let info = decoder.info()?;
-    let src = (info.width as u32, info.height as u32);
+    let src = jpeg::size(data).ok()?;
     if src.0 > MAX_DIMENSION || src.1 > MAX_DIMENSION {
         return None;
     }
     let (nw, nh) = resize.needed(src);
+    // libjpeg's scaled size of a side: ceil(side × eighths / 8).
     let scaled = |side: u32, eighths: u32| (side * eighths).div_ceil(8);
     let eighths = [1, 2, 4, 8]
         .into_iter()
         .find(|&e| scaled(src.0, e) >= nw && scaled(src.1, e) >= nh)
         .unwrap_or(8);
-    if eighths < 8 {
-        decoder
-            .scale(scaled(src.0, eighths) as u16, scaled(src.1, eighths) as u16)
-            .ok()?;
-    }
-    let pixels = decoder.decode().ok()?;
-    let info = decoder.info()?;
-    let (w, h) = (info.width as u32, info.height as u32);
-    let img = match info.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => {
-            DynamicImage::ImageRgb8(RgbImage::from_raw(w, h, pixels)?)
-        }
-        jpeg_decoder::PixelFormat::L8 => {
-            DynamicImage::ImageLuma8(GrayImage::from_raw(w, h, pixels)?)
-        }
-        _ => return None,
-    };
+    let img = jpeg::decode_scaled(data, eighths as u8).ok()?;
     Some((img, src))
 }
 
@@ -201,7 +184,7 @@ mod tests {
     }
 
     fn jpeg(w: u32, h: u32) -> Vec<u8> {
-        let img = RgbImage::from_fn(w, h, |x, y| {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
             image::Rgb([(x % 256) as u8, (y % 256) as u8, 90])
         });
         let mut buf = std::io::Cursor::new(Vec::new());

@@ -255,6 +255,7 @@ macro_rules! read_request {
             etl,
             archive,
             sized: false,
+            uncached: false,
         };
         let read = read_version(
             $s3,
