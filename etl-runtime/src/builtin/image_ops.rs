@@ -122,7 +122,8 @@ impl ImageT {
             mode: p.mode,
         };
         let fast = match (self.0, input_format) {
-            (Op::Resize, ImageFormat::Jpeg) => decode_jpeg_for(data, &resize),
+            (Op::Resize, ImageFormat::Jpeg) => decode_jpeg_for(data, &resize)
+                .map_err(|m| reject(format!("cannot decode the image: {m}")))?,
             _ => None,
         };
         let (img, src) = match fast {
@@ -166,7 +167,7 @@ impl ImageT {
                 let q = if self.0 == Op::Jpeg { p.q } else { 90 };
                 let data = super::jpeg::encode(&out, q).map_err(|e| EtlError::Failed {
                     stage: stage.into(),
-                    message: format!("encoding: {e}"),
+                    message: format!("encoding: {e:?}"),
                 })?;
                 return Ok(data);
             }
@@ -308,5 +309,16 @@ mod tests {
                 .status(),
             422
         );
+        // A JPEG cut short is refused, not resized into a half-grey picture.
+        let photo = jpeg(300, 200);
+        let err = run(
+            &["resize"],
+            r#"{"w":50}"#,
+            photo[..photo.len() / 2].to_vec(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.status(), 422, "{err}");
+        assert!(err.to_string().contains("damaged"), "{err}");
     }
 }

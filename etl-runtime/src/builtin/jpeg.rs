@@ -47,63 +47,91 @@ fn code(cinfo: &jpeg_common_struct) -> c_int {
     unsafe { cinfo.err.as_ref().map_or(-1, |e| e.msg_code) }
 }
 
+/// Why libjpeg gave up on a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum JpegError {
+    /// A JPEG whose data is damaged (libjpeg warned: the file ends early, a marker is corrupt):
+    /// an error for the client, not a case for another decoder.
+    Damaged(String),
+    /// Not something libjpeg decodes (not a JPEG, a colour space it will not turn into RGB, a
+    /// coding it lacks): another decoder may still take it.
+    Unsupported(String),
+}
+
 extern "C-unwind" fn fatal(cinfo: &mut jpeg_common_struct) {
-    std::panic::resume_unwind(Box::new(format!("libjpeg error {}", code(cinfo))));
+    let e = JpegError::Unsupported(format!("libjpeg error {}", code(cinfo)));
+    std::panic::resume_unwind(Box::new(e));
 }
 
 extern "C-unwind" fn message(cinfo: &mut jpeg_common_struct, level: c_int) {
     if level < 0 {
-        std::panic::resume_unwind(Box::new(format!("libjpeg warning {}", code(cinfo))));
+        let e = JpegError::Damaged(format!(
+            "the JPEG data is damaged (libjpeg warning {}; e.g. the file ends early)",
+            code(cinfo)
+        ));
+        std::panic::resume_unwind(Box::new(e));
     }
 }
 
-/// `f`'s result, or the message it unwound with.
-fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+/// `f`'s result, or the error it unwound with.
+fn guarded<T>(f: impl FnOnce() -> Result<T, JpegError>) -> Result<T, JpegError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(payload) => Err(payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "libjpeg failed".into())),
+        Err(payload) => Err(match payload.downcast::<JpegError>() {
+            Ok(e) => *e,
+            // A panic of the wrapper itself (a size it did not expect).
+            Err(other) => JpegError::Unsupported(
+                other
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| other.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "libjpeg failed".into()),
+            ),
+        }),
     }
+}
+
+fn unsupported(e: std::io::Error) -> JpegError {
+    JpegError::Unsupported(e.to_string())
 }
 
 /// The source's size in pixels, read from its header.
-pub(super) fn size(data: &[u8]) -> Result<(u32, u32), String> {
+pub(super) fn size(data: &[u8]) -> Result<(u32, u32), JpegError> {
     guarded(|| {
         let d = Decompress::builder()
             .with_err(error_mgr())
             .from_mem(data)
-            .map_err(|e| e.to_string())?;
+            .map_err(unsupported)?;
         Ok((d.width() as u32, d.height() as u32))
     })
 }
 
 /// Decodes `data` at `eighths`/8 of its size (1..=8): RGB, or luma for a greyscale JPEG.
-pub(super) fn decode_scaled(data: &[u8], eighths: u8) -> Result<DynamicImage, String> {
+pub(super) fn decode_scaled(data: &[u8], eighths: u8) -> Result<DynamicImage, JpegError> {
     guarded(|| {
         let mut d = Decompress::builder()
             .with_err(error_mgr())
             .from_mem(data)
-            .map_err(|e| e.to_string())?;
+            .map_err(unsupported)?;
         d.scale(eighths);
         let grey = d.color_space() == ColorSpace::JCS_GRAYSCALE;
-        let mut started = if grey { d.grayscale() } else { d.rgb() }.map_err(|e| e.to_string())?;
+        let mut started = if grey { d.grayscale() } else { d.rgb() }.map_err(unsupported)?;
         let (w, h) = (started.width() as u32, started.height() as u32);
-        let pixels = started.read_scanlines::<u8>().map_err(|e| e.to_string())?;
-        started.finish().map_err(|e| e.to_string())?;
+        let pixels = started.read_scanlines::<u8>().map_err(unsupported)?;
+        started.finish().map_err(unsupported)?;
         let img = if grey {
             GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8)
         } else {
             RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8)
         };
-        img.ok_or_else(|| "libjpeg returned fewer pixels than its size".into())
+        img.ok_or_else(|| {
+            JpegError::Unsupported("libjpeg returned fewer pixels than its size".into())
+        })
     })
 }
 
 /// `img` as a baseline RGB JPEG of quality `q` (1..=100), 4:2:0.
-pub(super) fn encode(img: &DynamicImage, q: u8) -> Result<Vec<u8>, String> {
+pub(super) fn encode(img: &DynamicImage, q: u8) -> Result<Vec<u8>, JpegError> {
     let rgb = img.to_rgb8();
     guarded(|| {
         let mut c = Compress::new_err(Box::new(error_mgr()), ColorSpace::JCS_RGB);
@@ -112,11 +140,9 @@ pub(super) fn encode(img: &DynamicImage, q: u8) -> Result<Vec<u8>, String> {
         c.set_quality(q as f32);
         let mut started = c
             .start_compress(Vec::with_capacity(rgb.len() / 8))
-            .map_err(|e| e.to_string())?;
-        started
-            .write_scanlines(rgb.as_raw())
-            .map_err(|e| e.to_string())?;
-        started.finish().map_err(|e| e.to_string())
+            .map_err(unsupported)?;
+        started.write_scanlines(rgb.as_raw()).map_err(unsupported)?;
+        started.finish().map_err(unsupported)
     })
 }
 
@@ -154,9 +180,15 @@ mod tests {
     fn a_damaged_file_is_an_error_not_a_grey_image_nor_a_crash() {
         let data = photo(640, 480);
         // Cut short: libjpeg would warn and fill the rest with grey.
-        assert!(decode_scaled(&data[..data.len() / 2], 8).is_err());
+        assert!(matches!(
+            decode_scaled(&data[..data.len() / 2], 8),
+            Err(JpegError::Damaged(_))
+        ));
         // Not a JPEG at all: a fatal error, unwound out of the C code.
-        assert!(decode_scaled(b"not a jpeg at all", 8).is_err());
+        assert!(matches!(
+            decode_scaled(b"not a jpeg at all", 8),
+            Err(JpegError::Unsupported(_))
+        ));
         assert!(size(b"\xff\xd8\xff").is_err());
         // The decoder is still usable afterwards.
         assert!(decode_scaled(&data, 1).is_ok());

@@ -10,7 +10,7 @@
 //! - **A SIMD convolution resize** (fast_image_resize) with the antialiased bilinear filter,
 //!   the same filter Pillow's `Image.resize(..., BILINEAR)` uses.
 //!
-//! Other formats, and JPEGs libjpeg does not turn into RGB (CMYK, YCCK, anything damaged), are
+//! Other formats, and JPEGs libjpeg does not turn into RGB (CMYK, YCCK), are
 //! decoded whole by the `image` crate and then resized the same way.
 
 use fast_image_resize::{FilterType, IntoImageView, ResizeAlg, ResizeOptions, Resizer};
@@ -120,24 +120,33 @@ impl Resize {
     }
 }
 
+/// A decoded image and the size of the source it came from (it may be a reduced-scale decode).
+pub(super) type Decoded = (DynamicImage, (u32, u32));
+
 /// Decodes a JPEG at the smallest DCT scale that `resize` still needs, returning the image and
-/// the source's full size. `None` where libjpeg does not apply (a colour space it will not turn
-/// into RGB, such as CMYK; larger than [`MAX_DIMENSION`]; any damage): the caller then decodes
-/// with the `image` crate, which reports the error if there is one.
-pub(super) fn decode_jpeg_for(data: &[u8], resize: &Resize) -> Option<(DynamicImage, (u32, u32))> {
-    let src = jpeg::size(data).ok()?;
-    if src.0 > MAX_DIMENSION || src.1 > MAX_DIMENSION {
-        return None;
+/// the source's full size. `Ok(None)` where libjpeg does not apply (a colour space it will not
+/// turn into RGB, such as CMYK; a coding it lacks; larger than [`MAX_DIMENSION`]): the caller
+/// then decodes with the `image` crate, which reports the error if there is one. A JPEG whose
+/// data is damaged is an error: another, more lenient decoder would make a plausible image of it.
+pub(super) fn decode_jpeg_for(data: &[u8], resize: &Resize) -> Result<Option<Decoded>, String> {
+    let decoded = jpeg::size(data).and_then(|src| {
+        if src.0 > MAX_DIMENSION || src.1 > MAX_DIMENSION {
+            return Ok(None);
+        }
+        let (nw, nh) = resize.needed(src);
+        // libjpeg's scaled size of a side: ceil(side × eighths / 8).
+        let scaled = |side: u32, eighths: u32| (side * eighths).div_ceil(8);
+        let eighths = [1, 2, 4, 8]
+            .into_iter()
+            .find(|&e| scaled(src.0, e) >= nw && scaled(src.1, e) >= nh)
+            .unwrap_or(8);
+        Ok(Some((jpeg::decode_scaled(data, eighths as u8)?, src)))
+    });
+    match decoded {
+        Ok(d) => Ok(d),
+        Err(jpeg::JpegError::Unsupported(_)) => Ok(None),
+        Err(jpeg::JpegError::Damaged(m)) => Err(m),
     }
-    let (nw, nh) = resize.needed(src);
-    // libjpeg's scaled size of a side: ceil(side × eighths / 8).
-    let scaled = |side: u32, eighths: u32| (side * eighths).div_ceil(8);
-    let eighths = [1, 2, 4, 8]
-        .into_iter()
-        .find(|&e| scaled(src.0, e) >= nw && scaled(src.1, e) >= nh)
-        .unwrap_or(8);
-    let img = jpeg::decode_scaled(data, eighths as u8).ok()?;
-    Some((img, src))
 }
 
 #[cfg(test)]
@@ -196,15 +205,19 @@ mod tests {
     fn jpeg_decoded_at_the_smallest_sufficient_scale() {
         let data = jpeg(1600, 1200);
         // 224×224 needs the 1/4 scale (400×300); 1/8 (200×150) would be too small.
-        let (img, src) = decode_jpeg_for(&data, &r(Some(224), Some(224), Mode::Exact)).unwrap();
+        let (img, src) = decode_jpeg_for(&data, &r(Some(224), Some(224), Mode::Exact))
+            .unwrap()
+            .unwrap();
         assert_eq!(src, (1600, 1200));
         assert_eq!((img.width(), img.height()), (400, 300));
         // Growing the image: no reduction.
-        let (img, _) = decode_jpeg_for(&data, &r(Some(2000), None, Mode::Exact)).unwrap();
+        let (img, _) = decode_jpeg_for(&data, &r(Some(2000), None, Mode::Exact))
+            .unwrap()
+            .unwrap();
         assert_eq!((img.width(), img.height()), (1600, 1200));
         // The output matches a full decode resized the same way, to within JPEG noise.
         let resize = r(Some(224), Some(224), Mode::Fill);
-        let (small, src) = decode_jpeg_for(&data, &resize).unwrap();
+        let (small, src) = decode_jpeg_for(&data, &resize).unwrap().unwrap();
         let fast = resize.apply(&small, src).unwrap().to_rgb8();
         let full = image::load_from_memory(&data).unwrap();
         let slow = resize.apply(&full, src).unwrap().to_rgb8();
@@ -221,6 +234,10 @@ mod tests {
 
     #[test]
     fn not_a_jpeg_is_left_to_the_general_decoder() {
-        assert!(decode_jpeg_for(b"not a jpeg", &r(Some(5), None, Mode::Exact)).is_none());
+        let resize = r(Some(5), None, Mode::Exact);
+        assert_eq!(decode_jpeg_for(b"not a jpeg", &resize), Ok(None));
+        // A damaged JPEG is not: it is an error.
+        let data = jpeg(160, 120);
+        assert!(decode_jpeg_for(&data[..data.len() / 2], &resize).is_err());
     }
 }
