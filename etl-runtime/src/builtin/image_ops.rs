@@ -157,26 +157,23 @@ impl ImageT {
             Op::Webp => ImageFormat::WebP,
             _ => input_format,
         };
-        let mut buf = Cursor::new(Vec::new());
-        let failed = |e: image::ImageError| EtlError::Failed {
+        let failed = |e: &dyn std::fmt::Display| EtlError::Failed {
             stage: stage.into(),
             message: format!("encoding: {e}"),
+        };
+        let written = |img: &DynamicImage, format| {
+            let mut buf = Cursor::new(Vec::new());
+            img.write_to(&mut buf, format).map_err(|e| failed(&e))?;
+            Ok(buf.into_inner())
         };
         match format {
             ImageFormat::Jpeg => {
                 let q = if self.0 == Op::Jpeg { p.q } else { 90 };
-                let data = super::jpeg::encode(&out, q).map_err(|e| EtlError::Failed {
-                    stage: stage.into(),
-                    message: format!("encoding: {e:?}"),
-                })?;
-                return Ok(data);
+                super::jpeg::encode(&out, q).map_err(|e| failed(&e))
             }
-            ImageFormat::WebP => DynamicImage::ImageRgba8(out.to_rgba8())
-                .write_to(&mut buf, ImageFormat::WebP)
-                .map_err(failed)?,
-            other => out.write_to(&mut buf, other).map_err(failed)?,
+            ImageFormat::WebP => written(&DynamicImage::ImageRgba8(out.to_rgba8()), format),
+            other => written(&out, other),
         }
-        Ok(buf.into_inner())
     }
 }
 

@@ -48,13 +48,15 @@ fn code(cinfo: &jpeg_common_struct) -> c_int {
 }
 
 /// Why libjpeg gave up on a file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(super) enum JpegError {
     /// A JPEG whose data is damaged (libjpeg warned: the file ends early, a marker is corrupt):
     /// an error for the client, not a case for another decoder.
+    #[error("{0}")]
     Damaged(String),
     /// Not something libjpeg decodes (not a JPEG, a colour space it will not turn into RGB, a
     /// coding it lacks): another decoder may still take it.
+    #[error("{0}")]
     Unsupported(String),
 }
 
@@ -95,24 +97,25 @@ fn unsupported(e: std::io::Error) -> JpegError {
     JpegError::Unsupported(e.to_string())
 }
 
-/// The source's size in pixels, read from its header.
-pub(super) fn size(data: &[u8]) -> Result<(u32, u32), JpegError> {
-    guarded(|| {
-        let d = Decompress::builder()
-            .with_err(error_mgr())
-            .from_mem(data)
-            .map_err(unsupported)?;
-        Ok((d.width() as u32, d.height() as u32))
-    })
-}
+/// A decoded image and the size of the source it came from (it may be a reduced-scale decode).
+pub(super) type Decoded = (DynamicImage, (u32, u32));
 
-/// Decodes `data` at `eighths`/8 of its size (1..=8): RGB, or luma for a greyscale JPEG.
-pub(super) fn decode_scaled(data: &[u8], eighths: u8) -> Result<DynamicImage, JpegError> {
+/// Reads `data`'s header once, asks `scale` for the decode scale in eighths (1..=8) given the
+/// source's size, and decodes at that scale: RGB, or luma for a greyscale JPEG, with the
+/// source's full size. `Ok(None)` when `scale` declines (a size the caller will not decode).
+pub(super) fn decode_scaled(
+    data: &[u8],
+    scale: impl FnOnce((u32, u32)) -> Option<u8>,
+) -> Result<Option<Decoded>, JpegError> {
     guarded(|| {
         let mut d = Decompress::builder()
             .with_err(error_mgr())
             .from_mem(data)
             .map_err(unsupported)?;
+        let src = (d.width() as u32, d.height() as u32);
+        let Some(eighths) = scale(src) else {
+            return Ok(None);
+        };
         d.scale(eighths);
         let grey = d.color_space() == ColorSpace::JCS_GRAYSCALE;
         let mut started = if grey { d.grayscale() } else { d.rgb() }.map_err(unsupported)?;
@@ -124,15 +127,24 @@ pub(super) fn decode_scaled(data: &[u8], eighths: u8) -> Result<DynamicImage, Jp
         } else {
             RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8)
         };
-        img.ok_or_else(|| {
+        let img = img.ok_or_else(|| {
             JpegError::Unsupported("libjpeg returned fewer pixels than its size".into())
-        })
+        })?;
+        Ok(Some((img, src)))
     })
 }
 
 /// `img` as a baseline RGB JPEG of quality `q` (1..=100), 4:2:0.
 pub(super) fn encode(img: &DynamicImage, q: u8) -> Result<Vec<u8>, JpegError> {
-    let rgb = img.to_rgb8();
+    // Converted only when it is not RGB8 already (a resize's output is).
+    let converted;
+    let rgb = match img.as_rgb8() {
+        Some(rgb) => rgb,
+        None => {
+            converted = img.to_rgb8();
+            &converted
+        }
+    };
     guarded(|| {
         let mut c = Compress::new_err(Box::new(error_mgr()), ColorSpace::JCS_RGB);
         c.set_fastest_defaults();
@@ -166,11 +178,18 @@ mod tests {
     #[test]
     fn decodes_at_a_reduced_scale_and_reencodes() {
         let data = photo(640, 480);
-        assert_eq!(size(&data).unwrap(), (640, 480));
-        let quarter = decode_scaled(&data, 2).unwrap();
-        assert_eq!(quarter.dimensions(), (160, 120));
-        let full = decode_scaled(&data, 8).unwrap();
+        let at = |eighths| decode_scaled(&data, |_| Some(eighths)).unwrap().unwrap();
+        let (quarter, src) = at(2);
+        assert_eq!((quarter.dimensions(), src), ((160, 120), (640, 480)));
+        let (full, _) = at(8);
         assert_eq!(full.dimensions(), (640, 480));
+        // The caller sees the size before anything is decoded, and may decline.
+        let mut seen = None;
+        let declined = decode_scaled(&data, |src| {
+            seen = Some(src);
+            None
+        });
+        assert_eq!((declined, seen), (Ok(None), Some((640, 480))));
         // The image crate's own decoder reads what this one wrote.
         let again = image::load_from_memory(&encode(&quarter, 80).unwrap()).unwrap();
         assert_eq!(again.dimensions(), (160, 120));
@@ -180,17 +199,18 @@ mod tests {
     fn a_damaged_file_is_an_error_not_a_grey_image_nor_a_crash() {
         let data = photo(640, 480);
         // Cut short: libjpeg would warn and fill the rest with grey.
+        let full = |_| Some(8);
         assert!(matches!(
-            decode_scaled(&data[..data.len() / 2], 8),
+            decode_scaled(&data[..data.len() / 2], full),
             Err(JpegError::Damaged(_))
         ));
-        // Not a JPEG at all: a fatal error, unwound out of the C code.
+        // Not a JPEG at all, or only its first marker: a fatal error, unwound out of the C code.
         assert!(matches!(
-            decode_scaled(b"not a jpeg at all", 8),
+            decode_scaled(b"not a jpeg at all", full),
             Err(JpegError::Unsupported(_))
         ));
-        assert!(size(b"\xff\xd8\xff").is_err());
+        assert!(decode_scaled(b"\xff\xd8\xff", full).is_err());
         // The decoder is still usable afterwards.
-        assert!(decode_scaled(&data, 1).is_ok());
+        assert!(matches!(decode_scaled(&data, |_| Some(1)), Ok(Some(_))));
     }
 }

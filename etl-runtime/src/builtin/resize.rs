@@ -5,8 +5,9 @@
 //!
 //! - **Decoding at a reduced DCT scale.** A JPEG can be decoded straight to 1/2, 1/4 or 1/8 of its
 //!   size (libjpeg's scaled inverse DCT, [`super::jpeg`]), skipping most of the inverse DCT and
-//!   the full-size pixel buffer. [`decode_jpeg_for`] picks the smallest scale that still leaves at least one source
-//!   pixel per output pixel on both axes, so the result is as sharp as a full decode.
+//!   the full-size pixel buffer. [`decode_jpeg_for`] picks the smallest scale that still leaves
+//!   at least one source pixel per output pixel on both axes, so the result is as sharp as a
+//!   full decode.
 //! - **A SIMD convolution resize** (fast_image_resize) with the antialiased bilinear filter,
 //!   the same filter Pillow's `Image.resize(..., BILINEAR)` uses.
 //!
@@ -120,18 +121,18 @@ impl Resize {
     }
 }
 
-/// A decoded image and the size of the source it came from (it may be a reduced-scale decode).
-pub(super) type Decoded = (DynamicImage, (u32, u32));
-
 /// Decodes a JPEG at the smallest DCT scale that `resize` still needs, returning the image and
 /// the source's full size. `Ok(None)` where libjpeg does not apply (a colour space it will not
 /// turn into RGB, such as CMYK; a coding it lacks; larger than [`MAX_DIMENSION`]): the caller
 /// then decodes with the `image` crate, which reports the error if there is one. A JPEG whose
 /// data is damaged is an error: another, more lenient decoder would make a plausible image of it.
-pub(super) fn decode_jpeg_for(data: &[u8], resize: &Resize) -> Result<Option<Decoded>, String> {
-    let decoded = jpeg::size(data).and_then(|src| {
+pub(super) fn decode_jpeg_for(
+    data: &[u8],
+    resize: &Resize,
+) -> Result<Option<jpeg::Decoded>, String> {
+    let decoded = jpeg::decode_scaled(data, |src| {
         if src.0 > MAX_DIMENSION || src.1 > MAX_DIMENSION {
-            return Ok(None);
+            return None;
         }
         let (nw, nh) = resize.needed(src);
         // libjpeg's scaled size of a side: ceil(side × eighths / 8).
@@ -140,7 +141,7 @@ pub(super) fn decode_jpeg_for(data: &[u8], resize: &Resize) -> Result<Option<Dec
             .into_iter()
             .find(|&e| scaled(src.0, e) >= nw && scaled(src.1, e) >= nh)
             .unwrap_or(8);
-        Ok(Some((jpeg::decode_scaled(data, eighths as u8)?, src)))
+        Some(eighths as u8)
     });
     match decoded {
         Ok(d) => Ok(d),
