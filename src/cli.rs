@@ -349,8 +349,13 @@ fn print_job(v: &aisle_gateway::jobs::JobView) {
     );
 }
 
-async fn job_view(conn: &Connection, id: &str) -> anyhow::Result<aisle_gateway::jobs::JobView> {
-    let body = admin_get(conn, &format!("/_aisle/v1/jobs/{id}")).await?;
+/// A job's state; with `wait_ms`, once it has ended or after that long, whichever comes first.
+async fn job_view(
+    conn: &Connection,
+    id: &str,
+    wait_ms: u64,
+) -> anyhow::Result<aisle_gateway::jobs::JobView> {
+    let body = admin_get(conn, &format!("/_aisle/v1/jobs/{id}?wait_ms={wait_ms}")).await?;
     serde_json::from_slice(&body).context("parsing the answer")
 }
 
@@ -365,7 +370,9 @@ async fn follow(conn: &Connection, id: &str) -> anyhow::Result<aisle_gateway::jo
         .progress_chars("=> "),
     );
     loop {
-        let v = job_view(conn, id).await?;
+        // The gateway answers as soon as the job ends, else after half a second: a refresh of
+        // the bar, and no poll interval added to the job's time.
+        let v = job_view(conn, id, 500).await?;
         bar.set_length(v.total);
         bar.set_position(v.done);
         if v.shards.is_empty() {
@@ -377,7 +384,6 @@ async fn follow(conn: &Connection, id: &str) -> anyhow::Result<aisle_gateway::jo
             bar.finish_and_clear();
             return Ok(v);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
 
@@ -469,7 +475,7 @@ pub async fn job(cmd: JobCommand) -> anyhow::Result<()> {
             let v = if wait {
                 follow(&conn, &id).await?
             } else {
-                job_view(&conn, &id).await?
+                job_view(&conn, &id, 0).await?
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);

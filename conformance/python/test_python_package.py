@@ -65,6 +65,29 @@ def test_client_objects_transforms_members_and_errors(client, data):
     assert e.value.code == "InvalidEtl"
 
 
+def test_offline_job_followed_to_its_end(client, data):
+    """`Client.wait` holds each job query at the gateway (`?wait_ms=`) until the job ends:
+    the outputs are there when it returns, and a bad `wait_ms` is a clear 400."""
+    b, _ = data
+    out = f"{b}-md5"
+    client.create_bucket(out)
+    job = client.start_etl_job(b, out, "md5", prefix="obj/")
+    # A job of 25 tiny objects takes well under a second: held at the gateway, the first
+    # answer is already the end (asked without waiting, it would say "running").
+    end = client.job(job.id, wait=20.0)
+    assert end.status == "done" and end.done == end.total == 25, end
+    seen = []
+    assert client.wait(job.id, progress=seen.append) == end and seen == [end]
+    assert client.get(out, "obj/007.bin") == hashlib.md5(b"object 7").hexdigest().encode()
+    assert client.job(job.id, wait=1.0) == end  # an ended job answers at once
+    with pytest.raises(AisleError) as e:
+        client.request("GET", f"/_aisle/v1/jobs/{job.id}", {"wait_ms": "soon"})
+    assert e.value.status == 400 and "wait_ms" in str(e.value), e.value
+    with pytest.raises(AisleError) as e:
+        client.job("etl-nosuchjob", wait=0.2)
+    assert e.value.status == 404, e.value
+
+
 def test_get_batch_with_transforms_and_the_error_policy(client, data):
     b, shards = data
     got = list(client.get_batch([

@@ -164,6 +164,16 @@ pub struct BindRequest {
     pub materialize: bool,
 }
 
+/// Query of `GET /_aisle/v1/jobs/<id>`: `?wait_ms=N` answers once the job has ended or after
+/// N milliseconds (at most [`MAX_JOB_WAIT_MS`]), whichever comes first; without it, at once.
+#[derive(Debug, Default, Deserialize)]
+struct JobQuery {
+    wait_ms: Option<u64>,
+}
+
+/// The longest a job query waits for the job's end.
+pub const MAX_JOB_WAIT_MS: u64 = 30_000;
+
 /// The admin route.
 pub struct AdminRoute {
     /// Cluster metadata.
@@ -596,7 +606,14 @@ impl S3Route for AdminRoute {
                     e
                 };
                 match (method.clone(), action) {
-                    (Method::GET, None) => Ok(json(&self.jobs.get(id).ok_or_else(missing)?)),
+                    (Method::GET, None) => {
+                        let q: JobQuery = serde_urlencoded::from_str(req.uri.query().unwrap_or(""))
+                            .map_err(|e| bad(format!("bad query (wait_ms=<milliseconds>): {e}")))?;
+                        let within = std::time::Duration::from_millis(
+                            q.wait_ms.unwrap_or(0).min(MAX_JOB_WAIT_MS),
+                        );
+                        Ok(json(&self.jobs.wait(id, within).await.ok_or_else(missing)?))
+                    }
                     (Method::POST, Some("abort")) => {
                         if !self.jobs.abort(id) {
                             return Err(missing());

@@ -112,6 +112,8 @@ pub struct JobView {
 struct Job {
     view: Mutex<JobView>,
     cancel: CancellationToken,
+    /// Becomes `true` once the job has ended; [`Jobs::wait`] watches it.
+    ended: tokio::sync::watch::Sender<bool>,
 }
 
 /// The gateway's jobs.
@@ -196,6 +198,17 @@ impl Jobs {
         Some(v)
     }
 
+    /// One job, once it has ended or `within` has passed, whichever comes first: a follower
+    /// (`aisle etl run --wait`) learns of the end at once instead of at its next poll.
+    pub async fn wait(&self, id: &str, within: std::time::Duration) -> Option<JobView> {
+        let j = self.jobs.lock().expect("jobs lock").get(id).cloned()?;
+        let mut ended = j.ended.subscribe();
+        // Err only if the sender is gone, which the job itself holds.
+        let _ = tokio::time::timeout(within, ended.wait_for(|e| *e)).await;
+        let v = j.view.lock().expect("job lock").clone();
+        Some(v)
+    }
+
     /// Ask a job to stop; it ends `aborted` after the object in flight.
     pub fn abort(&self, id: &str) -> bool {
         match self.jobs.lock().expect("jobs lock").get(id) {
@@ -243,6 +256,7 @@ impl Jobs {
                 ..Default::default()
             }),
             cancel: CancellationToken::new(),
+            ended: tokio::sync::watch::Sender::new(false),
         });
         self.jobs
             .lock()
@@ -273,6 +287,8 @@ impl Jobs {
                     "failed".into()
                 }
             };
+            drop(v);
+            job.ended.send_replace(true);
         });
         self.get(&id).expect("just inserted")
     }

@@ -249,25 +249,28 @@ class Client:
             doc["prefix"] = prefix
         return Job._of(self._json("POST", "/_aisle/v1/jobs/shard", doc=doc))
 
-    def job(self, job_id: str) -> Job:
-        return Job._of(self._json("GET", f"/_aisle/v1/jobs/{job_id}"))
+    def job(self, job_id: str, wait: float = 0.0) -> Job:
+        """A job's state; with ``wait`` (seconds, at most 30), once it has ended or after that
+        long, whichever comes first (the gateway holds the request)."""
+        q = {"wait_ms": str(int(min(wait, 30.0) * 1000))} if wait > 0 else None
+        return Job._of(self._json("GET", f"/_aisle/v1/jobs/{job_id}", q))
 
     def abort(self, job_id: str) -> None:
         self.request("POST", f"/_aisle/v1/jobs/{job_id}/abort")
 
     def wait(self, job_id: str, progress: Optional[Callable[[Job], None]] = None,
-             poll: float = 0.25, timeout: float = 3600.0) -> Job:
-        """Follow a job until it ends (``progress`` sees every update); the final state."""
+             poll: float = 0.5, timeout: float = 3600.0) -> Job:
+        """Follow a job until it ends (``progress`` sees an update at least every ``poll``
+        seconds); the final state, as soon as the job has ended."""
         deadline = time.time() + timeout
         while True:
-            j = self.job(job_id)
+            j = self.job(job_id, wait=min(poll, max(deadline - time.time(), 0.001)))
             if progress:
                 progress(j)
             if j.status != "running":
                 return j
             if time.time() > deadline:
                 raise AisleError(0, "Timeout", f"job {job_id} still running after {timeout}s")
-            time.sleep(poll)
 
 
 def _etl_headers(etl: Optional[str], args: Optional[str]) -> Dict[str, str]:

@@ -128,6 +128,13 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
     state.cold.load(&state)?;
     let local = bind_local_sockets(&cfg.root);
     tracing::info!(id = %cfg.id, %url, local = ?local.as_ref().map(|(_, _, s)| &s.path), "target listening");
+    if !aisle_etl_runtime::builtin::jpeg_simd() {
+        tracing::warn!(
+            "libjpeg runs without SIMD (nasm was not on the PATH when aisle was built): built-in \
+             image transforms are ~20% slower; `apt-get install nasm && cargo clean -p mozjpeg-sys` \
+             before the next build adds it"
+        );
+    }
     tokio::spawn(join_loop(
         state.clone(),
         cfg.gateway_url.clone(),

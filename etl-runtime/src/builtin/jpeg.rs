@@ -1,6 +1,8 @@
 //! JPEG through libjpeg: the `mozjpeg` crate, whose C library (libjpeg-turbo's code) is built
 //! from source by cargo with the C compiler every Rust toolchain links with — no system
-//! library, no assembler (its SIMD needs nasm, so it is left off).
+//! library. Its SIMD code (inverse DCTs, upsampling, colour conversion) is assembled when
+//! `nasm` is on the PATH at build time, else left out: the same results, ~20% slower for
+//! `resize` ([`simd`] tells which build this is).
 //!
 //! What it is for: the two JPEG steps on the hot path of image transforms.
 //!
@@ -22,10 +24,27 @@
 
 use std::os::raw::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
 
 use image::{DynamicImage, GrayImage, RgbImage};
 use mozjpeg::{ColorSpace, Compress, Decompress};
 use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, jpeg_std_error};
+
+/// Whether this build's libjpeg has its SIMD code and this CPU runs it. libjpeg-turbo defines
+/// `jsimd_can_*` in both builds: without SIMD (no nasm at build time) they all answer 0.
+///
+/// ```
+/// // Either answer is a working build; the difference is speed.
+/// let _with_simd: bool = aisle_etl_runtime::builtin::jpeg_simd();
+/// ```
+pub fn simd() -> bool {
+    unsafe extern "C" {
+        fn jsimd_can_idct_islow() -> c_int;
+    }
+    static SIMD: OnceLock<bool> = OnceLock::new();
+    // SAFETY: a query without arguments; libjpeg probes the CPU once, behind its own guard.
+    *SIMD.get_or_init(|| unsafe { jsimd_can_idct_islow() } != 0)
+}
 
 /// libjpeg's error manager with both callbacks replaced: a fatal error and a warning each
 /// unwind with their libjpeg message code. (Messages above warning level are trace output

@@ -18,6 +18,7 @@ mod compress;
 mod digest;
 mod image_ops;
 mod jpeg;
+pub use jpeg::simd as jpeg_simd;
 mod resize;
 mod wds;
 
