@@ -1,6 +1,7 @@
 //! Byte spans of open files, read without an intermediate buffer: a small span at once, a
-//! larger one as a stream of chunks, each chunk one positioned read on the blocking pool; and
-//! upload frames appended to a file in batches ([`BatchWriter`]).
+//! larger one as a stream of chunks, each chunk one positioned read — on the calling thread
+//! when the page cache holds it, else on the blocking pool; and upload frames appended to a
+//! file in batches ([`BatchWriter`]).
 //!
 //! Shared by the target (which serves its data files) and the gateway (which reads a same-host
 //! target's files through descriptors the target passed it, see [`crate::local`]). It holds no
@@ -206,15 +207,18 @@ pub fn stream(spans: Vec<Span>) -> FileStream {
             loop {
                 match cur.take() {
                     Some((file, pos, to)) if pos < to => {
-                        let n = CHUNK.min(to - pos);
-                        let f = file.clone();
-                        let chunk = tokio::task::spawn_blocking(move || {
-                            let mut buf = vec![0u8; n as usize];
-                            f.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf))
-                        })
-                        .await
-                        .map_err(io::Error::other)??;
-                        return Ok(Some((chunk, (rest, Some((file, pos + n, to))))));
+                        let n = CHUNK.min(to - pos) as usize;
+                        let chunk = match read_cached(&file, pos, n)? {
+                            Some(chunk) => chunk,
+                            None => {
+                                let f = file.clone();
+                                tokio::task::spawn_blocking(move || read_chunk(&f, pos, n))
+                                    .await
+                                    .map_err(io::Error::other)??
+                            }
+                        };
+                        let next = pos + chunk.len() as u64;
+                        return Ok(Some((chunk, (rest, Some((file, next, to))))));
                     }
                     _ => match rest.next() {
                         Some(s) => cur = Some((Arc::new(s.file), s.from, s.to)),
@@ -224,6 +228,62 @@ pub fn stream(spans: Vec<Span>) -> FileStream {
             }
         },
     ))
+}
+
+/// Up to `n` bytes at `pos` if the page cache holds them (at least the first page), read on
+/// this thread without waiting for the disk (`preadv2` with `RWF_NOWAIT`): a hot chunk costs a
+/// copy, not two hand-offs to the blocking pool and back. `None`: not cached (or the kernel
+/// cannot tell), so the caller reads it on the blocking pool. The end of the file before `n`
+/// bytes is an error: a span never outruns its file.
+fn read_cached(file: &File, pos: u64, n: usize) -> io::Result<Option<Bytes>> {
+    use std::os::fd::AsRawFd;
+    let mut buf = Vec::<u8>::with_capacity(n);
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: n,
+    };
+    // SAFETY: the one iovec points at `n` bytes of `buf`'s capacity, which nothing else
+    // touches during the call; `file` keeps the descriptor open for its duration.
+    let got = unsafe {
+        libc::preadv2(
+            file.as_raw_fd(),
+            &iov,
+            1,
+            pos as libc::off_t,
+            libc::RWF_NOWAIT,
+        )
+    };
+    match got {
+        0 => Err(short_file()),
+        g if g > 0 => {
+            // SAFETY: the kernel wrote the first `g` (≤ n) bytes.
+            unsafe { buf.set_len(g as usize) };
+            Ok(Some(Bytes::from(buf)))
+        }
+        _ => match io::Error::last_os_error().raw_os_error() {
+            // Not in the page cache, or a file system without RWF_NOWAIT, or interrupted.
+            Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::EINVAL | libc::EINTR) => Ok(None),
+            _ => Err(io::Error::last_os_error()),
+        },
+    }
+}
+
+/// `n` bytes at `pos`, waiting for the disk: for the blocking pool.
+fn read_chunk(file: &File, pos: u64, n: usize) -> io::Result<Bytes> {
+    let mut buf = vec![0u8; n];
+    file.read_exact_at(&mut buf, pos)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => short_file(),
+            _ => e,
+        })?;
+    Ok(Bytes::from(buf))
+}
+
+fn short_file() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the file ends before its span: it was truncated under the reader",
+    )
 }
 
 #[cfg(test)]
@@ -306,6 +366,32 @@ mod tests {
             to: 20,
         }];
         assert!(read_now(&s).is_err());
+        assert!(read_chunk(&file_with(&[7u8; 10]), 0, 20).is_err());
+    }
+
+    #[tokio::test]
+    async fn chunks_the_page_cache_lacks_are_read_on_the_blocking_pool() {
+        use std::os::fd::AsRawFd;
+        let a: Vec<u8> = (0..1_500_000u32).map(|i| (i % 241) as u8).collect();
+        let file = file_with(&a);
+        file.sync_all().unwrap();
+        // Clean pages of an fsynced file: DONTNEED drops them from the page cache.
+        // SAFETY: an advisory call on an open descriptor; it touches no memory of ours.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+        assert!(
+            read_cached(&file, 0, 4096).unwrap().is_none(),
+            "evicted, so not read here"
+        );
+        let s = vec![Span {
+            file: file.try_clone().unwrap(),
+            from: 3,
+            to: a.len() as u64,
+        }];
+        assert_eq!(collect(stream(s)).await.unwrap(), a[3..]);
+        // Read once, the pages are cached: the next read happens on this thread.
+        let hot = read_cached(&file, 1000, 9000).unwrap().expect("cached now");
+        assert_eq!(&hot[..], &a[1000..10_000]);
     }
 }
 
