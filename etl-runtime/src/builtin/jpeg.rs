@@ -42,7 +42,7 @@ pub fn simd() -> bool {
         fn jsimd_can_idct_islow() -> c_int;
     }
     static SIMD: OnceLock<bool> = OnceLock::new();
-    // SAFETY: a query without arguments; libjpeg probes the CPU once, behind its own guard.
+    // SAFETY: a query without arguments; libjpeg probes the CPU into a thread-local of its own.
     *SIMD.get_or_init(|| unsafe { jsimd_can_idct_islow() } != 0)
 }
 
