@@ -10,6 +10,12 @@
 //! nothing acknowledged. A row whose object was since deleted rewrites a file no record
 //! references; the recovery sweep that follows removes it again.
 //!
+//! The same background thread also unlinks the data files a commit left unreferenced (an
+//! overwritten object's, a deleted version's): an unlink on ext4 costs about as much as half an
+//! fsync, and nothing needs it before the write is acknowledged. A file whose unlink is still
+//! pending when the process stops is unreferenced, so the recovery sweep at the next start
+//! removes it.
+//!
 //! What it is not: a log of records (the index is its own log), nor used for large files,
 //! parts or appends, which are fsynced before their commit as before.
 
@@ -31,6 +37,8 @@ const SETTLE_DELAY: Duration = Duration::from_millis(20);
 #[derive(Default)]
 pub(super) struct Settler {
     owed: Mutex<Vec<(u16, String)>>,
+    /// Files no record references any more, to unlink.
+    doomed: Mutex<Vec<PathBuf>>,
     wake: Condvar,
     busy: Mutex<()>,
     closed: AtomicBool,
@@ -41,6 +49,19 @@ impl Settler {
     pub(super) fn owe(&self, mp: u16, file: String) {
         self.owed.lock().expect("settler lock").push((mp, file));
         self.wake.notify_one();
+    }
+
+    /// Unlink `files` in the background: a committed index no longer references them.
+    pub(super) fn discard(&self, files: impl IntoIterator<Item = PathBuf>) {
+        let mut doomed = self.doomed.lock().expect("settler lock");
+        let before = doomed.len();
+        doomed.extend(files);
+        if doomed.len() > before {
+            drop(doomed);
+            // Waking through `owed`'s condvar: the thread waits on that lock.
+            let _owed = self.owed.lock().expect("settler lock");
+            self.wake.notify_one();
+        }
     }
 
     /// Start the background thread over `index` and the mountpaths at `roots`.
@@ -55,18 +76,33 @@ impl Settler {
         }
     }
 
-    /// Stop the thread, waiting for a batch it is settling. Owed files stay journaled.
+    /// Stop the thread, waiting for a batch it is settling, and unlink the files still
+    /// doomed. Owed files stay journaled.
     pub(super) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.wake.notify_all();
-        drop(self.busy.lock().expect("settler lock"));
+        let _busy = self.busy.lock().expect("settler lock");
+        self.unlink_doomed();
+    }
+
+    fn unlink_doomed(&self) {
+        for path in std::mem::take(&mut *self.doomed.lock().expect("settler lock")) {
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove an unreferenced data file; recovery will");
+            }
+        }
     }
 
     fn run(&self, index: &Weak<Index>, roots: &[PathBuf]) {
         loop {
             {
                 let mut owed = self.owed.lock().expect("settler lock");
-                while owed.is_empty() && !self.closed.load(Ordering::Acquire) {
+                while owed.is_empty()
+                    && self.doomed.lock().expect("settler lock").is_empty()
+                    && !self.closed.load(Ordering::Acquire)
+                {
                     owed = self
                         .wake
                         .wait_timeout(owed, Duration::from_secs(1))
@@ -74,10 +110,17 @@ impl Settler {
                         .0;
                 }
             }
-            std::thread::sleep(SETTLE_DELAY);
+            // Owed fsyncs wait to be batched; unlinks alone do not.
+            if !self.owed.lock().expect("settler lock").is_empty() {
+                std::thread::sleep(SETTLE_DELAY);
+            }
             let _busy = self.busy.lock().expect("settler lock");
             if self.closed.load(Ordering::Acquire) {
                 return;
+            }
+            self.unlink_doomed();
+            if self.owed.lock().expect("settler lock").is_empty() {
+                continue;
             }
             let Some(index) = index.upgrade() else { return };
             let batch = std::mem::take(&mut *self.owed.lock().expect("settler lock"));

@@ -290,11 +290,20 @@ impl Store {
         Ok((Segment { mp, file, size }, bytes))
     }
 
+    /// Drop the files of segments a client's committed write or delete no longer references:
+    /// unlinked by the settler's thread, off the request's path ([`journal`]).
     fn remove_segments(&self, segs: &[Segment]) {
+        self.settler
+            .discard(segs.iter().map(|s| self.segment_path(s)));
+    }
+
+    /// Unlink the files of `segs` now: where the space must be free when the call returns
+    /// (an eviction under a full disk, a write that failed).
+    fn unlink_now(&self, segs: &[Segment]) {
         for s in segs {
             let p = self.segment_path(s);
             if let Err(e) = std::fs::remove_file(&p) {
-                tracing::warn!(path = %p.display(), error = %e, "could not remove a replaced data file; recovery will");
+                tracing::warn!(path = %p.display(), error = %e, "could not remove a data file; recovery will");
             }
         }
     }
@@ -377,7 +386,7 @@ impl Store {
                 Ok(meta)
             }
             Err(e) => {
-                self.remove_segments(&[seg]);
+                self.unlink_now(&[seg]);
                 Err(e)
             }
         }
@@ -423,7 +432,7 @@ impl Store {
                 Ok(meta)
             }
             Err(e) => {
-                self.remove_segments(&[seg]);
+                self.unlink_now(&[seg]);
                 Err(e)
             }
         }
@@ -564,11 +573,12 @@ impl Store {
         self.index.have(bucket, key)
     }
 
-    /// Remove the local object or tombstone if it is still exactly `have`. Blocking.
+    /// Remove the local object or tombstone if it is still exactly `have` (an eviction, a
+    /// rebalance move); its files are unlinked before this returns. Blocking.
     pub fn remove_if(&self, bucket: &str, key: &str, have: Have) -> Result<bool, StoreError> {
         Ok(match self.index.remove_if(bucket, key, have)? {
             Some(old) => {
-                self.remove_segments(&old.segments);
+                self.unlink_now(&old.segments);
                 true
             }
             None => have.deleted,
@@ -742,7 +752,7 @@ impl Store {
                 Ok(part.info)
             }
             Err(e) => {
-                self.remove_segments(&[seg]);
+                self.unlink_now(&[seg]);
                 Err(e)
             }
         }
@@ -1219,7 +1229,14 @@ mod tests {
         store
             .publish_copy("b", "k", t, versioned(1, 60, false), false)
             .unwrap();
-        assert!(!store.segment_path(&old_null.segments[0]).exists());
+        let replaced = store.segment_path(&old_null.segments[0]);
+        for _ in 0..250 {
+            if !replaced.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(!replaced.exists(), "the settler removed the replaced file");
         assert_eq!(listed(&store, None, 10).len(), 3);
         remove_test_dir(&dir).await;
     }
