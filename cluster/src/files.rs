@@ -260,11 +260,14 @@ fn read_cached(file: &File, pos: u64, n: usize) -> io::Result<Option<Bytes>> {
             unsafe { buf.set_len(g as usize) };
             Ok(Some(Bytes::from(buf)))
         }
-        _ => match io::Error::last_os_error().raw_os_error() {
-            // Not in the page cache, or a file system without RWF_NOWAIT, or interrupted.
-            Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::EINVAL | libc::EINTR) => Ok(None),
-            _ => Err(io::Error::last_os_error()),
-        },
+        _ => {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                // Not in the page cache, or a file system without RWF_NOWAIT, or interrupted.
+                Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::EINVAL | libc::EINTR) => Ok(None),
+                _ => Err(e),
+            }
+        }
     }
 }
 

@@ -166,7 +166,7 @@ pub struct BindRequest {
 
 /// Query of `GET /_aisle/v1/jobs/<id>`: `?wait_ms=N` answers once the job has ended or after
 /// N milliseconds (at most [`MAX_JOB_WAIT_MS`]), whichever comes first; without it, at once.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct JobQuery {
     wait_ms: Option<u64>,
 }

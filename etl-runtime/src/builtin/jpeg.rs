@@ -24,7 +24,6 @@
 
 use std::os::raw::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::OnceLock;
 
 use image::{DynamicImage, GrayImage, RgbImage};
 use mozjpeg::{ColorSpace, Compress, Decompress};
@@ -41,9 +40,8 @@ pub fn simd() -> bool {
     unsafe extern "C" {
         fn jsimd_can_idct_islow() -> c_int;
     }
-    static SIMD: OnceLock<bool> = OnceLock::new();
     // SAFETY: a query without arguments; libjpeg probes the CPU into a thread-local of its own.
-    *SIMD.get_or_init(|| unsafe { jsimd_can_idct_islow() } != 0)
+    unsafe { jsimd_can_idct_islow() != 0 }
 }
 
 /// libjpeg's error manager with both callbacks replaced: a fatal error and a warning each

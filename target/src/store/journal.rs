@@ -31,37 +31,46 @@ use super::{Store, StoreError};
 /// file as it comes.
 const SETTLE_DELAY: Duration = Duration::from_millis(20);
 
-/// Files whose fsync is owed, and the thread that pays it. The thread holds the index only
-/// while it settles a batch, and [`Settler::close`] waits for that: once a store is dropped,
-/// its index is closed (a test or a restart can open it again at once).
+/// Files whose fsync is owed and files to unlink, and the thread that deals with both. The
+/// thread holds the index only while it settles a batch, and [`Settler::close`] waits for
+/// that: once a store is dropped, its index is closed (a test or a restart can open it again
+/// at once).
 #[derive(Default)]
 pub(super) struct Settler {
-    owed: Mutex<Vec<(u16, String)>>,
-    /// Files no record references any more, to unlink.
-    doomed: Mutex<Vec<PathBuf>>,
+    pending: Mutex<Pending>,
     wake: Condvar,
     busy: Mutex<()>,
     closed: AtomicBool,
 }
 
+/// What the settler's thread has left to do.
+#[derive(Default)]
+struct Pending {
+    /// Journaled files whose fsync is owed: (mountpath, file).
+    owed: Vec<(u16, String)>,
+    /// Files no record references any more, to unlink.
+    doomed: Vec<PathBuf>,
+}
+
 impl Settler {
     /// Owe the fsync of `file` on mountpath `mp` (its bytes are journaled).
     pub(super) fn owe(&self, mp: u16, file: String) {
-        self.owed.lock().expect("settler lock").push((mp, file));
+        self.pending
+            .lock()
+            .expect("settler lock")
+            .owed
+            .push((mp, file));
         self.wake.notify_one();
     }
 
     /// Unlink `files` in the background: a committed index no longer references them.
     pub(super) fn discard(&self, files: impl IntoIterator<Item = PathBuf>) {
-        let mut doomed = self.doomed.lock().expect("settler lock");
-        let before = doomed.len();
-        doomed.extend(files);
-        if doomed.len() > before {
-            drop(doomed);
-            // Waking through `owed`'s condvar: the thread waits on that lock.
-            let _owed = self.owed.lock().expect("settler lock");
-            self.wake.notify_one();
-        }
+        self.pending
+            .lock()
+            .expect("settler lock")
+            .doomed
+            .extend(files);
+        self.wake.notify_one();
     }
 
     /// Start the background thread over `index` and the mountpaths at `roots`.
@@ -82,52 +91,57 @@ impl Settler {
         self.closed.store(true, Ordering::Release);
         self.wake.notify_all();
         let _busy = self.busy.lock().expect("settler lock");
-        self.unlink_doomed();
-    }
-
-    fn unlink_doomed(&self) {
-        for path in std::mem::take(&mut *self.doomed.lock().expect("settler lock")) {
-            if let Err(e) = std::fs::remove_file(&path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %path.display(), error = %e, "could not remove an unreferenced data file; recovery will");
-            }
-        }
+        let doomed = std::mem::take(&mut self.pending.lock().expect("settler lock").doomed);
+        unlink(doomed);
     }
 
     fn run(&self, index: &Weak<Index>, roots: &[PathBuf]) {
         loop {
-            {
-                let mut owed = self.owed.lock().expect("settler lock");
-                while owed.is_empty()
-                    && self.doomed.lock().expect("settler lock").is_empty()
+            let owes = {
+                let mut p = self.pending.lock().expect("settler lock");
+                while p.owed.is_empty()
+                    && p.doomed.is_empty()
                     && !self.closed.load(Ordering::Acquire)
                 {
-                    owed = self
+                    p = self
                         .wake
-                        .wait_timeout(owed, Duration::from_secs(1))
+                        .wait_timeout(p, Duration::from_secs(1))
                         .expect("settler lock")
                         .0;
                 }
-            }
+                !p.owed.is_empty()
+            };
             // Owed fsyncs wait to be batched; unlinks alone do not.
-            if !self.owed.lock().expect("settler lock").is_empty() {
+            if owes {
                 std::thread::sleep(SETTLE_DELAY);
             }
             let _busy = self.busy.lock().expect("settler lock");
             if self.closed.load(Ordering::Acquire) {
                 return;
             }
-            self.unlink_doomed();
-            if self.owed.lock().expect("settler lock").is_empty() {
+            let Pending { owed, doomed } =
+                std::mem::take(&mut *self.pending.lock().expect("settler lock"));
+            unlink(doomed);
+            if owed.is_empty() {
                 continue;
             }
             let Some(index) = index.upgrade() else { return };
-            let batch = std::mem::take(&mut *self.owed.lock().expect("settler lock"));
-            if let Err(e) = settle(&index, roots, &batch) {
+            if let Err(e) = settle(&index, roots, &owed) {
                 // The rows stay: the next start rewrites these files from them.
-                tracing::error!(error = %e, files = batch.len(), "cannot settle journaled files; they stay journaled");
+                tracing::error!(error = %e, files = owed.len(), "cannot settle journaled files; they stay journaled");
             }
+        }
+    }
+}
+
+/// Unlink files no record references; one already gone is fine, and one that cannot be
+/// removed is left to the recovery sweep at the next start.
+fn unlink(files: Vec<PathBuf>) {
+    for path in files {
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove an unreferenced data file; recovery will");
         }
     }
 }

@@ -292,7 +292,7 @@ impl Store {
 
     /// Drop the files of segments a client's committed write or delete no longer references:
     /// unlinked by the settler's thread, off the request's path ([`journal`]).
-    fn remove_segments(&self, segs: &[Segment]) {
+    fn discard_segments(&self, segs: &[Segment]) {
         self.settler
             .discard(segs.iter().map(|s| self.segment_path(s)));
     }
@@ -382,7 +382,7 @@ impl Store {
                 if journaled.is_some() {
                     self.settler.owe(seg.mp, seg.file);
                 }
-                self.remove_segments(&gone);
+                self.discard_segments(&gone);
                 Ok(meta)
             }
             Err(e) => {
@@ -427,7 +427,7 @@ impl Store {
                                 .any(|k| k.file == s.file && k.mp == s.mp)
                         })
                         .collect();
-                    self.remove_segments(&dropped);
+                    self.discard_segments(&dropped);
                 }
                 Ok(meta)
             }
@@ -491,7 +491,7 @@ impl Store {
             .index
             .delete_versioned(bucket, key, version, tombstone)?
         {
-            self.remove_segments(&old.segments);
+            self.discard_segments(&old.segments);
         }
         Ok(())
     }
@@ -514,7 +514,7 @@ impl Store {
             ..Default::default()
         };
         let gone = self.index.put_marker(bucket, key, &marker)?;
-        self.remove_segments(&gone);
+        self.discard_segments(&gone);
         Ok(marker)
     }
 
@@ -527,7 +527,7 @@ impl Store {
         which: &VersionRef,
     ) -> Result<Option<ObjectMeta>, StoreError> {
         let (removed, gone) = self.index.delete_version(bucket, key, which)?;
-        self.remove_segments(&gone);
+        self.discard_segments(&gone);
         Ok(removed)
     }
 
@@ -628,11 +628,11 @@ impl Store {
         };
         match self.index.put_version(bucket, key, &rec, repair) {
             Ok(gone) => {
-                self.remove_segments(&gone);
+                self.discard_segments(&gone);
                 Ok(())
             }
             Err(e) => {
-                self.remove_segments(&segments);
+                self.discard_segments(&segments);
                 Err(e)
             }
         }
@@ -642,7 +642,7 @@ impl Store {
     pub fn remove_version(&self, bucket: &str, key: &str, stamp: u64) -> Result<bool, StoreError> {
         Ok(match self.index.remove_version(bucket, key, stamp)? {
             Some(old) => {
-                self.remove_segments(&old.segments);
+                self.discard_segments(&old.segments);
                 true
             }
             None => false,
@@ -747,7 +747,7 @@ impl Store {
         match self.index.put_part(id, &part) {
             Ok(old) => {
                 if let Some(old) = old {
-                    self.remove_segments(&[old.segment]);
+                    self.discard_segments(&[old.segment]);
                 }
                 Ok(part.info)
             }
@@ -805,7 +805,7 @@ impl Store {
         req: &CompleteRequest,
     ) -> Result<ObjectMeta, StoreError> {
         let (meta, gone) = self.index.complete(bucket, key, id, req)?;
-        self.remove_segments(&gone);
+        self.discard_segments(&gone);
         Ok(meta)
     }
 
@@ -814,7 +814,7 @@ impl Store {
         self.upload(bucket, key, id)?;
         let parts = self.index.remove_upload(id)?;
         let segs: Vec<Segment> = parts.into_iter().map(|p| p.segment).collect();
-        self.remove_segments(&segs);
+        self.discard_segments(&segs);
         Ok(())
     }
 
