@@ -123,6 +123,20 @@ async fn serve_until_signal<E: std::error::Error + Send + Sync + 'static>(
     }
 }
 
+/// An error and its causes on one line. Library errors already name their source in their
+/// message (`"{context}: {source}"`), so a cause whose text is already there is not repeated.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
@@ -136,7 +150,7 @@ fn main() -> std::process::ExitCode {
     match rt.block_on(dispatch(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("aisle: {e:#}");
+            eprintln!("aisle: {}", describe(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -52,6 +52,10 @@ pub struct UpArgs {
     /// Seconds a target may be down before its copies are re-made on the others.
     #[arg(long, default_value_t = 60)]
     heal_after: u64,
+    /// Seconds the targets have to join and answer at start (a node that exits meanwhile is
+    /// restarted); past them `aisle up` fails and names the targets it still waits for.
+    #[arg(long, default_value_t = 60)]
+    start_timeout: u64,
     /// Seconds between periodic scrubs of every target (0: none; `aisle cluster scrub` runs
     /// one on demand).
     #[arg(long, default_value_t = 86_400)]
@@ -173,54 +177,96 @@ fn spawn(data: &Path, node: &mut Node) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_file(path: &Path, timeout: Duration) -> anyhow::Result<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            return Ok(s);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {}", path.display());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// The nodes of a cluster that is starting: the waits below keep them running (a node that
+/// exits is restarted, as [`supervise`] does later) while they wait for them.
+struct Starting<'a> {
+    data: &'a Path,
+    nodes: &'a mut [Node],
+    backoff: &'a mut Backoff,
 }
 
-/// Wait until every target has joined with a URL where it answers.
-async fn wait_for_targets(
-    client: &NodeClient,
-    gateway: &str,
-    ids: &[String],
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    let meta_url = format!("{gateway}/_aisle/cluster/v1/meta");
-    loop {
-        if let Ok(meta) = client
-            .json::<(), ClusterMeta>(Method::GET, &meta_url, None)
+impl Starting<'_> {
+    /// Wait for the gateway to write its address into `path`.
+    async fn gateway_addr(&mut self, path: &Path, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(s) = std::fs::read_to_string(path) {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                let log = self.data.join("logs").join("gateway.log");
+                bail!(
+                    "the gateway did not start within {timeout:?}; the end of {}:\n{}",
+                    log.display(),
+                    log_tail(&log, 8)
+                );
+            }
+            tend(self.data, self.nodes, self.backoff)?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Wait until every target in `ids` has joined with a URL where it answers.
+    async fn targets(
+        &mut self,
+        client: &NodeClient,
+        gateway: &str,
+        ids: &[String],
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        // No single call may hold the wait past its deadline.
+        const CALL: Duration = Duration::from_secs(5);
+        let deadline = Instant::now() + timeout;
+        let meta_url = format!("{gateway}/_aisle/cluster/v1/meta");
+        loop {
+            let mut waiting: Vec<&String> = ids.iter().collect();
+            if let Ok(Ok(meta)) = tokio::time::timeout(
+                CALL,
+                client.json::<(), ClusterMeta>(Method::GET, &meta_url, None),
+            )
             .await
-        {
-            let mut ready = 0;
-            for id in ids {
-                if let Some(t) = meta.targets.get(id) {
-                    let url = format!("{}{}", t.url, proto::T_STATUS);
-                    if client
-                        .json::<(), proto::TargetStatus>(Method::GET, &url, None)
-                        .await
-                        .is_ok()
-                    {
-                        ready += 1;
+            {
+                let mut still = Vec::new();
+                for id in waiting {
+                    let answers = match meta.targets.get(id) {
+                        Some(t) => {
+                            let url = format!("{}{}", t.url, proto::T_STATUS);
+                            let call =
+                                client.json::<(), proto::TargetStatus>(Method::GET, &url, None);
+                            matches!(tokio::time::timeout(CALL, call).await, Ok(Ok(_)))
+                        }
+                        None => false,
+                    };
+                    if !answers {
+                        still.push(id);
                     }
                 }
+                waiting = still;
             }
-            if ready == ids.len() {
+            if waiting.is_empty() {
                 return Ok(());
             }
+            if Instant::now() > deadline {
+                let tails: Vec<String> = waiting
+                    .iter()
+                    .map(|id| {
+                        let log = self.data.join("logs").join(format!("{id}.log"));
+                        format!("the end of {}:\n{}", log.display(), log_tail(&log, 8))
+                    })
+                    .collect();
+                bail!(
+                    "timed out after {timeout:?} waiting for {} to join and answer; {}",
+                    waiting
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    tails.join("\n")
+                );
+            }
+            tend(self.data, self.nodes, self.backoff)?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for the targets to join (see the logs directory)");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -291,7 +337,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         last_start: Instant::now(),
     }];
     spawn(&data, &mut nodes[0])?;
-    let addr = wait_for_file(&ready_file, Duration::from_secs(30)).await?;
+    let mut backoff = Backoff::new();
+    let addr = Starting {
+        data: &data,
+        nodes: &mut nodes,
+        backoff: &mut backoff,
+    }
+    .gateway_addr(&ready_file, Duration::from_secs(30))
+    .await?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let endpoint = format!("{scheme}://{}", addr.trim());
     // A restarted gateway must come back on the same port (with `--port 0`, the one it was
@@ -355,7 +408,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         None => None,
     };
     let client = NodeClient::with_tls(&creds.cluster_secret, client_tls);
-    wait_for_targets(&client, &endpoint, &ids, Duration::from_secs(60)).await?;
+    Starting {
+        data: &data,
+        nodes: &mut nodes,
+        backoff: &mut backoff,
+    }
+    .targets(
+        &client,
+        &endpoint,
+        &ids,
+        Duration::from_secs(args.start_timeout),
+    )
+    .await?;
     if !extra.is_empty() {
         // Shrinking the cluster is a decommission of each extra target, through the admin API.
         let conn = crate::cli::Connection::new(
@@ -422,7 +486,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     println!("Ctrl-C stops the cluster.");
 
-    supervise(&data, &mut nodes).await
+    supervise(&data, &mut nodes, &mut backoff).await
 }
 
 /// Where Prometheus finds this cluster's nodes.
@@ -482,57 +546,99 @@ async fn write_scrape_files(
 }
 
 /// Restart children that exit, until Ctrl-C / SIGTERM; then stop them all.
-async fn supervise(data: &Path, nodes: &mut [Node]) -> anyhow::Result<()> {
+async fn supervise(data: &Path, nodes: &mut [Node], backoff: &mut Backoff) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
-    let mut backoff: HashMap<String, Instant> = HashMap::new();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            _ = tick.tick() => {
-                for node in nodes.iter_mut() {
-                    let exited = match node.child.as_mut() {
-                        Some(c) => c.try_wait()?.map(|s| s.to_string()),
-                        None => Some("not running".into()),
-                    };
-                    let Some(status) = exited else { continue };
-                    let wait = Duration::from_millis(200 * 2u64.pow(node.restarts.min(5)));
-                    let due = *backoff.entry(node.name.clone()).or_insert_with(|| Instant::now() + wait);
-                    if Instant::now() < due {
-                        continue;
-                    }
-                    backoff.remove(&node.name);
-                    if node.last_start.elapsed() > Duration::from_secs(30) {
-                        node.restarts = 0;
-                    }
-                    node.restarts += 1;
-                    eprintln!("aisle: {} exited ({status}); restarting (see {}/logs/{}.log)", node.name, data.display(), node.name);
-                    spawn(data, node)?;
-                }
-            }
+            _ = tick.tick() => tend(data, nodes, backoff)?,
         }
     }
     eprintln!("aisle: stopping");
-    // Targets first, so nothing writes to a gateway that is gone; each gets SIGTERM, then SIGKILL.
-    for node in nodes.iter_mut().rev() {
-        if let Some(child) = node.child.as_mut() {
-            if let Some(pid) = child.id() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
-            if tokio::time::timeout(Duration::from_secs(5), child.wait())
-                .await
-                .is_err()
-            {
-                let _ = child.kill().await;
-            }
-        }
+    // Targets first, together, so nothing writes to a gateway that is gone; then the gateway.
+    // Each gets SIGTERM, then SIGKILL if it has not exited 5 s later.
+    let (gateway, targets) = nodes.split_at_mut(1);
+    stop_nodes(targets).await;
+    stop_nodes(gateway).await;
+    for node in nodes.iter() {
         let _ = std::fs::remove_file(data.join("run").join(format!("{}.pid", node.name)));
     }
     let _ = std::fs::remove_file(data.join("aisle.env"));
     eprintln!("aisle: stopped");
     Ok(())
+}
+
+/// When each exited node may be started again.
+type Backoff = HashMap<String, Instant>;
+
+/// Restart the children that exited, each after its backoff (200 ms, doubling per restart
+/// within 30 s of the last start, at most 6.4 s). Runs while the cluster starts as well as
+/// after: a node that dies during start is restarted, not waited for in vain.
+fn tend(data: &Path, nodes: &mut [Node], backoff: &mut Backoff) -> anyhow::Result<()> {
+    for node in nodes.iter_mut() {
+        let exited = match node.child.as_mut() {
+            Some(c) => c.try_wait()?.map(|s| s.to_string()),
+            None => Some("not running".into()),
+        };
+        let Some(status) = exited else { continue };
+        let wait = Duration::from_millis(200 * 2u64.pow(node.restarts.min(5)));
+        let due = *backoff
+            .entry(node.name.clone())
+            .or_insert_with(|| Instant::now() + wait);
+        if Instant::now() < due {
+            continue;
+        }
+        backoff.remove(&node.name);
+        if node.last_start.elapsed() > Duration::from_secs(30) {
+            node.restarts = 0;
+        }
+        node.restarts += 1;
+        let log = data.join("logs").join(format!("{}.log", node.name));
+        eprintln!(
+            "aisle: {} exited ({status}); restarting. The end of {}:\n{}",
+            node.name,
+            log.display(),
+            log_tail(&log, 3)
+        );
+        spawn(data, node)?;
+    }
+    Ok(())
+}
+
+/// The last `lines` lines of a node's log, indented, for a message.
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// SIGTERM to each of `nodes`, then SIGKILL to those that have not exited 5 s later.
+async fn stop_nodes(nodes: &mut [Node]) {
+    for child in nodes.iter().filter_map(|n| n.child.as_ref()) {
+        if let Some(pid) = child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    for node in nodes.iter_mut() {
+        let Some(child) = node.child.as_mut() else {
+            continue;
+        };
+        if tokio::time::timeout_at(deadline, child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("aisle: {} did not stop within 5 s; killing it", node.name);
+            let _ = child.kill().await;
+        }
+    }
 }

@@ -31,7 +31,7 @@ class Cluster:
         self.env = {}
         self.proc_env = proc_env
 
-    def start(self, timeout=60):
+    def start(self, timeout=120):
         self.data.mkdir(parents=True, exist_ok=True)
         log = open(self.data / "up.log", "ab")
         # The host's disk may be shared and nearly full (CI's has been): its fill must not
@@ -52,15 +52,23 @@ class Cluster:
                     self.env = dict(l.replace("export ", "", 1).split("=", 1) for l in lines)
                     return self
             if self.proc.poll() is not None:
-                raise RuntimeError(f"aisle up exited: {(self.data / 'up.log').read_text()}")
+                raise RuntimeError(f"aisle up exited:\n{self.logs()}")
             time.sleep(0.05)
-        raise RuntimeError("aisle up did not become ready")
+        raise RuntimeError(f"aisle up did not become ready in {timeout} s:\n{self.logs()}")
+
+    def logs(self, lines=15):
+        """up.log whole, and the end of every node's log: what a failed start leaves to read."""
+        out = [f"== up.log\n{(self.data / 'up.log').read_text(errors='replace')}"]
+        for f in sorted((self.data / "logs").glob("*.log")):
+            tail = f.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"== {f.name} (last {lines} lines)\n" + "\n".join(tail))
+        return "\n".join(out)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(20)
+                self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -165,7 +173,8 @@ def cluster():
 def fresh_dir():
     d = tempfile.mkdtemp(prefix="aisle-py-")
     yield Path(d)
-    shutil.rmtree(d, ignore_errors=True)
+    if not os.environ.get("AISLE_KEEP"):
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

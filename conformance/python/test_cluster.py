@@ -332,3 +332,41 @@ def test_join_maintenance_decommission_and_bad_input(data_dir):
             t4.send_signal(signal.SIGCONT)
             t4.kill()
         c.stop()
+
+
+def test_a_target_that_fails_at_start_is_restarted_then_named(data_dir):
+    """`aisle up` supervises its nodes while it starts, not only after: a target that exits
+    during start is restarted (with the end of its log in up's output), and one that cannot
+    start at all makes `aisle up` fail by its --start-timeout, naming the target and its error."""
+    c = Cluster(data_dir).start()
+    c.stop()
+    index = data_dir / "t2" / "index.redb"
+    good = index.read_bytes()
+    index.write_bytes(b"not a redb file")
+
+    # Never startable: up gives up after its deadline, names t2 and says why.
+    t0 = time.time()
+    r = subprocess.run([aisle_bin(), "up", "--port", "0", "--data", str(data_dir), "--start-timeout", "3"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert time.time() - t0 < 30
+    assert "waiting for t2 to join" in r.stderr, r.stderr
+    assert "Not a redb database" in r.stderr, r.stderr
+    assert "t2 exited" in r.stderr and "restarting" in r.stderr, r.stderr
+
+    # Startable on a later try: the start that saw it fail still completes, and serves.
+    c = Cluster(data_dir, extra=["--start-timeout", "60"])
+    proc_log = data_dir / "up.log"
+    proc_log.write_text("")
+    threading.Thread(target=lambda: (wait_for(lambda: "t2 exited" in proc_log.read_text(), 30, "t2's exit"),
+                                     index.write_bytes(good)), daemon=True).start()
+    try:
+        c.start()
+        assert "t2 exited" in proc_log.read_text()
+        s3 = c.client()
+        s3.create_bucket(Bucket="after")
+        s3.put_object(Bucket="after", Key="k", Body=b"v")
+        assert s3.get_object(Bucket="after", Key="k")["Body"].read() == b"v"
+        assert {t["id"] for t in show(c)["targets"]} == {"t1", "t2", "t3"}
+    finally:
+        c.stop()
