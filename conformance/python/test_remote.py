@@ -363,6 +363,8 @@ def test_aisle_behind_aisle_and_wrong_credentials(cluster, s3, other_cluster):
     aisle(cluster, "bucket", "add", "behind", "--remote", "s3://origin/deep",
           "--remote-endpoint", p.url, "--remote-access-key", ak, "--remote-secret-key", sk)
     assert body(s3, "behind", "obj") == b"from the other aisle"
+    # The cache publishes its copy once the body has been sent: wait for it, then read again.
+    wait_for(lambda: "obj" in aisle(cluster, "ls", "behind", "--cached").stdout.split(), 20, "the cache fill")
     assert body(s3, "behind", "obj") == b"from the other aisle"
     assert p.count("GET", "deep/obj") == 1
     s3.put_object(Bucket="behind", Key="new", Body=b"written through to aisle")
