@@ -607,9 +607,17 @@ fn tend(data: &Path, nodes: &mut [Node], backoff: &mut Backoff) -> anyhow::Resul
     Ok(())
 }
 
-/// The last `lines` lines of a node's log, indented, for a message.
+/// The last `lines` lines of a node's log, indented, for a message. Only the log's last
+/// 16 KiB are read: a long-running node's log can be large.
 fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    use std::io::{Read, Seek, SeekFrom};
+    let mut raw = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
+        let _ = f.read_to_end(&mut raw);
+    }
+    let text = String::from_utf8_lossy(&raw);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..]
         .iter()

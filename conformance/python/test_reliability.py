@@ -226,7 +226,7 @@ def test_kill9_of_every_process_during_puts_with_two_copies(fresh_dir):
         c.stop()
 
 
-def test_a_holder_that_has_the_pushed_copy_reads_it_to_the_end_before_answering(fresh_dir):
+def test_a_target_reads_a_body_it_will_not_take_to_the_end_before_answering(fresh_dir):
     """A copy pushed to a target that already holds that version (or a newer one: writers
     racing on a key, whose pushes both carry the latest version) is answered without being
     taken. The answer must come after the pushed body was read to its end: given mid-body, the
@@ -271,6 +271,19 @@ def test_a_holder_that_has_the_pushed_copy_reads_it_to_the_end_before_answering(
         assert r.status == 200, have
         assert have["deleted"] is False
         # The object is untouched: the pushed bytes were not taken.
+        assert s3.get_object(Bucket="held", Key="k")["Body"].read() == b"x" * 4096
+
+        # The same for a put over HTTP (a gateway on another host) whose condition fails
+        # before its body is read: `If-None-Match: *` on a key that exists is a 412, not a
+        # reset connection.
+        import base64
+        write = base64.urlsafe_b64encode(json.dumps({"if_absent": True}).encode()).rstrip(b"=").decode()
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+        conn.request("PUT", f"/_aisle/t/v1/object?{query}", body=(chunk for _ in range(64)),
+                     headers={**auth, "x-aisle-write": write}, encode_chunked=True)
+        r = conn.getresponse()
+        refused = r.read()
+        assert r.status == 412, refused
         assert s3.get_object(Bucket="held", Key="k")["Body"].read() == b"x" * 4096
     finally:
         c.stop()

@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 
 use crate::server::{
-    ApiError, Resp, State, api_err, blocking, header_json, json_resp, query, receive_framed,
+    ApiError, Resp, State, api_err, blocking, drain, header_json, json_resp, query, receive_framed,
     store_error,
 };
 use crate::store::{StoreError, StoredObject};
@@ -252,7 +252,7 @@ pub(crate) async fn receive(state: &Arc<State>, req: Request<Incoming>) -> Resul
     let same_object_repaired = q.repair && !have.deleted && have.version == meta.stamp();
     if have.version >= meta.stamp() && !same_object_repaired {
         // Nothing to do (a concurrent overwrite's newer copy came first, say).
-        discard(req.into_body()).await;
+        drain(req.into_body()).await;
         return Ok(json_resp(StatusCode::OK, &have));
     }
     let temp = receive_checked(state, &q, &meta, req.into_body()).await?;
@@ -282,19 +282,6 @@ pub(crate) async fn receive(state: &Arc<State>, req: Request<Incoming>) -> Resul
         crate::cold::written(state, &b, &k, &m);
     }
     Ok(json_resp(StatusCode::OK, &have))
-}
-
-/// Read a pushed copy's body to its end, keeping nothing, before answering without it. An
-/// answer given while the sender is still sending closes the connection under it: the kernel
-/// resets a socket closed with unread bytes, the sender sees a failed push instead of the
-/// answer, and its retries (which send the bytes again) fail the same way. A body that breaks
-/// off meanwhile ends the discarding; the answer is the same.
-async fn discard(mut body: Incoming) {
-    while let Some(frame) = body.frame().await {
-        if frame.is_err() {
-            return;
-        }
-    }
 }
 
 /// A pushed copy's bytes, staged and checked against its record's ETag as they arrive, so a
@@ -343,12 +330,12 @@ async fn receive_version(
         .map_err(store_error)?;
     let repairing = q.repair && held.version == meta.stamp();
     if held.version >= meta.stamp() && !repairing {
-        discard(req.into_body()).await;
+        drain(req.into_body()).await;
         return Ok(json_resp(StatusCode::OK, &held));
     }
     // A delete marker has no bytes.
     let temp = if meta.delete_marker {
-        discard(req.into_body()).await;
+        drain(req.into_body()).await;
         None
     } else {
         Some(receive_checked(state, &q, &meta, req.into_body()).await?)

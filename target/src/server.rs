@@ -560,11 +560,27 @@ pub(crate) async fn receive_framed(
     Ok((temp, commit))
 }
 
+/// Read a request's body to its end, keeping nothing, before answering without it. An answer
+/// given while the sender is still sending closes the connection under it: the kernel resets a
+/// socket closed with unread bytes, and the sender sees a broken connection instead of the
+/// answer (a pushed copy's "I have it", a put's failed condition), and retries in vain. A body
+/// that breaks off meanwhile ends the draining; the answer is the same.
+pub(crate) async fn drain(mut body: Incoming) {
+    while let Some(frame) = body.frame().await {
+        if frame.is_err() {
+            return;
+        }
+    }
+}
+
 async fn put_object(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q: ObjectQuery = query(&req)?;
     let attrs: ObjectAttrs = header_json(req.headers(), META_HEADER)?;
     let opts: WriteOptions = header_json(req.headers(), WRITE_HEADER)?;
-    check_put(state, &q, &opts).await?;
+    if let Err(e) = check_put(state, &q, &opts).await {
+        drain(req.into_body()).await;
+        return Err(e);
+    }
     let mp = state.store.mountpath_for(&q.bucket, &q.key);
     let (temp, commit) = receive_body(state, mp, req.into_body()).await?;
     let meta = publish_put(state, q, attrs, opts, temp, commit).await?;

@@ -136,7 +136,7 @@ impl Settler {
 
 /// Unlink files no record references; one already gone is fine, and one that cannot be
 /// removed is left to the recovery sweep at the next start.
-fn unlink(files: Vec<PathBuf>) {
+pub(super) fn unlink(files: impl IntoIterator<Item = PathBuf>) {
     for path in files {
         if let Err(e) = std::fs::remove_file(&path)
             && e.kind() != std::io::ErrorKind::NotFound

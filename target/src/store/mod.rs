@@ -300,12 +300,7 @@ impl Store {
     /// Unlink the files of `segs` now: where the space must be free when the call returns
     /// (an eviction under a full disk, a write that failed).
     fn unlink_now(&self, segs: &[Segment]) {
-        for s in segs {
-            let p = self.segment_path(s);
-            if let Err(e) = std::fs::remove_file(&p) {
-                tracing::warn!(path = %p.display(), error = %e, "could not remove a data file; recovery will");
-            }
-        }
+        journal::unlink(segs.iter().map(|s| self.segment_path(s)));
     }
 
     /// Publish a fully written, fsynced staged file as `(bucket, key)`, a client's write as
@@ -632,7 +627,7 @@ impl Store {
                 Ok(())
             }
             Err(e) => {
-                self.discard_segments(&segments);
+                self.unlink_now(&segments);
                 Err(e)
             }
         }
