@@ -74,6 +74,10 @@ pub struct UpArgs {
     /// Requests slower than this many milliseconds are logged (warn) and counted.
     #[arg(long, default_value_t = 2000)]
     slow_ms: u64,
+    /// MiB of small objects (up to 64 KiB) the gateway keeps in memory and serves without
+    /// asking a target, while the targets' change tables show them unchanged; 0 turns it off.
+    #[arg(long, default_value_t = 64)]
+    keep_small_mib: u64,
     /// Seconds between runs of the buckets' lifecycle rules (0: only `aisle cluster
     /// lifecycle`).
     #[arg(long, default_value_t = 3600)]
@@ -321,6 +325,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         },
         metrics_token: Some(creds.metrics_token.clone()),
         slow_request_ms: args.slow_ms,
+        hot_cache_mib: args.keep_small_mib,
         lifecycle: aisle_gateway::lifecycle::LifecycleConfig {
             interval_secs: args.lifecycle_every,
             day_secs: args.lifecycle_day.max(1),

@@ -191,6 +191,16 @@ impl NodeClient {
         Some((socket, self.secret.to_str().ok()?.to_string()))
     }
 
+    /// The change table ([`crate::changes`]) of the target at `base_url`, when it is on this
+    /// host. `None`: it is not.
+    pub async fn changes_local(
+        &self,
+        base_url: &str,
+    ) -> Option<std::io::Result<crate::changes::ChangeView>> {
+        let (socket, secret) = self.fd_socket(base_url)?;
+        Some(self.local.changes(&socket, secret).await)
+    }
+
     /// A plain GET or HEAD of an object from the target at `base_url` through its descriptor
     /// socket, when it is on this host ([`crate::local`]). `None`: not possible here (no route,
     /// the target declined, or the exchange failed); the caller asks over HTTP instead.
@@ -223,6 +233,9 @@ impl NodeClient {
             b = b.header(k, v);
         }
         let whole = |b: Bytes| Full::new(b).map_err(|e| match e {}).boxed();
+        if reply.stable && reply.inline > 0 {
+            b = b.extension(crate::local::Stable(reply.data.clone()));
+        }
         let body = if reply.inline > 0 {
             whole(std::mem::take(&mut reply.data))
         } else if spans.is_empty() {

@@ -15,6 +15,8 @@
 //!   target that scans its index and the gateway that merges the targets' pages;
 //! * [`auth`] and [`client`] — the shared cluster secret and the pooled HTTP client that carries it;
 //! * [`local`] — the same-host shortcut: a target's Unix socket, taken instead of loopback TCP;
+//! * [`changes`] — a target's change counters in shared memory, which let a gateway on its host
+//!   keep small objects it read until they change;
 //! * [`files`] — byte spans of open files, read at once or streamed;
 //! * [`serve`] — the accept loop every node runs (TCP or Unix socket);
 //! * [`trace`] — the request id that follows a request from the gateway through every node;
@@ -26,6 +28,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod changes;
 
 /// A fresh write stamp: nanoseconds since the epoch, strictly increasing in this process (and
 /// across restarts, as long as the clock does not go back). It orders every write of a key

@@ -315,7 +315,18 @@ pub enum LocalRequest {
     /// The body of the staged put or part is complete and verified: publish it (status 200,
     /// the [`crate::proto::ObjectMeta`] or [`crate::proto::PartInfo`] as JSON body).
     Commit(Commit),
+    /// The target's change table ([`crate::changes`]): answered (status 200) with its
+    /// descriptor.
+    Changes {
+        /// The cluster secret.
+        secret: String,
+    },
 }
+
+/// A response extension of [`crate::client::NodeClient::read_local`]: the target marked its
+/// answer [`LocalReply::stable`]; the whole body, which a cache may keep.
+#[derive(Debug, Clone)]
+pub struct Stable(pub bytes::Bytes);
 
 /// Largest body a [`LocalRequest::Put`] carries in its own frame (`whole`).
 pub const PUT_WHOLE_MAX: usize = 64 * 1024;
@@ -356,6 +367,11 @@ pub struct LocalReply {
     /// The inline body ([`LocalReply::inline`] bytes).
     #[serde(skip)]
     pub data: bytes::Bytes,
+    /// A read's answer that depends on the target's index alone (a plain read of a bucket
+    /// with no remote behind it): it stays right while the target's change table
+    /// ([`crate::changes`]) shows no change of its key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stable: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -620,6 +636,24 @@ impl LocalPool {
         let (reply, _, stream) = self.call_with(stream, req, body).await?;
         self.checkin(socket, stream);
         Ok(reply)
+    }
+
+    /// The change table of the target at `socket` ([`LocalRequest::Changes`]).
+    pub async fn changes(
+        &self,
+        socket: &Path,
+        secret: String,
+    ) -> io::Result<crate::changes::ChangeView> {
+        let stream = self.checkout(socket).await?;
+        let (reply, mut fds, stream) = self.call(stream, &LocalRequest::Changes { secret }).await?;
+        self.checkin(socket, stream);
+        match (reply.status, fds.pop(), fds.is_empty()) {
+            (200, Some(fd), true) => crate::changes::ChangeView::from_fd(fd),
+            (status, ..) => Err(io::Error::other(format!(
+                "the target did not pass its change table (status {status}: {})",
+                reply.body
+            ))),
+        }
     }
 
     /// Publish a filled staged put ([`LocalRequest::Commit`]).

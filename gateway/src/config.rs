@@ -51,6 +51,14 @@ pub struct GatewayConfig {
     /// Requests slower than this many milliseconds are logged (warn) and counted.
     #[serde(default = "default_slow_ms")]
     pub slow_request_ms: u64,
+    /// MiB of small objects kept in the gateway while their targets report no change
+    /// ([`crate::hot`]; only when every target is on this host). 0: none.
+    #[serde(default = "default_hot_cache_mib")]
+    pub hot_cache_mib: u64,
+}
+
+fn default_hot_cache_mib() -> u64 {
+    64
 }
 
 fn default_slow_ms() -> u64 {

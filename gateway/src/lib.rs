@@ -6,13 +6,16 @@
 //! cluster map and bucket map — persists it and pushes it to every target ([`meta`]).
 //!
 //! A gateway stores no object bytes and never buffers an object: bodies pass through in chunks.
-//! It never transforms data either; transforms run on targets.
+//! The one exception is a bounded memory cache of small objects from targets on its own host,
+//! used only while those targets' change tables show the key unchanged ([`hot`]). It never
+//! transforms data either; transforms run on targets.
 
 pub mod access;
 pub mod admin;
 pub mod batch;
 pub mod config;
 mod cors;
+pub mod hot;
 pub mod jobs;
 pub mod lifecycle;
 pub mod membership;

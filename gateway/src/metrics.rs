@@ -37,6 +37,10 @@ pub struct GatewayMetrics {
     pub bytes_in: Counter,
     /// Calls to targets, until their answer's head.
     pub target_calls: Histogram,
+    /// Plain GETs answered from the small objects the gateway keeps ([`crate::hot`]).
+    pub hot_hits: Counter,
+    /// Plain GETs the gateway had to ask a target for, with small objects kept.
+    pub hot_misses: Counter,
     /// GetBatch requests.
     pub batches: Counter,
     /// Entries of GetBatch requests.
@@ -69,6 +73,8 @@ impl GatewayMetrics {
             bytes_out: Counter::default(),
             bytes_in: Counter::default(),
             target_calls: latency_histogram(),
+            hot_hits: Counter::default(),
+            hot_misses: Counter::default(),
             batches: Counter::default(),
             batch_entries: Counter::default(),
             jobs_running: Family::default(),
@@ -95,6 +101,16 @@ impl GatewayMetrics {
             "aisle_gateway_target_call_duration_seconds",
             "The intra-cluster hop: time from a call to a target until its answer's head",
             m.target_calls.clone(),
+        );
+        r.register(
+            "aisle_gateway_kept_object_hits",
+            "Plain GETs answered from the small objects the gateway keeps while their targets report no change",
+            m.hot_hits.clone(),
+        );
+        r.register(
+            "aisle_gateway_kept_object_misses",
+            "Plain GETs the gateway asked a target for, with small objects kept",
+            m.hot_misses.clone(),
         );
         r.register(
             "aisle_get_batch_requests",

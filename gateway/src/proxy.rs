@@ -75,6 +75,7 @@ pub struct Targets {
     meta: Arc<MetaOwner>,
     remotes: Arc<aisle_remote::Remotes>,
     metrics: Arc<crate::metrics::GatewayMetrics>,
+    hot: Option<Arc<crate::hot::HotReads>>,
 }
 
 impl Targets {
@@ -89,7 +90,15 @@ impl Targets {
             meta,
             remotes: Default::default(),
             metrics,
+            hot: None,
         }
+    }
+
+    /// Keep small objects read from targets on this host while they do not change
+    /// ([`crate::hot`]), up to `max_bytes` (0: none).
+    pub fn keeping_small_objects(mut self, max_bytes: u64) -> Self {
+        self.hot = crate::hot::HotReads::new(self.client.clone(), max_bytes);
+        self
     }
 
     /// The gateway's metrics.
@@ -340,8 +349,37 @@ impl Targets {
 
     /// Read `(bucket, key)` from the first live target that has it (see
     /// [`Self::ask_holders`]); the answer is any status other than a miss (a 304/412 carries
-    /// the metadata header), with the target that gave it.
+    /// the metadata header), with the target that gave it. A plain GET of a small object may
+    /// be answered from what an earlier one kept ([`crate::hot`]).
     pub async fn read(
+        &self,
+        q: &ObjectQuery,
+        opts: &ReadOptions,
+        head: bool,
+    ) -> Result<(Response<ReadBody>, TargetInfo), ClientError> {
+        let Some(hot) = self
+            .hot
+            .as_ref()
+            .filter(|_| crate::hot::HotReads::plain(q, opts, head))
+        else {
+            return self.read_from_targets(q, opts, head).await;
+        };
+        let meta = self.meta.snapshot();
+        if let Some(kept) = hot.get(&meta, q) {
+            self.metrics.hot_hits.inc();
+            return Ok(kept);
+        }
+        self.metrics.hot_misses.inc();
+        // Taken before the call: a change committed meanwhile leaves what is kept unused.
+        let seen = hot.seen(&meta, q);
+        let (resp, t) = self.read_from_targets(q, opts, head).await?;
+        if let Some(seen) = seen {
+            hot.keep(seen, q, &resp, &t);
+        }
+        Ok((resp, t))
+    }
+
+    async fn read_from_targets(
         &self,
         q: &ObjectQuery,
         opts: &ReadOptions,

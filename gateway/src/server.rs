@@ -124,7 +124,8 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
         cfg.lifecycle.clone(),
     );
     let stats = Arc::new(Stats::default());
-    let targets = Targets::new(client, meta.clone(), stats.clone());
+    let targets = Targets::new(client, meta.clone(), stats.clone())
+        .keeping_small_objects(cfg.hot_cache_mib << 20);
     let token_key = sha2::Sha256::digest(format!("list-token\0{}", cfg.cluster_secret)).to_vec();
     let sessions = Arc::new(crate::ui::Sessions::new(
         &cfg.cluster_secret,

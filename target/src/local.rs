@@ -63,7 +63,8 @@ async fn connection(stream: UnixStream, state: Arc<State>) {
                 return;
             }
         };
-        // `spans` keeps the read's files open until their descriptors are sent.
+        // `spans` keeps the read's files open until their descriptors are sent (and passes
+        // the change table's file).
         let (reply, spans) = answer(&state, &frame, &mut staged).await;
         let fds: Vec<RawFd> = if reply.status == 100 {
             staged
@@ -100,7 +101,7 @@ async fn answer(
         Ok(LocalRequest::Put { trace, .. }) => (trace.clone(), "put"),
         Ok(LocalRequest::Part { trace, .. }) => (trace.clone(), "multipart"),
         Ok(LocalRequest::Commit(_)) => (None, "commit"),
-        Err(_) => (None, "other"),
+        Ok(LocalRequest::Changes { .. }) | Err(_) => (None, "other"),
     };
     let started = std::time::Instant::now();
     let work = async {
@@ -137,8 +138,28 @@ async fn dispatch(
         Ok(
             LocalRequest::Read { secret, .. }
             | LocalRequest::Put { secret, .. }
-            | LocalRequest::Part { secret, .. },
+            | LocalRequest::Part { secret, .. }
+            | LocalRequest::Changes { secret },
         ) if !authorized(&secret) => (error(ApiError::denied()), Vec::new()),
+        // The change table's file goes with the reply as a read's files do (an empty span).
+        Ok(LocalRequest::Changes { .. }) => match state.changes.share() {
+            Ok(fd) => {
+                let table = Span {
+                    file: fd.into(),
+                    from: 0,
+                    to: 0,
+                };
+                let ok = LocalReply {
+                    status: 200,
+                    ..Default::default()
+                };
+                (ok, vec![table])
+            }
+            Err(e) => {
+                let e = crate::store::StoreError::io("sharing the change table")(e);
+                (error(e.into()), Vec::new())
+            }
+        },
         Ok(LocalRequest::Read {
             query,
             opts,
@@ -217,6 +238,11 @@ async fn read(
             let mut reply = reply_of(&head);
             reply.inline = data.len() as u64;
             reply.data = data;
+            // The answer comes from the index and the checked bytes alone, unless a remote is
+            // behind the bucket (its copy is revalidated against the remote, and evicted).
+            reply.stable = opts.etl.is_none()
+                && opts.archive.is_none()
+                && crate::cold::spec_of(state, &q.bucket).is_none();
             (reply, Vec::new())
         }
         Ok(ReadAnswer::Response(r)) if !r.status().is_success() => (answered(r).await, Vec::new()),

@@ -58,6 +58,8 @@ pub(crate) struct State {
     pub(crate) store: Arc<Store>,
     pub(crate) secret: String,
     pub(crate) meta: RwLock<Arc<ClusterMeta>>,
+    /// The store's change table, shared with gateways on this host ([`crate::local`]).
+    pub(crate) changes: Arc<aisle_cluster::changes::ChangeTable>,
     pub(crate) meta_path: std::path::PathBuf,
     pub(crate) etl: crate::etl::Etl,
     pub(crate) shards: crate::shards::Shards,
@@ -75,6 +77,15 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
         source,
     })?;
     let store = Store::open(&cfg.root.join("index.redb"), &cfg.mountpaths)?;
+    let changes = Arc::new(
+        aisle_cluster::changes::ChangeTable::open(&cfg.root.join("changes")).map_err(|source| {
+            TargetError::Io {
+                context: format!("opening {}", cfg.root.join("changes").display()),
+                source,
+            }
+        })?,
+    );
+    store.report_changes(changes.clone());
     let meta_path = cfg.root.join("cluster-meta.json");
     let meta: ClusterMeta = std::fs::read(&meta_path)
         .ok()
@@ -107,6 +118,7 @@ pub async fn run(cfg: TargetConfig) -> Result<(), TargetError> {
         client: NodeClient::with_tls(&cfg.cluster_secret, client_tls),
         rebalance: crate::rebalance::Rebalancer::default(),
         store,
+        changes,
         secret: cfg.cluster_secret.clone(),
         meta: RwLock::new(Arc::new(meta)),
         meta_path,

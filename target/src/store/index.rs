@@ -15,6 +15,7 @@ use aisle_cluster::listing::{
 use aisle_cluster::proto::{CompleteRequest, Have, ListQuery, ObjectMeta};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use aisle_cluster::changes::ChangeTable;
 use aisle_cluster::versioning::VersionRef;
 
 use super::{Segment, StoreError, StoredObject, StoredPart, UploadRecord, now_ms};
@@ -230,11 +231,16 @@ pub(super) struct Index {
     puts: Mutex<Vec<Arc<PutJob>>>,
     /// Held by the put that commits the waiting ones.
     put_leader: Mutex<()>,
+    /// Bumped after every commit that changes what a read answers, before the change is
+    /// acknowledged ([`aisle_cluster::changes`]).
+    changes: std::sync::OnceLock<Arc<ChangeTable>>,
 }
 
 /// One put of a group commit, and where its outcome is left.
 struct PutJob {
     k: Vec<u8>,
+    /// The change-table slot of `(bucket, key)`.
+    slot: usize,
     rec: StoredObject,
     rule: PutRule,
     journal: Option<(u16, String, Vec<u8>)>,
@@ -313,11 +319,35 @@ impl Index {
             db,
             puts: Mutex::default(),
             put_leader: Mutex::default(),
+            changes: Default::default(),
         })
     }
 
-    /// Run `f` in one write transaction, committed when it succeeds.
+    /// Bump `table` after each commit that changes what reads answer (set once, at start).
+    pub(super) fn report_changes(&self, table: Arc<ChangeTable>) {
+        let _ = self.changes.set(table);
+    }
+
+    /// After a commit that may have changed any object's answer.
+    fn changed_all(&self) {
+        if let Some(t) = self.changes.get() {
+            t.bump_all();
+        }
+    }
+
+    /// Run `f` in one write transaction, committed when it succeeds; reads may answer
+    /// differently after it ([`Self::changed_all`]).
     fn write<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let out = self.write_unseen(f)?;
+        self.changed_all();
+        Ok(out)
+    }
+
+    /// [`Self::write`] for bookkeeping no read sees (the journal, uploads in progress).
+    fn write_unseen<T>(
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -346,6 +376,7 @@ impl Index {
     ) -> Result<Vec<Segment>, StoreError> {
         let job = Arc::new(PutJob {
             k: object_key(bucket, key),
+            slot: aisle_cluster::changes::slot(bucket, key),
             rec: rec.clone(),
             rule,
             journal: journal.map(|(seg, b)| (seg.mp, seg.file.clone(), b.to_vec())),
@@ -383,6 +414,11 @@ impl Index {
                 }
             }
             txn.commit()?;
+            if let Some(table) = self.changes.get() {
+                for j in group {
+                    table.bump_slot(j.slot);
+                }
+            }
             Ok(outs)
         };
         match run() {
@@ -417,7 +453,7 @@ impl Index {
 
     /// Drop the journaled bytes of files now durable on their own.
     pub(super) fn forget_journaled(&self, files: &[(u16, String)]) -> Result<(), StoreError> {
-        self.write(|txn| {
+        self.write_unseen(|txn| {
             let mut t = txn.open_table(JOURNAL)?;
             for (mp, file) in files {
                 t.remove((*mp, file.as_str()))?;
@@ -614,6 +650,7 @@ impl Index {
             cur
         };
         txn.commit()?;
+        self.changed_all();
         Ok(old)
     }
 
@@ -645,6 +682,7 @@ impl Index {
             }
         };
         txn.commit()?;
+        self.changed_all();
         Ok(old)
     }
 
@@ -855,6 +893,7 @@ impl Index {
             old
         };
         txn.commit()?;
+        self.changed_all();
         Ok(old)
     }
 
@@ -1260,6 +1299,7 @@ impl Index {
             (meta, gone)
         };
         txn.commit()?;
+        self.changed_all();
         Ok(result)
     }
 }

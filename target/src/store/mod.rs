@@ -224,6 +224,15 @@ impl Store {
         Ok(Arc::new(store))
     }
 
+    /// Bump `table` after every commit that changes what a read answers, before the change
+    /// is acknowledged ([`aisle_cluster::changes`]). Bumps it once now too: whatever this
+    /// store's recovery or an unacknowledged last commit before a crash changed is news to
+    /// a reader that kept answers of the process before.
+    pub fn report_changes(&self, table: Arc<aisle_cluster::changes::ChangeTable>) {
+        table.bump_all();
+        self.index.report_changes(table);
+    }
+
     fn recover(&self) -> Result<(), StoreError> {
         let rewritten = journal::replay(self)?;
         if rewritten > 0 {
