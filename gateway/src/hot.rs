@@ -59,8 +59,11 @@ impl quick_cache::Weighter<String, Arc<Entry>> for Weight {
 
 /// A target's change table, or why there is none yet.
 enum Table {
+    /// Mapped under map version `map_version`: a (re-)join bumps the version, and the table
+    /// is fetched again then, so a target whose file was replaced is not read from the old one.
     Ready {
         socket: std::path::PathBuf,
+        map_version: u64,
         view: Arc<ChangeView>,
     },
     Fetching,
@@ -138,7 +141,11 @@ impl HotReads {
                     .fds
                     .as_ref()?;
                 match tables.get(&t.id) {
-                    Some(Table::Ready { socket: s, view }) if s == socket => {
+                    Some(Table::Ready {
+                        socket: s,
+                        map_version,
+                        view,
+                    }) if s == socket && *map_version == meta.version => {
                         stamp = stamp.wrapping_add(view.stamp(&q.bucket, &q.key));
                     }
                     Some(Table::Fetching) => return None,
@@ -148,7 +155,7 @@ impl HotReads {
             }
         }
         if !missing.is_empty() {
-            self.fetch(missing);
+            self.fetch(meta.version, missing);
             return None;
         }
         Some(Seen {
@@ -158,7 +165,7 @@ impl HotReads {
     }
 
     /// Map the tables of `targets`, in the background.
-    fn fetch(self: &Arc<Self>, targets: Vec<TargetInfo>) {
+    fn fetch(self: &Arc<Self>, map_version: u64, targets: Vec<TargetInfo>) {
         {
             let mut tables = self.tables.write().expect("tables lock");
             for t in &targets {
@@ -176,6 +183,7 @@ impl HotReads {
                 let table = match me.client.changes_local(&t.url).await {
                     Some(Ok(view)) => Table::Ready {
                         socket,
+                        map_version,
                         view: Arc::new(view),
                     },
                     Some(Err(e)) => {
