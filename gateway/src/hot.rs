@@ -57,17 +57,35 @@ impl quick_cache::Weighter<String, Arc<Entry>> for Weight {
     }
 }
 
+/// A target's change table as mapped from its descriptor socket.
+#[derive(Clone)]
+struct Mapped {
+    socket: std::path::PathBuf,
+    view: Arc<ChangeView>,
+}
+
 /// A target's change table, or why there is none yet.
+///
+/// A table is mapped again after every change of the map (a target's re-join is one), so that
+/// a target whose file was replaced is not read from the old one. Until the new mapping is
+/// there, or while the target cannot be asked (it is down: it commits nothing), the previous
+/// one serves: a target that restarts maps the same file.
 enum Table {
-    /// Mapped under map version `map_version`: a (re-)join bumps the version, and the table
-    /// is fetched again then, so a target whose file was replaced is not read from the old one.
-    Ready {
-        socket: std::path::PathBuf,
-        map_version: u64,
-        view: Arc<ChangeView>,
-    },
-    Fetching,
-    Failed(Instant),
+    /// Mapped under map version `map_version`.
+    Ready { map_version: u64, table: Mapped },
+    /// Being mapped again; the previous mapping, if any.
+    Fetching(Option<Mapped>),
+    /// The last try failed at `at`; the previous mapping, if any.
+    Failed { at: Instant, old: Option<Mapped> },
+}
+
+impl Table {
+    fn mapped(&self) -> Option<&Mapped> {
+        match self {
+            Table::Ready { table, .. } => Some(table),
+            Table::Fetching(old) | Table::Failed { old, .. } => old.as_ref(),
+        }
+    }
 }
 
 /// Answers of plain GETs of small objects, valid while the change tables say so.
@@ -85,6 +103,9 @@ pub struct Seen {
 
 /// How long a target whose table could not be had is left alone before the next try.
 const RETRY: Duration = Duration::from_secs(1);
+
+/// How long mapping a target's table may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl HotReads {
     /// A cache of at most `max_bytes` (`None` when 0: nothing is kept).
@@ -130,7 +151,8 @@ impl HotReads {
     /// is started).
     pub fn seen(self: &Arc<Self>, meta: &ClusterMeta, q: &ObjectQuery) -> Option<Seen> {
         let mut stamp = 0u64;
-        let mut missing = Vec::new();
+        let mut refetch = Vec::new();
+        let mut complete = true;
         {
             let tables = self.tables.read().expect("tables lock");
             for t in meta.targets.values() {
@@ -140,57 +162,70 @@ impl HotReads {
                     .filter(|l| l.host == host_id())?
                     .fds
                     .as_ref()?;
-                match tables.get(&t.id) {
-                    Some(Table::Ready {
-                        socket: s,
-                        map_version,
-                        view,
-                    }) if s == socket && *map_version == meta.version => {
-                        stamp = stamp.wrapping_add(view.stamp(&q.bucket, &q.key));
-                    }
-                    Some(Table::Fetching) => return None,
-                    Some(Table::Failed(at)) if at.elapsed() < RETRY => return None,
-                    _ => missing.push(t.clone()),
+                let table = tables.get(&t.id);
+                let due = match table {
+                    Some(Table::Ready { map_version, .. }) => *map_version != meta.version,
+                    Some(Table::Fetching(_)) => false,
+                    Some(Table::Failed { at, .. }) => at.elapsed() >= RETRY,
+                    None => true,
+                };
+                if due {
+                    refetch.push((t.clone(), table.and_then(Table::mapped).cloned()));
+                }
+                match table
+                    .and_then(Table::mapped)
+                    .filter(|m| &m.socket == socket)
+                {
+                    Some(m) => stamp = stamp.wrapping_add(m.view.stamp(&q.bucket, &q.key)),
+                    None => complete = false,
                 }
             }
         }
-        if !missing.is_empty() {
-            self.fetch(meta.version, missing);
-            return None;
+        if !refetch.is_empty() {
+            self.fetch(meta.version, refetch);
         }
-        Some(Seen {
+        complete.then_some(Seen {
             map_version: meta.version,
             stamp,
         })
     }
 
-    /// Map the tables of `targets`, in the background.
-    fn fetch(self: &Arc<Self>, map_version: u64, targets: Vec<TargetInfo>) {
+    /// Map the tables of `targets` (each with its previous mapping), in the background.
+    fn fetch(self: &Arc<Self>, map_version: u64, targets: Vec<(TargetInfo, Option<Mapped>)>) {
         {
             let mut tables = self.tables.write().expect("tables lock");
-            for t in &targets {
-                tables.insert(t.id.clone(), Table::Fetching);
+            for (t, old) in &targets {
+                tables.insert(t.id.clone(), Table::Fetching(old.clone()));
             }
         }
         let me = self.clone();
         tokio::spawn(async move {
-            for t in targets {
+            for (t, old) in targets {
                 let socket = t
                     .local
                     .as_ref()
                     .and_then(|l| l.fds.clone())
                     .unwrap_or_default();
-                let table = match me.client.changes_local(&t.url).await {
-                    Some(Ok(view)) => Table::Ready {
-                        socket,
+                let call = tokio::time::timeout(FETCH_TIMEOUT, me.client.changes_local(&t.url));
+                let table = match call.await {
+                    Ok(Some(Ok(view))) => Table::Ready {
                         map_version,
-                        view: Arc::new(view),
+                        table: Mapped {
+                            socket,
+                            view: Arc::new(view),
+                        },
                     },
-                    Some(Err(e)) => {
-                        tracing::warn!(target = %t.id, error = %e, "no change table: small objects are not kept");
-                        Table::Failed(Instant::now())
+                    Ok(Some(Err(e))) => {
+                        tracing::debug!(target = %t.id, error = %e, "change table not mapped");
+                        Table::Failed {
+                            at: Instant::now(),
+                            old,
+                        }
                     }
-                    None => Table::Failed(Instant::now()),
+                    Ok(None) | Err(_) => Table::Failed {
+                        at: Instant::now(),
+                        old,
+                    },
                 };
                 me.tables
                     .write()
