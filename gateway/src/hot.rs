@@ -32,7 +32,7 @@ use aisle_cluster::changes::ChangeView;
 use aisle_cluster::client::{NodeClient, ReadBody};
 use aisle_cluster::local::{Stable, host_id};
 use aisle_cluster::map::{ClusterMeta, TargetInfo};
-use aisle_cluster::proto::{ObjectQuery, ReadOptions};
+use aisle_cluster::proto::{self, META_HEADER, ObjectMeta, ObjectQuery, ReadOptions};
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -43,9 +43,16 @@ struct Entry {
     map_version: u64,
     stamp: u64,
     headers: HeaderMap,
+    /// The record of `headers`' metadata header, decoded once.
+    meta: Arc<ObjectMeta>,
     data: Bytes,
     target: TargetInfo,
 }
+
+/// On an answer served from here: the object's record, already decoded from the answer's
+/// metadata header (which the answer still carries).
+#[derive(Clone)]
+pub struct KeptMeta(pub Arc<ObjectMeta>);
 
 #[derive(Clone)]
 struct Weight;
@@ -250,6 +257,7 @@ impl HotReads {
         }
         let mut resp = Response::new(Full::new(e.data.clone()).map_err(|e| match e {}).boxed());
         *resp.headers_mut() = e.headers.clone();
+        resp.extensions_mut().insert(KeptMeta(e.meta.clone()));
         Some((resp, e.target.clone()))
     }
 
@@ -267,10 +275,18 @@ impl HotReads {
         if resp.status() != StatusCode::OK {
             return;
         }
+        let Some(meta) = resp
+            .headers()
+            .get(META_HEADER)
+            .and_then(|v| proto::decode_header::<ObjectMeta>(v.as_bytes()).ok())
+        else {
+            return;
+        };
         let e = Entry {
             map_version: seen.map_version,
             stamp: seen.stamp,
             headers: resp.headers().clone(),
+            meta: Arc::new(meta),
             data: data.clone(),
             target: target.clone(),
         };

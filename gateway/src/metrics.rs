@@ -190,9 +190,16 @@ pub fn s3_op(
     if path.starts_with("/_aisle/") {
         return "Admin";
     }
-    let has = |name: &str| {
-        query.is_some_and(|q| q.split('&').any(|kv| kv.split('=').next() == Some(name)))
-    };
+    // The parameter names, split out once: a presigned URL's query is long, and a GET asks
+    // for three names.
+    let names: Vec<&str> = query
+        .map(|q| {
+            q.split('&')
+                .map(|kv| kv.split_once('=').map_or(kv, |(k, _)| k))
+                .collect()
+        })
+        .unwrap_or_default();
+    let has = |name: &str| names.contains(&name);
     let segments = path.trim_start_matches('/');
     let level = match (vhost, segments.split_once('/')) {
         (false, None) if segments.is_empty() => 0,

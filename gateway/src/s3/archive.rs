@@ -7,17 +7,14 @@ use http::{HeaderMap, Uri};
 use s3s::{S3ErrorCode, S3Result};
 
 use super::error::s3_err;
+use super::query::Query;
 
 /// Header naming one member.
 pub const ARCHPATH_HEADER: &str = "x-ais-archpath";
 
 /// The archive selection of a request, if any.
-pub fn selection(headers: &HeaderMap, uri: &Uri) -> S3Result<Option<ArchiveSelection>> {
-    let query: Vec<(String, String)> = uri
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
-    let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+pub fn selection(headers: &HeaderMap, query: &Query) -> S3Result<Option<ArchiveSelection>> {
+    let q = |k: &str| query.first(k).map(str::to_string);
     let header_path = match headers.get(ARCHPATH_HEADER) {
         None => None,
         Some(v) => Some(
@@ -43,7 +40,7 @@ pub fn selection(headers: &HeaderMap, uri: &Uri) -> S3Result<Option<ArchiveSelec
     let regx = q("archregx");
     let mode = q("archmode");
     let in_query = q("archpath").is_some() || regx.is_some();
-    if in_query && query.iter().any(|(k, _)| k == "AWSAccessKeyId") {
+    if in_query && query.has("AWSAccessKeyId") {
         return Err(s3_err(
             S3ErrorCode::InvalidRequest,
             "a shard selection in the query needs a SigV4 presigned URL (SigV2 does not sign it)",
@@ -70,12 +67,9 @@ pub fn selection(headers: &HeaderMap, uri: &Uri) -> S3Result<Option<ArchiveSelec
 /// On a PUT: `Some(member)` for `?archpath=NAME&append=true` (or the `x-ais-archpath` header
 /// with `append=true`), which appends a member to a shard instead of replacing the object.
 pub fn append_request(headers: &HeaderMap, uri: &Uri) -> S3Result<Option<String>> {
-    let query: Vec<(String, String)> = uri
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
-    let append = query.iter().any(|(k, v)| k == "append" && v == "true");
-    match selection(headers, uri)? {
+    let query = Query::of(uri);
+    let append = query.all(&["append"]).any(|v| v == "true");
+    match selection(headers, &query)? {
         None if append => Err(s3_err(
             S3ErrorCode::InvalidRequest,
             "append=true needs archpath",

@@ -5,10 +5,11 @@
 
 use aisle_cluster::proto::EtlSelection;
 use aisle_etl_runtime::{MAX_ARGS_LEN, MAX_STAGES, valid_name};
-use http::{HeaderMap, Uri};
+use http::HeaderMap;
 use s3s::{S3Error, S3ErrorCode, S3Result};
 
 use super::error::s3_err;
+use super::query::Query;
 
 /// Header naming the pipeline.
 pub const ETL_HEADER: &str = "x-ais-etl";
@@ -60,7 +61,7 @@ pub fn parse_pipeline(s: &str) -> S3Result<Vec<String>> {
 }
 
 /// The transform selected by headers and query parameters, if any.
-pub fn selection(headers: &HeaderMap, uri: &Uri) -> S3Result<Option<EtlSelection>> {
+pub fn selection(headers: &HeaderMap, query: &Query) -> S3Result<Option<EtlSelection>> {
     let header = |n: &str| -> S3Result<Option<String>> {
         match headers.get(n) {
             None => Ok(None),
@@ -70,22 +71,12 @@ pub fn selection(headers: &HeaderMap, uri: &Uri) -> S3Result<Option<EtlSelection
                 .map_err(|_| invalid_etl(format!("{n} is not valid text"))),
         }
     };
-    let query: Vec<(String, String)> = uri
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
-    let q = |names: &[&str]| -> Vec<String> {
-        query
-            .iter()
-            .filter(|(k, _)| names.contains(&k.as_str()))
-            .map(|(_, v)| v.clone())
-            .collect()
-    };
+    let q = |names: &[&str]| -> Vec<String> { query.all(names).map(str::to_string).collect() };
     let mut names = q(&["x-ais-etl", "etl_pipeline", "etl_name"]);
     let mut args = q(&["x-ais-etl-args", "etl_args"]);
     // A SigV2 presigned URL does not sign ordinary query parameters: a holder could change or
     // drop the transform. Only SigV4 URLs may carry one.
-    if (!names.is_empty() || !args.is_empty()) && query.iter().any(|(k, _)| k == "AWSAccessKeyId") {
+    if (!names.is_empty() || !args.is_empty()) && query.has("AWSAccessKeyId") {
         return Err(s3_err(
             S3ErrorCode::InvalidRequest,
             "a transform in the query needs a SigV4 presigned URL (SigV2 does not sign it); \
@@ -125,7 +116,7 @@ mod tests {
                 v.parse().unwrap(),
             );
         }
-        selection(&headers, &uri.parse().unwrap())
+        selection(&headers, &Query::of(&uri.parse().unwrap()))
     }
 
     #[test]

@@ -112,9 +112,12 @@ pub(super) async fn read_version(
         .map_err(from_client)?;
     // The object's record: with the answer, and with a 304 (its ETag and Last-Modified).
     let h = resp.headers();
-    let meta: Option<ObjectMeta> = h
-        .get(META_HEADER)
-        .and_then(|v| proto::decode_header(v.as_bytes()).ok());
+    let meta: Option<ObjectMeta> = match resp.extensions().get::<crate::hot::KeptMeta>() {
+        Some(kept) => Some((*kept.0).clone()),
+        None => h
+            .get(META_HEADER)
+            .and_then(|v| proto::decode_header(v.as_bytes()).ok()),
+    };
     let meta = match (resp.status(), meta) {
         (StatusCode::OK | StatusCode::PARTIAL_CONTENT, Some(m)) => m,
         (StatusCode::OK | StatusCode::PARTIAL_CONTENT, None) => {
@@ -227,8 +230,9 @@ fn applied_header(h: &mut http::HeaderMap, read: &Read) {
 /// transform selection, shard selection, range, conditions.
 macro_rules! read_request {
     ($s3:expr, $req:expr, $head:expr) => {{
-        let requested = super::etl::selection(&$req.headers, &$req.uri)?;
-        let archive = super::archive::selection(&$req.headers, &$req.uri)?;
+        let query = super::query::Query::of(&$req.uri);
+        let requested = super::etl::selection(&$req.headers, &query)?;
+        let archive = super::archive::selection(&$req.headers, &query)?;
         let input = $req.input;
         let version = super::version::version_param(input.version_id.as_deref())?;
         let (bucket, etl) = $s3.read_source(&input.bucket, requested)?;

@@ -20,6 +20,7 @@ pub(crate) mod list;
 mod multipart;
 mod policy;
 mod put;
+pub mod query;
 mod tagging;
 pub(crate) mod upload;
 mod version;
