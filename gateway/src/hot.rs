@@ -32,7 +32,7 @@ use aisle_cluster::changes::ChangeView;
 use aisle_cluster::client::{NodeClient, ReadBody};
 use aisle_cluster::local::{Stable, host_id};
 use aisle_cluster::map::{ClusterMeta, TargetInfo};
-use aisle_cluster::proto::{self, META_HEADER, ObjectMeta, ObjectQuery, ReadOptions};
+use aisle_cluster::proto::{ObjectMeta, ObjectQuery, ReadOptions};
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -43,16 +43,11 @@ struct Entry {
     map_version: u64,
     stamp: u64,
     headers: HeaderMap,
-    /// The record of `headers`' metadata header, decoded once.
+    /// The answer's record ([`crate::proxy::Record`]), given again with every use.
     meta: Arc<ObjectMeta>,
     data: Bytes,
     target: TargetInfo,
 }
-
-/// On an answer served from here: the object's record, already decoded from the answer's
-/// metadata header (which the answer still carries).
-#[derive(Clone)]
-pub struct KeptMeta(pub Arc<ObjectMeta>);
 
 #[derive(Clone)]
 struct Weight;
@@ -170,6 +165,7 @@ impl HotReads {
                     .fds
                     .as_ref()?;
                 let table = tables.get(&t.id);
+                let mapped = table.and_then(Table::mapped);
                 let due = match table {
                     Some(Table::Ready { map_version, .. }) => *map_version != meta.version,
                     Some(Table::Fetching(_)) => false,
@@ -177,12 +173,9 @@ impl HotReads {
                     None => true,
                 };
                 if due {
-                    refetch.push((t.clone(), table.and_then(Table::mapped).cloned()));
+                    refetch.push((t.clone(), mapped.cloned()));
                 }
-                match table
-                    .and_then(Table::mapped)
-                    .filter(|m| &m.socket == socket)
-                {
+                match mapped.filter(|m| &m.socket == socket) {
                     Some(m) => stamp = stamp.wrapping_add(m.view.stamp(&q.bucket, &q.key)),
                     None => complete = false,
                 }
@@ -222,17 +215,15 @@ impl HotReads {
                             view: Arc::new(view),
                         },
                     },
-                    Ok(Some(Err(e))) => {
-                        tracing::debug!(target = %t.id, error = %e, "change table not mapped");
+                    other => {
+                        if let Ok(Some(Err(e))) = other {
+                            tracing::debug!(target = %t.id, error = %e, "change table not mapped");
+                        }
                         Table::Failed {
                             at: Instant::now(),
                             old,
                         }
                     }
-                    Ok(None) | Err(_) => Table::Failed {
-                        at: Instant::now(),
-                        old,
-                    },
                 };
                 me.tables
                     .write()
@@ -257,7 +248,8 @@ impl HotReads {
         }
         let mut resp = Response::new(Full::new(e.data.clone()).map_err(|e| match e {}).boxed());
         *resp.headers_mut() = e.headers.clone();
-        resp.extensions_mut().insert(KeptMeta(e.meta.clone()));
+        resp.extensions_mut()
+            .insert(crate::proxy::Record(e.meta.clone()));
         Some((resp, e.target.clone()))
     }
 
@@ -275,18 +267,14 @@ impl HotReads {
         if resp.status() != StatusCode::OK {
             return;
         }
-        let Some(meta) = resp
-            .headers()
-            .get(META_HEADER)
-            .and_then(|v| proto::decode_header::<ObjectMeta>(v.as_bytes()).ok())
-        else {
+        let Some(meta) = crate::proxy::Record::of(resp) else {
             return;
         };
         let e = Entry {
             map_version: seen.map_version,
             stamp: seen.stamp,
             headers: resp.headers().clone(),
-            meta: Arc::new(meta),
+            meta: meta.clone(),
             data: data.clone(),
             target: target.clone(),
         };

@@ -402,7 +402,7 @@ impl Jobs {
             etl: Some(spec.etl.clone()),
             ..Default::default()
         };
-        let (resp, owner_url) = self
+        let (mut resp, owner_url) = self
             .read_key(&spec.sources.source, key, &opts, false)
             .await?;
         if !resp.status().is_success() {
@@ -414,10 +414,7 @@ impl Jobs {
                 err.message().unwrap_or("")
             ));
         }
-        let meta: Option<aisle_cluster::proto::ObjectMeta> = resp
-            .headers()
-            .get(aisle_cluster::proto::META_HEADER)
-            .and_then(|v| aisle_cluster::proto::decode_header(v.as_bytes()).ok());
+        let meta = crate::proxy::Record::take(&mut resp);
         let body = aisle_cluster::client::data_stream(resp.into_body());
         if spec.dry_run {
             let mut n = 0u64;

@@ -68,6 +68,36 @@ pub enum Retagged {
     Missing,
 }
 
+/// The object's record that came with a read's answer (its metadata header), decoded once by
+/// [`Targets::read`] and carried in the answer's extensions: the S3 handlers, jobs and the
+/// kept small objects ([`crate::hot`]) all take it from there.
+#[derive(Clone)]
+pub struct Record(pub Arc<ObjectMeta>);
+
+impl Record {
+    /// Decode `resp`'s metadata header, if it has one, into its extensions.
+    fn attach<B>(resp: &mut Response<B>) {
+        let meta = resp
+            .headers()
+            .get(META_HEADER)
+            .and_then(|v| proto::decode_header::<ObjectMeta>(v.as_bytes()).ok());
+        if let Some(m) = meta {
+            resp.extensions_mut().insert(Record(Arc::new(m)));
+        }
+    }
+
+    /// The record of an answer of [`Targets::read`].
+    pub fn of<B>(resp: &Response<B>) -> Option<&Arc<ObjectMeta>> {
+        resp.extensions().get::<Record>().map(|r| &r.0)
+    }
+
+    /// Take the record out of an answer of [`Targets::read`] (copied only if it is also kept).
+    pub fn take<B>(resp: &mut Response<B>) -> Option<ObjectMeta> {
+        let r = resp.extensions_mut().remove::<Record>()?;
+        Some(Arc::try_unwrap(r.0).unwrap_or_else(|m| (*m).clone()))
+    }
+}
+
 /// The gateway's handle on the targets.
 #[derive(Clone)]
 pub struct Targets {
@@ -350,7 +380,8 @@ impl Targets {
     /// Read `(bucket, key)` from the first live target that has it (see
     /// [`Self::ask_holders`]); the answer is any status other than a miss (a 304/412 carries
     /// the metadata header), with the target that gave it. A plain GET of a small object may
-    /// be answered from what an earlier one kept ([`crate::hot`]).
+    /// be answered from what an earlier one kept ([`crate::hot`]). The answer carries the
+    /// object's [`Record`].
     pub async fn read(
         &self,
         q: &ObjectQuery,
@@ -386,11 +417,12 @@ impl Targets {
         head: bool,
     ) -> Result<(Response<ReadBody>, TargetInfo), ClientError> {
         self.ask_holders(&q.bucket, &q.key, |t| async move {
-            let resp = self.read_object(&t, q, opts, head).await?;
+            let mut resp = self.read_object(&t, q, opts, head).await?;
             // A miss or a failure (a corrupt copy among them) as an error the loop can judge.
             if resp.status() == http::StatusCode::NOT_FOUND || resp.status().is_server_error() {
                 return Err(client::status_error(t.url.clone(), resp).await);
             }
+            Record::attach(&mut resp);
             Ok(resp)
         })
         .await
@@ -810,7 +842,7 @@ impl Targets {
 
     /// The metadata of the object as a plain HEAD finds it now (`None`: no such key).
     pub async fn current_meta(&self, q: &ObjectQuery) -> Result<Option<ObjectMeta>, ClientError> {
-        let (resp, target) = match self.read(q, &ReadOptions::default(), true).await {
+        let (mut resp, target) = match self.read(q, &ReadOptions::default(), true).await {
             Ok(r) => r,
             Err(e) if is_miss(&e) => return Ok(None),
             Err(e) => return Err(e),
@@ -821,10 +853,7 @@ impl Targets {
         if !resp.status().is_success() {
             return Err(client::status_error(target.url.clone(), resp).await);
         }
-        Ok(resp
-            .headers()
-            .get(META_HEADER)
-            .and_then(|v| proto::decode_header(v.as_bytes()).ok()))
+        Ok(Record::take(&mut resp))
     }
 
     /// A target's status, with per-mountpath object counts.

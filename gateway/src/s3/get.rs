@@ -3,9 +3,7 @@
 
 use aisle_cluster::client::status_error;
 use aisle_cluster::client::{ReadBody, data_stream};
-use aisle_cluster::proto::{
-    self, Conditions, ETL_APPLIED_HEADER, META_HEADER, ObjectMeta, ObjectQuery, ReadOptions,
-};
+use aisle_cluster::proto::{Conditions, ETL_APPLIED_HEADER, ObjectMeta, ObjectQuery, ReadOptions};
 use futures::StreamExt;
 use http::{StatusCode, header};
 use s3s::dto::*;
@@ -105,19 +103,14 @@ pub(super) async fn read_version(
         part,
         version_id,
     };
-    let (resp, target) = s3
+    let (mut resp, target) = s3
         .targets
         .read(&q, &opts, head)
         .await
         .map_err(from_client)?;
     // The object's record: with the answer, and with a 304 (its ETag and Last-Modified).
+    let meta = crate::proxy::Record::take(&mut resp);
     let h = resp.headers();
-    let meta: Option<ObjectMeta> = match resp.extensions().get::<crate::hot::KeptMeta>() {
-        Some(kept) => Some((*kept.0).clone()),
-        None => h
-            .get(META_HEADER)
-            .and_then(|v| proto::decode_header(v.as_bytes()).ok()),
-    };
     let meta = match (resp.status(), meta) {
         (StatusCode::OK | StatusCode::PARTIAL_CONTENT, Some(m)) => m,
         (StatusCode::OK | StatusCode::PARTIAL_CONTENT, None) => {
