@@ -35,14 +35,17 @@ class Up:
     `env` holds what it wrote to aisle.env (endpoint and keys), `pid(node)` a node's process
     id (`gateway`, `t1`, ...)."""
 
-    def __init__(self, data, *args, binary=AISLE):
+    def __init__(self, data, *args, binary=AISLE, wrapper=(), stderr=subprocess.DEVNULL, wait_secs=60):
+        """`wrapper`: a command that runs `aisle up` (e.g. valgrind)."""
         self.data = Path(data)
-        self.proc = subprocess.Popen([str(binary), "up", "--data", str(self.data), "--port", "0", *args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([*wrapper, str(binary), "up", "--data", str(self.data), "--port", "0", *args],
+                                     stdout=subprocess.DEVNULL, stderr=stderr)
         env_file = self.data / "aisle.env"
-        for _ in range(600):
+        for _ in range(wait_secs * 10):
             if env_file.exists() and len(env_file.read_text().splitlines()) >= 4:
                 break
+            if self.proc.poll() is not None:
+                raise SystemExit(f"aisle up ended with {self.proc.returncode}")
             time.sleep(0.1)
         self.env = dict(l.replace("export ", "", 1).split("=", 1) for l in env_file.read_text().splitlines())
 
